@@ -1,0 +1,53 @@
+/*
+ * internal.h - structures shared by cache.c and tensor.c.  Not installed.
+ */
+#ifndef IT_INTERNAL_H
+#define IT_INTERNAL_H
+
+#include "it_tensor.h"
+
+#define TILE_ORPHAN 1u /* dropped from its tensor while pinned; freed at unpin */
+
+typedef struct it_tile it_tile;
+
+struct it_tile {
+    it_tensor *owner;
+    it_tile *hnext;            /* hash chain in owner's table */
+    it_tile *prev, *next;      /* LRU links; only while cached and unpinned */
+    it_buffer *buf;            /* the tile's values, tile_shape of owner */
+    uint64_t hash;
+    int64_t ncontrib;          /* bits set */
+    int64_t ntotal;            /* windows that can contribute */
+    int64_t weight;
+    int32_t pins;
+    uint32_t flags;
+    uint64_t pin_serial;       /* last read context that pinned it */
+    uint64_t mark;             /* read context completing it (custom blend) */
+    int64_t *coord;            /* owner->ninf tile coordinates */
+    int64_t *dom_lo;           /* owner->ncoords: first window index per coord */
+    int64_t *dom_n;            /* owner->ncoords: windows per coord */
+    uint64_t *bits;            /* ntotal bits, row-major over the domain */
+};
+
+struct it_cache {
+    int refs;
+    int64_t byte_limit, weight_limit; /* < 0: none */
+    int64_t bytes, tiles, weight, pinned;
+    it_tile *lru_head, *lru_tail; /* head: least recently used */
+};
+
+/* cache.c */
+void it__cache_account(it_cache *c, it_tile *tile, int sign);
+void it__lru_remove(it_cache *c, it_tile *tile);
+void it__lru_push(it_cache *c, it_tile *tile);
+void it__tile_pin(it_tile *tile);
+void it__tile_unpin(it_tile *tile);
+
+/* tensor.c */
+it_cache *it__tensor_cache(const it_tensor *t);
+/* Unlink an unpinned, cached tile from its tensor and free it. */
+void it__tile_evict(it_tile *tile);
+/* Free a tile's memory (already unlinked). */
+void it__tile_free(it_tile *tile);
+
+#endif

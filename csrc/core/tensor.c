@@ -1,0 +1,1132 @@
+/*
+ * tensor.c - tensor nodes, their tiles, and the read engine.
+ *
+ * Layout.  A tile covers the whole extent of every finite dim and
+ * tile_shape[d] pixels of every infinite dim, stored C-contiguous in the
+ * tensor's dim order.  Tiles live in a per-tensor hash table keyed by their
+ * coordinates along the infinite dims (a tensor without infinite dims has one
+ * tile, keyed by the empty tuple).
+ *
+ * Contribution records.  The windows that can touch a tile form a product
+ * of ranges (its "domain", it_geom.h); a bitmap over that product records
+ * which have been added.  Adding a window to a tile is one kernel call plus
+ * setting its bit, with no callback in between, so a tile never holds half a
+ * window, and a window whose bit is set is never added again: not after an
+ * eviction (the tile is gone with its bitmap), not when two reads race to
+ * compute the same window, not after a failure in the middle of a batch.
+ *
+ * Reading a box.  it_tensor_read opens a read context (a serial number and
+ * the list of tiles it pinned), then:
+ *   1. plan: walk the tiles meeting the box; skip complete ones (every window
+ *      of the domain present); for the others collect the windows that meet
+ *      the box there and are missing from the tile, into a set;
+ *   2. order the pending windows lexicographically; ensure, recursively and
+ *      in the same context, every upstream region they need, so each
+ *      upstream window is computed at most once per read (its tiles stay
+ *      pinned until the read ends);
+ *   3. compute in batches: assemble each batch's argument regions into fresh
+ *      buffers, call ops->compute, add each output to the tiles it touches;
+ *   4. assemble the box from the tiles into a new buffer.
+ *
+ * Blends.  Sum, max and min do not depend on order, so a window is added to
+ * every tile it touches, creating tiles as needed.  A custom blend is a fold
+ * whose answer depends on order; the 0.3 answer is the fold over covering
+ * windows in lexicographic order.  To give it whatever the order of reads,
+ * a custom-blend read completes every tile it touches in one go, windows in
+ * lexicographic order, and adds a window only to tiles the read is
+ * completing (tile->mark); a window that also touches a tile outside the read
+ * is recomputed when a later read completes that tile.
+ *
+ * Re-entrancy.  f may read other tensors: that is a new top-level read with
+ * its own context.  A thread-local stack of tensors whose f is running
+ * catches f reading its own tensor (directly or through other tensors).
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#define TILE_TARGET_ELEMS 16384
+#define TILE_MAX_BYTES (((int64_t)1) << 40)
+
+struct it_tensor {
+    int refs;
+    it_cache *cache;
+    it_tensor_spec spec; /* spec.args / spec.arg_windows point at the arrays below */
+    it_tensor **args;
+    it_window *arg_windows;
+    it_tensor_ops ops;
+    void *user;
+    size_t elsize;
+    int ndim, ncoords, ninf;
+    int inf_dim[IT_MAX_DIMS];
+    int64_t tshape[IT_MAX_DIMS];
+    int64_t tstrides[IT_MAX_DIMS]; /* bytes */
+    int64_t window_bytes;
+    it_tile **buckets;
+    size_t nbuckets;
+    int64_t ntiles;
+    int64_t bytes;
+};
+
+typedef struct read_ctx {
+    uint64_t serial;
+    int flags;
+    it_tile **pins;
+    size_t npins, cap;
+} read_ctx;
+
+typedef struct frame {
+    const it_tensor *t;
+    struct frame *up;
+} frame;
+
+static _Thread_local frame *computing;
+static atomic_uint_fast64_t next_serial = 1;
+
+it_cache *it__tensor_cache(const it_tensor *t) { return t->cache; }
+
+/* ---- hashing and the tile table ---------------------------------------- */
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static uint64_t hash_coords(const int64_t *c, int n)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < n; i++)
+        h = mix(h ^ (uint64_t)c[i]);
+    return h;
+}
+
+static it_tile *lookup(const it_tensor *t, const int64_t *coord)
+{
+    if (!t->nbuckets)
+        return NULL;
+    uint64_t h = hash_coords(coord, t->ninf);
+    for (it_tile *p = t->buckets[h & (t->nbuckets - 1)]; p; p = p->hnext)
+        if (p->hash == h && memcmp(p->coord, coord, sizeof(int64_t) * (size_t)t->ninf) == 0)
+            return p;
+    return NULL;
+}
+
+static int table_grow(it_tensor *t)
+{
+    size_t n = t->nbuckets ? t->nbuckets * 2 : 64;
+    it_tile **b = it_calloc(n, sizeof *b);
+    if (!b)
+        return it_error_set(IT_ENOMEM, "out of memory growing the tile table");
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        it_tile *p = t->buckets[i];
+        while (p) {
+            it_tile *next = p->hnext;
+            p->hnext = b[p->hash & (n - 1)];
+            b[p->hash & (n - 1)] = p;
+            p = next;
+        }
+    }
+    it_free(t->buckets);
+    t->buckets = b;
+    t->nbuckets = n;
+    return IT_OK;
+}
+
+static void table_unlink(it_tensor *t, it_tile *tile)
+{
+    it_tile **pp = &t->buckets[tile->hash & (t->nbuckets - 1)];
+    while (*pp != tile)
+        pp = &(*pp)->hnext;
+    *pp = tile->hnext;
+    tile->hnext = NULL;
+    t->ntiles--;
+    t->bytes -= (int64_t)tile->buf->nbytes;
+    it__cache_account(t->cache, tile, -1);
+}
+
+void it__tile_free(it_tile *tile)
+{
+    if (!tile)
+        return;
+    it_buffer_free(tile->buf);
+    it_free(tile);
+}
+
+void it__tile_evict(it_tile *tile)
+{
+    it__lru_remove(tile->owner->cache, tile);
+    table_unlink(tile->owner, tile);
+    it__tile_free(tile);
+}
+
+/* Pixel box of a tile. */
+static void tile_box(const it_tensor *t, const int64_t *coord, int64_t *start, int64_t *stop)
+{
+    for (int d = 0, k = 0; d < t->ndim; d++) {
+        if (t->spec.shape[d] == IT_DIM_INFINITE) {
+            start[d] = coord[k] * t->tshape[d];
+            stop[d] = start[d] + t->tshape[d];
+            k++;
+        } else {
+            start[d] = 0;
+            stop[d] = t->spec.shape[d];
+        }
+    }
+}
+
+/* Create a tile (not pinned, not on the LRU list: the caller pins it). */
+static int tile_create(it_tensor *t, const int64_t *coord, it_tile **out)
+{
+    int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS], lo[IT_MAX_DIMS], n[IT_MAX_DIMS], total;
+    int rc;
+    *out = NULL;
+    tile_box(t, coord, start, stop);
+    if ((rc = it_window_domain(&t->spec.window, t->spec.shape, start, stop, lo, n, &total)))
+        return rc;
+    if (total > (((int64_t)1) << 36))
+        return it_error_set(IT_ETOOBIG, "a tile meets %lld windows; use larger tiles or strides",
+                            (long long)total);
+    if (t->ntiles + 1 > (int64_t)t->nbuckets && (rc = table_grow(t)))
+        return rc;
+    size_t nw = (size_t)((total + 63) / 64);
+    size_t ints = (size_t)t->ninf + 2 * (size_t)t->ncoords;
+    it_tile *tile = it_calloc(1, sizeof *tile + sizeof(int64_t) * ints + sizeof(uint64_t) * nw);
+    if (!tile)
+        return it_error_set(IT_ENOMEM, "out of memory creating a tile");
+    if ((rc = it_buffer_create(t->spec.dtype, t->ndim, t->tshape, &tile->buf))) {
+        it_free(tile);
+        return rc;
+    }
+    int zero = 1;
+    for (size_t b = 0; b < t->elsize; b++)
+        zero &= t->spec.fill[b] == 0;
+    if (zero)
+        memset(tile->buf->data, 0, tile->buf->nbytes);
+    else
+        it_fill_nd(t->elsize, t->ndim, t->tshape, tile->buf->data, t->tstrides, t->spec.fill);
+    tile->owner = t;
+    tile->coord = (int64_t *)(tile + 1);
+    tile->dom_lo = tile->coord + t->ninf;
+    tile->dom_n = tile->dom_lo + t->ncoords;
+    tile->bits = (uint64_t *)(tile->dom_n + t->ncoords);
+    memcpy(tile->coord, coord, sizeof(int64_t) * (size_t)t->ninf);
+    memcpy(tile->dom_lo, lo, sizeof(int64_t) * (size_t)t->ncoords);
+    memcpy(tile->dom_n, n, sizeof(int64_t) * (size_t)t->ncoords);
+    tile->ntotal = total;
+    tile->weight = ((int64_t)tile->buf->nbytes + t->window_bytes - 1) / t->window_bytes;
+    tile->hash = hash_coords(coord, t->ninf);
+    size_t slot = tile->hash & (t->nbuckets - 1);
+    tile->hnext = t->buckets[slot];
+    t->buckets[slot] = tile;
+    t->ntiles++;
+    t->bytes += (int64_t)tile->buf->nbytes;
+    it__cache_account(t->cache, tile, +1);
+    *out = tile;
+    return IT_OK;
+}
+
+/* Bit index of window w in tile's domain, or -1 if w is not in it. */
+static int64_t bit_index(const it_tensor *t, const it_tile *tile, const int64_t *w)
+{
+    int64_t idx = 0;
+    for (int c = 0; c < t->ncoords; c++) {
+        int64_t r = w[c] - tile->dom_lo[c];
+        if (r < 0 || r >= tile->dom_n[c])
+            return -1;
+        idx = idx * tile->dom_n[c] + r;
+    }
+    return idx;
+}
+
+static int has_bit(const it_tile *tile, int64_t i)
+{
+    return (tile->bits[i >> 6] >> (i & 63)) & 1u;
+}
+
+/* ---- read contexts ------------------------------------------------------ */
+
+static int ctx_pin(read_ctx *ctx, it_tile *tile)
+{
+    if (tile->pin_serial == ctx->serial)
+        return IT_OK;
+    if (ctx->npins == ctx->cap) {
+        size_t cap = ctx->cap ? ctx->cap * 2 : 64;
+        it_tile **p = it_realloc(ctx->pins, cap * sizeof *p);
+        if (!p)
+            return it_error_set(IT_ENOMEM, "out of memory pinning tiles");
+        ctx->pins = p;
+        ctx->cap = cap;
+    }
+    it__tile_pin(tile);
+    tile->pin_serial = ctx->serial;
+    ctx->pins[ctx->npins++] = tile;
+    return IT_OK;
+}
+
+static void ctx_init(read_ctx *ctx, int flags)
+{
+    memset(ctx, 0, sizeof *ctx);
+    ctx->serial = atomic_fetch_add(&next_serial, 1);
+    ctx->flags = flags;
+}
+
+static void ctx_release(read_ctx *ctx)
+{
+    it_cache *last = NULL;
+    for (size_t i = ctx->npins; i-- > 0;) {
+        it_tile *tile = ctx->pins[i];
+        it_cache *c = tile->owner->cache;
+        if (tile->pin_serial == ctx->serial)
+            tile->pin_serial = 0;
+        it__tile_unpin(tile);
+        if (c != last) {
+            if (last)
+                it_cache_trim(last);
+            last = c;
+        }
+    }
+    if (last)
+        it_cache_trim(last);
+    it_free(ctx->pins);
+    ctx->pins = NULL;
+    ctx->npins = ctx->cap = 0;
+}
+
+/* Find or create (and pin) a tile. */
+static int get_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, int create, it_tile **out)
+{
+    it_tile *tile = lookup(t, coord);
+    int rc;
+    *out = NULL;
+    if (!tile) {
+        if (!create)
+            return IT_OK;
+        if ((rc = tile_create(t, coord, &tile)))
+            return rc;
+        if ((rc = ctx_pin(ctx, tile))) {
+            it__lru_push(t->cache, tile); /* leave it cached and evictable */
+            return rc;
+        }
+        it_cache_trim(t->cache);
+    } else if ((rc = ctx_pin(ctx, tile))) {
+        return rc;
+    }
+    *out = tile;
+    return IT_OK;
+}
+
+/* ---- window sets -------------------------------------------------------- */
+
+/* A set of window indices: the tuples in insertion order plus an open
+ * addressing table of positions. */
+typedef struct winset {
+    int k;
+    int64_t n, cap;   /* tuples stored / room */
+    int64_t *tuples;  /* n * k */
+    int64_t *slots;   /* table of positions + 1 (0 = empty) */
+    int64_t nslots;
+} winset;
+
+static void winset_free(winset *s)
+{
+    it_free(s->tuples);
+    it_free(s->slots);
+    memset(s, 0, sizeof *s);
+}
+
+static int winset_rehash(winset *s, int64_t nslots)
+{
+    int64_t *slots = it_calloc((size_t)nslots, sizeof *slots);
+    if (!slots)
+        return it_error_set(IT_ENOMEM, "out of memory planning windows");
+    for (int64_t i = 0; i < s->n; i++) {
+        uint64_t h = hash_coords(s->tuples + i * s->k, s->k);
+        int64_t j = (int64_t)(h & (uint64_t)(nslots - 1));
+        while (slots[j])
+            j = (j + 1) & (nslots - 1);
+        slots[j] = i + 1;
+    }
+    it_free(s->slots);
+    s->slots = slots;
+    s->nslots = nslots;
+    return IT_OK;
+}
+
+static int winset_add(winset *s, const int64_t *w)
+{
+    int rc;
+    if ((s->n + 1) * 2 > s->nslots && (rc = winset_rehash(s, s->nslots ? s->nslots * 2 : 256)))
+        return rc;
+    uint64_t h = hash_coords(w, s->k);
+    int64_t j = (int64_t)(h & (uint64_t)(s->nslots - 1));
+    size_t sz = sizeof(int64_t) * (size_t)s->k;
+    for (; s->slots[j]; j = (j + 1) & (s->nslots - 1))
+        if (memcmp(s->tuples + (s->slots[j] - 1) * s->k, w, sz) == 0)
+            return IT_OK;
+    if (s->n == s->cap) {
+        int64_t cap = s->cap ? s->cap * 2 : 64;
+        int64_t *p = it_realloc(s->tuples, (size_t)cap * sz);
+        if (!p)
+            return it_error_set(IT_ENOMEM, "out of memory planning windows");
+        s->tuples = p;
+        s->cap = cap;
+    }
+    memcpy(s->tuples + s->n * s->k, w, sz);
+    s->slots[j] = ++s->n;
+    return IT_OK;
+}
+
+static int lex_less(const int64_t *a, const int64_t *b, int k)
+{
+    for (int i = 0; i < k; i++)
+        if (a[i] != b[i])
+            return a[i] < b[i];
+    return 0;
+}
+
+/* Sort the tuples lexicographically (bottom-up merge sort, stable). */
+static int winset_sort(winset *s)
+{
+    int64_t n = s->n, k = s->k;
+    if (n < 2)
+        return IT_OK;
+    int sorted = 1;
+    for (int64_t i = 1; i < n && sorted; i++)
+        sorted = !lex_less(s->tuples + i * k, s->tuples + (i - 1) * k, (int)k);
+    if (sorted)
+        return IT_OK;
+    size_t sz = sizeof(int64_t) * (size_t)k;
+    int64_t *tmp = it_malloc((size_t)n * sz);
+    if (!tmp)
+        return it_error_set(IT_ENOMEM, "out of memory sorting windows");
+    int64_t *a = s->tuples, *b = tmp;
+    for (int64_t width = 1; width < n; width *= 2) {
+        for (int64_t lo = 0; lo < n; lo += 2 * width) {
+            int64_t mid = IT_MIN(lo + width, n), hi = IT_MIN(lo + 2 * width, n);
+            int64_t i = lo, j = mid, o = lo;
+            while (i < mid && j < hi) {
+                if (lex_less(a + j * k, a + i * k, (int)k))
+                    memcpy(b + (o++) * k, a + (j++) * k, sz);
+                else
+                    memcpy(b + (o++) * k, a + (i++) * k, sz);
+            }
+            while (i < mid)
+                memcpy(b + (o++) * k, a + (i++) * k, sz);
+            while (j < hi)
+                memcpy(b + (o++) * k, a + (j++) * k, sz);
+        }
+        int64_t *x = a;
+        a = b;
+        b = x;
+    }
+    if (a != s->tuples)
+        memcpy(s->tuples, a, (size_t)n * sz);
+    it_free(tmp);
+    /* the table now indexes stale positions; it is not used after sorting */
+    return IT_OK;
+}
+
+/* ---- odometer over a product of ranges --------------------------------- */
+
+/* Advance idx (n entries, lo/count ranges) lexicographically; 0 at the end. */
+static int odometer_next(int64_t *idx, const int64_t *lo, const int64_t *count, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        if (++idx[i] < lo[i] + count[i])
+            return 1;
+        idx[i] = lo[i];
+    }
+    return 0;
+}
+
+/* Tile coordinate ranges meeting [start, stop) along the infinite dims. */
+static void tile_ranges(const it_tensor *t, const int64_t *start, const int64_t *stop,
+                        int64_t *lo, int64_t *count)
+{
+    for (int k = 0; k < t->ninf; k++) {
+        int d = t->inf_dim[k];
+        lo[k] = it_floordiv(start[d], t->tshape[d]);
+        count[k] = it_floordiv(stop[d] - 1, t->tshape[d]) - lo[k] + 1;
+    }
+}
+
+/* Clip a region to the finite dims; 0 if nothing is left. */
+static int clip_finite(const it_tensor *t, int64_t *start, int64_t *stop)
+{
+    for (int d = 0; d < t->ndim; d++) {
+        if (t->spec.shape[d] != IT_DIM_INFINITE) {
+            start[d] = IT_MAX(start[d], 0);
+            stop[d] = IT_MIN(stop[d], t->spec.shape[d]);
+        }
+        if (start[d] >= stop[d])
+            return 0;
+    }
+    return 1;
+}
+
+/* ---- contributing a window --------------------------------------------- */
+
+static int check_output(const it_tensor *t, const it_view *v)
+{
+    if (v->device_type != IT_DEVICE_CPU)
+        return it_error_set(IT_EDEVICE, "window output is not in host memory");
+    if (v->dtype != t->spec.dtype)
+        return it_error_set(IT_EDTYPE, "window output has dtype %s, expected %s",
+                            it_dtype_name(v->dtype), it_dtype_name(t->spec.dtype));
+    if (v->ndim != t->ndim)
+        return it_error_set(IT_ESHAPE, "window output has %d dims, expected %d", v->ndim, t->ndim);
+    for (int d = 0; d < t->ndim; d++)
+        if (v->shape[d] != t->spec.window.size[d])
+            return it_error_set(IT_ESHAPE, "window output has extent %lld on dim %d, expected %lld",
+                                (long long)v->shape[d], d, (long long)t->spec.window.size[d]);
+    return IT_OK;
+}
+
+static int blend_custom(it_tensor *t, void *dst, const int64_t *shape,
+                        const void *src, const int64_t *src_strides)
+{
+    it_buffer *existing = NULL, *incoming = NULL;
+    it_view result;
+    void *owner = NULL;
+    int rc;
+    if ((rc = it_buffer_create(t->spec.dtype, t->ndim, shape, &existing)) ||
+        (rc = it_buffer_create(t->spec.dtype, t->ndim, shape, &incoming)))
+        goto fail;
+    it_copy_nd(t->elsize, t->ndim, shape, existing->data, existing->strides, dst, t->tstrides);
+    it_copy_nd(t->elsize, t->ndim, shape, incoming->data, incoming->strides, src, src_strides);
+    if ((rc = t->ops.blend(t->user, &existing, &incoming, &result, &owner)))
+        goto fail;
+    rc = IT_OK;
+    if (result.dtype != t->spec.dtype || result.ndim != t->ndim ||
+        result.device_type != IT_DEVICE_CPU)
+        rc = it_error_set(IT_ESHAPE, "blend returned a result of the wrong dtype, rank or device");
+    for (int d = 0; rc == IT_OK && d < t->ndim; d++)
+        if (result.shape[d] != shape[d])
+            rc = it_error_set(IT_ESHAPE, "blend returned a result of the wrong shape");
+    if (rc == IT_OK)
+        it_copy_nd(t->elsize, t->ndim, shape, dst, t->tstrides, result.data, result.strides);
+    t->ops.release_view(t->user, owner);
+fail:
+    it_buffer_free(existing);
+    it_buffer_free(incoming);
+    return rc;
+}
+
+/*
+ * Add window w (output v) to the tiles it touches that lack it.  With
+ * only_marked, only tiles this context is completing receive it (custom
+ * blends); otherwise missing tiles are created.
+ */
+static int contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_view *v, int only_marked)
+{
+    int64_t ws[IT_MAX_DIMS], we[IT_MAX_DIMS], tlo[IT_MAX_DIMS], tn[IT_MAX_DIMS], tc[IT_MAX_DIMS];
+    int rc;
+    if ((rc = check_output(t, v)) || (rc = it_window_bounds(&t->spec.window, w, ws, we)))
+        return rc;
+    tile_ranges(t, ws, we, tlo, tn);
+    memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
+    do {
+        it_tile *tile;
+        if (only_marked) {
+            tile = lookup(t, tc);
+            if (!tile || tile->mark != ctx->serial)
+                continue;
+            if ((rc = ctx_pin(ctx, tile)))
+                return rc;
+        } else if ((rc = get_tile(ctx, t, tc, 1, &tile))) {
+            return rc;
+        }
+        int64_t bit = bit_index(t, tile, w);
+        if (bit < 0)
+            return it_error_set(IT_ESTATE, "internal error: window outside its tile's domain");
+        if (has_bit(tile, bit))
+            continue;
+        int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS], shape[IT_MAX_DIMS];
+        char *dst = tile->buf->data;
+        const char *src = v->data;
+        tile_box(t, tc, ts, te);
+        for (int d = 0; d < t->ndim; d++) {
+            int64_t a = IT_MAX(ws[d], ts[d]), b = IT_MIN(we[d], te[d]);
+            shape[d] = b - a;
+            dst += (a - ts[d]) * t->tstrides[d];
+            src += (a - ws[d]) * v->strides[d];
+        }
+        if (t->spec.combine == IT_COMBINE_CUSTOM)
+            rc = blend_custom(t, dst, shape, src, v->strides);
+        else
+            rc = it_combine_nd(t->spec.combine, t->spec.dtype, t->ndim, shape, dst, t->tstrides,
+                               src, v->strides);
+        if (rc)
+            return rc;
+        tile->bits[bit >> 6] |= (uint64_t)1 << (bit & 63);
+        tile->ncontrib++;
+    } while (odometer_next(tc, tlo, tn, t->ninf));
+    return IT_OK;
+}
+
+/* ---- assembling a region ------------------------------------------------ */
+
+/* Copy the box (with steps) out of t's tiles into a new buffer. */
+static int assemble(it_tensor *t, const it_box *box, it_buffer **out)
+{
+    int64_t shape[IT_MAX_DIMS], start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
+    int64_t tlo[IT_MAX_DIMS], tn[IT_MAX_DIMS], tc[IT_MAX_DIMS];
+    it_buffer *buf;
+    int rc, empty = 0;
+    for (int d = 0; d < t->ndim; d++) {
+        shape[d] = it_box_extent(box, d);
+        empty |= shape[d] == 0;
+    }
+    if ((rc = it_buffer_create(t->spec.dtype, t->ndim, shape, &buf)))
+        return rc;
+    *out = buf;
+    if (empty)
+        return IT_OK;
+    /* the sampled span, clipped to the finite dims */
+    int filled = 0, inside = 1;
+    for (int d = 0; d < t->ndim; d++) {
+        start[d] = box->start[d];
+        stop[d] = box->start[d] + (shape[d] - 1) * box->step[d] + 1;
+    }
+    for (int d = 0; d < t->ndim; d++)
+        if (t->spec.shape[d] != IT_DIM_INFINITE && (start[d] < 0 || stop[d] > t->spec.shape[d]))
+            inside = 0;
+    if (!inside) {
+        it_fill_nd(t->elsize, t->ndim, shape, buf->data, buf->strides, t->spec.fill);
+        filled = 1;
+        if (!clip_finite(t, start, stop))
+            return IT_OK;
+    }
+    tile_ranges(t, start, stop, tlo, tn);
+    memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
+    do {
+        const it_tile *tile = lookup(t, tc);
+        if (!tile) {
+            if (!filled) {
+                it_fill_nd(t->elsize, t->ndim, shape, buf->data, buf->strides, t->spec.fill);
+                filled = 1;
+            }
+            continue;
+        }
+        int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS], n[IT_MAX_DIMS], ss[IT_MAX_DIMS];
+        const char *src = tile->buf->data;
+        char *dst = buf->data;
+        int skip = 0;
+        tile_box(t, tc, ts, te);
+        for (int d = 0; d < t->ndim; d++) {
+            int64_t step = box->step[d];
+            int64_t i0 = IT_MAX(0, it_ceildiv(ts[d] - box->start[d], step));
+            int64_t i1 = IT_MIN(shape[d], it_ceildiv(te[d] - box->start[d], step));
+            if (i0 >= i1) {
+                skip = 1;
+                break;
+            }
+            n[d] = i1 - i0;
+            src += (box->start[d] + i0 * step - ts[d]) * t->tstrides[d];
+            dst += i0 * buf->strides[d];
+            ss[d] = t->tstrides[d] * step;
+        }
+        if (!skip)
+            it_copy_nd(t->elsize, t->ndim, n, dst, buf->strides, src, ss);
+    } while (odometer_next(tc, tlo, tn, t->ninf));
+    return IT_OK;
+}
+
+/* ---- the planner -------------------------------------------------------- */
+
+static int in_computing_stack(const it_tensor *t)
+{
+    for (const frame *f = computing; f; f = f->up)
+        if (f->t == t)
+            return 1;
+    return 0;
+}
+
+/* Add to pending the windows of region [start, stop) missing from tile
+ * (tile may be NULL: then every window of the region is missing). */
+static int collect_missing(const it_tensor *t, const it_tile *tile,
+                           const int64_t *start, const int64_t *stop, winset *pending)
+{
+    int64_t lo[IT_MAX_DIMS], n[IT_MAX_DIMS], w[IT_MAX_DIMS], total;
+    int rc;
+    if ((rc = it_window_domain(&t->spec.window, t->spec.shape, start, stop, lo, n, &total)))
+        return rc;
+    if (total == 0)
+        return IT_OK;
+    memcpy(w, lo, sizeof(int64_t) * (size_t)t->ncoords);
+    do {
+        if (tile) {
+            int64_t bit = bit_index(t, tile, w);
+            if (bit >= 0 && has_bit(tile, bit))
+                continue;
+        }
+        if ((rc = winset_add(pending, w)))
+            return rc;
+    } while (odometer_next(w, lo, n, t->ncoords));
+    return IT_OK;
+}
+
+/* Plan one region: pin its tiles and collect missing windows. */
+static int plan_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const int64_t *rstop,
+                       winset *pending)
+{
+    int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS], tlo[IT_MAX_DIMS], tn[IT_MAX_DIMS], tc[IT_MAX_DIMS];
+    int custom = t->spec.combine == IT_COMBINE_CUSTOM;
+    int rc;
+    memcpy(start, rstart, sizeof(int64_t) * (size_t)t->ndim);
+    memcpy(stop, rstop, sizeof(int64_t) * (size_t)t->ndim);
+    if (!clip_finite(t, start, stop))
+        return IT_OK;
+    tile_ranges(t, start, stop, tlo, tn);
+    memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
+    do {
+        it_tile *tile;
+        int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS];
+        if ((rc = get_tile(ctx, t, tc, 0, &tile)))
+            return rc;
+        if (tile && tile->ncontrib == tile->ntotal)
+            continue;
+        tile_box(t, tc, ts, te);
+        if (custom) {
+            if (!tile) {
+                int64_t lo[IT_MAX_DIMS], n[IT_MAX_DIMS], total;
+                if ((rc = it_window_domain(&t->spec.window, t->spec.shape, ts, te, lo, n, &total)))
+                    return rc;
+                if (total == 0)
+                    continue;
+                if ((rc = get_tile(ctx, t, tc, 1, &tile)))
+                    return rc;
+            }
+            tile->mark = ctx->serial;
+        } else {
+            for (int d = 0; d < t->ndim; d++) {
+                ts[d] = IT_MAX(ts[d], start[d]);
+                te[d] = IT_MIN(te[d], stop[d]);
+            }
+        }
+        if ((rc = collect_missing(t, tile, ts, te, pending)))
+            return rc;
+    } while (odometer_next(tc, tlo, tn, t->ninf));
+    return IT_OK;
+}
+
+static int ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions);
+
+/* Compute the pending windows (sorted) of t, in batches. */
+static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
+{
+    int K = t->ncoords, nargs = t->spec.nargs, rc = IT_OK;
+    int64_t bs = t->spec.batch_size, npend = pending->n;
+    it_buffer **argbufs = NULL;
+    it_view *outs = NULL;
+    int64_t *astart = NULL, *astop = NULL;
+
+    /* upstream first: every region the pending windows read, in one plan */
+    if (nargs > 0) {
+        astart = it_malloc(sizeof(int64_t) * (size_t)(npend * IT_MAX_DIMS));
+        astop = it_malloc(sizeof(int64_t) * (size_t)(npend * IT_MAX_DIMS));
+        if (!astart || !astop) {
+            rc = it_error_set(IT_ENOMEM, "out of memory planning upstream reads");
+            goto done;
+        }
+        for (int a = 0; a < nargs; a++) {
+            const it_window *aw = &t->arg_windows[a];
+            for (int64_t i = 0; i < npend; i++)
+                if ((rc = it_window_bounds(aw, pending->tuples + i * K, astart + i * aw->ndim,
+                                           astop + i * aw->ndim)))
+                    goto done;
+            if ((rc = ensure(ctx, t->args[a], astart, astop, npend)))
+                goto done;
+        }
+    }
+
+    int64_t nb = IT_MIN(bs, npend);
+    argbufs = it_calloc((size_t)(nargs * nb) + 1, sizeof *argbufs);
+    outs = it_calloc((size_t)nb, sizeof *outs);
+    if (!argbufs || !outs) {
+        rc = it_error_set(IT_ENOMEM, "out of memory preparing a batch");
+        goto done;
+    }
+    for (int64_t first = 0; first < npend; first += bs) {
+        int64_t n = IT_MIN(bs, npend - first);
+        const int64_t *coords = pending->tuples + first * K;
+        for (int a = 0; a < nargs; a++) {
+            const it_window *aw = &t->arg_windows[a];
+            for (int64_t i = 0; i < n; i++) {
+                it_box box;
+                box.ndim = aw->ndim;
+                if ((rc = it_window_bounds(aw, coords + i * K, box.start, box.stop)))
+                    goto done;
+                for (int d = 0; d < aw->ndim; d++)
+                    box.step[d] = 1;
+                if ((rc = assemble(t->args[a], &box, &argbufs[a * n + i])))
+                    goto done;
+            }
+        }
+        it_batch batch = {n, K, coords, nargs, argbufs, outs, NULL};
+        frame fr = {t, computing};
+        computing = &fr;
+        rc = t->ops.compute(t->user, &batch);
+        computing = fr.up;
+        for (int64_t i = 0; i < (int64_t)nargs * n; i++) {
+            it_buffer_free(argbufs[i]);
+            argbufs[i] = NULL;
+        }
+        if (rc)
+            goto done;
+        for (int64_t i = 0; i < n && rc == IT_OK; i++)
+            rc = contribute(ctx, t, coords + i * K, &outs[i], t->spec.combine == IT_COMBINE_CUSTOM);
+        t->ops.release(t->user, &batch);
+        if (rc)
+            goto done;
+    }
+done:
+    if (argbufs)
+        for (int64_t i = 0; i < (int64_t)nargs * nb; i++)
+            it_buffer_free(argbufs[i]);
+    it_free(argbufs);
+    it_free(outs);
+    it_free(astart);
+    it_free(astop);
+    return rc;
+}
+
+static int ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions)
+{
+    winset pending = {0};
+    int rc = IT_OK;
+    pending.k = t->ncoords;
+    for (int64_t r = 0; r < nregions; r++)
+        if ((rc = plan_region(ctx, t, starts + r * t->ndim, stops + r * t->ndim, &pending)))
+            goto done;
+    if (pending.n == 0)
+        goto done;
+    if (ctx->flags & IT_READ_NO_COMPUTE) {
+        rc = it_error_set(IT_ESTATE, "the region needs %lld window(s) that have not been computed",
+                          (long long)pending.n);
+        goto done;
+    }
+    if (in_computing_stack(t)) {
+        rc = it_error_set(IT_ECYCLE, "f of a tensor reads that same tensor (a cycle)");
+        goto done;
+    }
+    if ((rc = winset_sort(&pending)))
+        goto done;
+    rc = compute_pending(ctx, t, &pending);
+done:
+    winset_free(&pending);
+    return rc;
+}
+
+/* ---- public API ---------------------------------------------------------- */
+
+int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
+{
+    int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
+    int empty = 0, rc;
+    *out = NULL;
+    if (box->ndim != t->ndim)
+        return it_error_set(IT_EINVAL, "a %d-d box for a %d-d tensor", box->ndim, t->ndim);
+    for (int d = 0; d < t->ndim; d++) {
+        if (box->step[d] < 1)
+            return it_error_set(IT_EINVAL, "step must be positive, got %lld", (long long)box->step[d]);
+        if (box->start[d] < -IT_COORD_LIMIT || box->start[d] > IT_COORD_LIMIT ||
+            box->stop[d] < -IT_COORD_LIMIT || box->stop[d] > IT_COORD_LIMIT)
+            return it_error_set(IT_ERANGE, "coordinates must lie within +-2**62");
+        int64_t n = it_box_extent(box, d);
+        empty |= n == 0;
+        start[d] = box->start[d];
+        stop[d] = n ? box->start[d] + (n - 1) * box->step[d] + 1 : box->start[d];
+    }
+    int64_t numel;
+    if ((rc = it_box_numel(box, &numel)))
+        return rc;
+    if (numel > (INT64_MAX / 16) / (int64_t)t->elsize)
+        return it_error_set(IT_ETOOBIG, "the requested region is too large");
+    read_ctx ctx;
+    ctx_init(&ctx, flags);
+    if (!empty)
+        rc = ensure(&ctx, t, start, stop, 1);
+    if (rc == IT_OK)
+        rc = assemble(t, box, out);
+    ctx_release(&ctx);
+    return rc;
+}
+
+static int64_t pick_tile_extent(const it_tensor_spec *s, int d, int ninf, int64_t finite_elems)
+{
+    double per = (double)TILE_TARGET_ELEMS / (double)finite_elems;
+    double target = per > 1 ? pow(per, 1.0 / ninf) : 1.0;
+    int64_t unit = s->window.map[d] == IT_MAP_FIXED ? s->window.size[d] : s->window.stride[d];
+    int64_t k = (int64_t)llround(target / (double)unit);
+    return IT_MAX(k, 1) * unit;
+}
+
+int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
+                     const it_tensor_ops *ops, void *user, it_tensor **out)
+{
+    int rc;
+    *out = NULL;
+    if (spec->ndim < 1 || spec->ndim > IT_MAX_DIMS)
+        return it_error_set(IT_EINVAL, "a tensor must have 1 to %d dims, got %d", IT_MAX_DIMS, spec->ndim);
+    size_t es = it_dtype_size(spec->dtype);
+    if (!es)
+        return it_error_set(IT_EDTYPE, "invalid dtype %d", (int)spec->dtype);
+    if (spec->device_type != IT_DEVICE_CPU)
+        return it_error_set(IT_EDEVICE, "this build keeps tiles in host memory only");
+    int64_t finite_elems = 1;
+    int ninf = 0;
+    for (int d = 0; d < spec->ndim; d++) {
+        int64_t e = spec->shape[d];
+        if (e == IT_DIM_INFINITE) {
+            ninf++;
+            continue;
+        }
+        if (e < 1 || e > IT_PARAM_LIMIT)
+            return it_error_set(IT_EINVAL, "dim %d must be infinite or in [1, 2**48], got %lld", d, (long long)e);
+        if (finite_elems > IT_PARAM_LIMIT / e)
+            return it_error_set(IT_ETOOBIG, "the finite dims hold too many elements");
+        finite_elems *= e;
+    }
+    if (spec->window.ndim != spec->ndim || spec->window.ncoords != spec->ndim)
+        return it_error_set(IT_EINVAL, "output_window has %d dims but tensor has %d dims",
+                            spec->window.ndim, spec->ndim);
+    if ((rc = it_window_check(&spec->window)))
+        return rc;
+    if (spec->nargs < 0 || (spec->nargs > 0 && (!spec->args || !spec->arg_windows)))
+        return it_error_set(IT_EINVAL, "args and their windows must be given together");
+    for (int a = 0; a < spec->nargs; a++) {
+        const it_window *aw = &spec->arg_windows[a];
+        if (!spec->args[a])
+            return it_error_set(IT_EINVAL, "args[%d] is missing", a);
+        if (aw->ndim != spec->args[a]->ndim)
+            return it_error_set(IT_EINVAL, "args_windows[%d] has %d dims but corresponding arg tensor has %d dims",
+                                a, aw->ndim, spec->args[a]->ndim);
+        if (aw->ncoords != spec->ndim)
+            return it_error_set(IT_EINVAL, "args_windows[%d] must be driven by %d-entry window indices",
+                                a, spec->ndim);
+        if ((rc = it_window_check(aw)))
+            return rc;
+    }
+    if (spec->batch_size < 1)
+        return it_error_set(IT_EINVAL, "batch_size must be >= 1, got %lld", (long long)spec->batch_size);
+    if (spec->combine == IT_COMBINE_CUSTOM ? !ops->blend || !ops->release_view
+                                           : !it_dtype_supports(spec->dtype, spec->combine) ||
+                                                 spec->combine == IT_COMBINE_COPY)
+        return it_error_set(IT_EDTYPE, "this blend is not available for %s", it_dtype_name(spec->dtype));
+    if (!ops->compute || !ops->release)
+        return it_error_set(IT_EINVAL, "compute and release callbacks are required");
+
+    it_tensor *t = it_calloc(1, sizeof *t);
+    if (!t)
+        return it_error_set(IT_ENOMEM, "out of memory creating a tensor");
+    t->spec = *spec;
+    if (spec->nargs > 0) {
+        t->args = it_calloc((size_t)spec->nargs, sizeof *t->args);
+        t->arg_windows = it_calloc((size_t)spec->nargs, sizeof *t->arg_windows);
+        if (!t->args || !t->arg_windows) {
+            it_free(t->args);
+            it_free(t->arg_windows);
+            it_free(t);
+            return it_error_set(IT_ENOMEM, "out of memory creating a tensor");
+        }
+        for (int a = 0; a < spec->nargs; a++) {
+            t->args[a] = spec->args[a];
+            it_tensor_ref(t->args[a]);
+            t->arg_windows[a] = spec->arg_windows[a];
+        }
+    }
+    t->spec.args = t->args;
+    t->spec.arg_windows = t->arg_windows;
+    t->refs = 1;
+    t->cache = cache;
+    it_cache_ref(cache);
+    t->ops = *ops;
+    t->user = user;
+    t->elsize = es;
+    t->ndim = spec->ndim;
+    t->ncoords = spec->ndim;
+    int64_t window_elems = 1, tile_elems = 1;
+    for (int d = 0; d < t->ndim; d++) {
+        if (spec->shape[d] == IT_DIM_INFINITE) {
+            t->inf_dim[t->ninf++] = d;
+            int64_t e = spec->tile_shape[d] > 0 ? spec->tile_shape[d]
+                                                 : pick_tile_extent(spec, d, ninf, finite_elems);
+            t->tshape[d] = e;
+        } else {
+            t->tshape[d] = spec->shape[d];
+        }
+        t->spec.tile_shape[d] = t->tshape[d];
+        window_elems = IT_MIN(window_elems * spec->window.size[d], TILE_MAX_BYTES);
+        tile_elems = IT_MIN(tile_elems * t->tshape[d], TILE_MAX_BYTES);
+    }
+    t->window_bytes = IT_MAX(window_elems * (int64_t)es, 1);
+    if (tile_elems >= TILE_MAX_BYTES / (int64_t)es) {
+        it_tensor_unref(t);
+        return it_error_set(IT_ETOOBIG, "tiles of this tensor would be too large");
+    }
+    it_contiguous_strides(es, t->ndim, t->tshape, t->tstrides);
+    *out = t;
+    return IT_OK;
+}
+
+void it_tensor_ref(it_tensor *t) { t->refs++; }
+int it_tensor_refs(const it_tensor *t) { return t->refs; }
+
+void it_tensor_unref(it_tensor *t)
+{
+    if (!t || --t->refs > 0)
+        return;
+    it_tensor_clear(t);
+    for (int a = 0; a < t->spec.nargs; a++)
+        it_tensor_unref(t->args[a]);
+    if (t->ops.user_free && t->user)
+        t->ops.user_free(t->user);
+    it_cache_unref(t->cache);
+    it_free(t->args);
+    it_free(t->arg_windows);
+    it_free(t->buckets);
+    it_free(t);
+}
+
+const it_tensor_spec *it_tensor_get_spec(const it_tensor *t) { return &t->spec; }
+void *it_tensor_get_user(const it_tensor *t) { return t->user; }
+
+void it_tensor_set_user(it_tensor *t, void *user)
+{
+    void *old = t->user;
+    t->user = user;
+    if (old && old != user && t->ops.user_free)
+        t->ops.user_free(old);
+}
+
+int it_tensor_set_batch_size(it_tensor *t, int64_t batch_size)
+{
+    if (batch_size < 1)
+        return it_error_set(IT_EINVAL, "batch_size must be >= 1, got %lld", (long long)batch_size);
+    t->spec.batch_size = batch_size;
+    return IT_OK;
+}
+
+void it_tensor_clear(it_tensor *t)
+{
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        while (t->buckets[i]) {
+            it_tile *tile = t->buckets[i];
+            if (tile->pins == 0) {
+                it__tile_evict(tile);
+            } else {
+                table_unlink(t, tile);
+                tile->flags |= TILE_ORPHAN;
+            }
+        }
+    }
+}
+
+void it_tensor_trim(it_tensor *t, int64_t byte_limit)
+{
+    it_tile *p = t->cache->lru_head;
+    while (p && t->bytes > byte_limit) {
+        it_tile *next = p->next;
+        if (p->owner == t)
+            it__tile_evict(p);
+        p = next;
+    }
+}
+
+int64_t it_tensor_bytes(const it_tensor *t) { return t->bytes; }
+int64_t it_tensor_tiles(const it_tensor *t) { return t->ntiles; }
+
+void it_tensor_tile_shape(const it_tensor *t, int64_t *shape)
+{
+    memcpy(shape, t->tshape, sizeof(int64_t) * (size_t)t->ndim);
+}
+
+int it_tensor_window_done(it_tensor *t, const int64_t *coords, int *done)
+{
+    int64_t ws[IT_MAX_DIMS], we[IT_MAX_DIMS], tlo[IT_MAX_DIMS], tn[IT_MAX_DIMS], tc[IT_MAX_DIMS];
+    int rc;
+    *done = 0;
+    if ((rc = it_window_bounds(&t->spec.window, coords, ws, we)))
+        return rc;
+    if (!clip_finite(t, ws, we))
+        return IT_OK;
+    tile_ranges(t, ws, we, tlo, tn);
+    memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
+    do {
+        const it_tile *tile = lookup(t, tc);
+        int64_t bit = tile ? bit_index(t, tile, coords) : -1;
+        if (bit < 0 || !has_bit(tile, bit))
+            return IT_OK;
+    } while (odometer_next(tc, tlo, tn, t->ninf));
+    *done = 1;
+    return IT_OK;
+}
+
+int it_tensor_contribute(it_tensor *t, const int64_t *coords, const it_view *out)
+{
+    int64_t ws[IT_MAX_DIMS], we[IT_MAX_DIMS];
+    int rc;
+    if ((rc = it_window_bounds(&t->spec.window, coords, ws, we)))
+        return rc;
+    for (int d = 0; d < t->ndim; d++)
+        if (t->spec.shape[d] != IT_DIM_INFINITE && (ws[d] < 0 || we[d] > t->spec.shape[d]))
+            return it_error_set(IT_EINVAL, "window sticks out of finite dim %d", d);
+    read_ctx ctx;
+    ctx_init(&ctx, 0);
+    rc = contribute(&ctx, t, coords, out, 0);
+    ctx_release(&ctx);
+    return rc;
+}
+
+int it_tensor_retype(it_tensor *t, it_dtype dt, const void *fill, it_convert_fn convert, void *cctx)
+{
+    size_t es = it_dtype_size(dt);
+    int rc = IT_OK;
+    if (!es)
+        return it_error_set(IT_EDTYPE, "invalid dtype %d", (int)dt);
+    if (t->spec.combine != IT_COMBINE_CUSTOM && !it_dtype_supports(dt, t->spec.combine))
+        return it_error_set(IT_EDTYPE, "this blend is not available for %s", it_dtype_name(dt));
+    it_buffer **fresh = it_calloc((size_t)t->ntiles + 1, sizeof *fresh);
+    if (!fresh)
+        return it_error_set(IT_ENOMEM, "out of memory converting tiles");
+    int64_t k = 0;
+    for (size_t i = 0; i < t->nbuckets && rc == IT_OK; i++) {
+        for (it_tile *p = t->buckets[i]; p && rc == IT_OK; p = p->hnext, k++) {
+            it_view src;
+            it_buffer_view(p->buf, &src);
+            if ((rc = it_buffer_create(dt, t->ndim, t->tshape, &fresh[k])) == IT_OK)
+                rc = convert(cctx, &src, fresh[k]);
+        }
+    }
+    if (rc) {
+        for (int64_t j = 0; j < t->ntiles; j++)
+            it_buffer_free(fresh[j]);
+        it_free(fresh);
+        return rc;
+    }
+    k = 0;
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        for (it_tile *p = t->buckets[i]; p; p = p->hnext, k++) {
+            int64_t delta = (int64_t)fresh[k]->nbytes - (int64_t)p->buf->nbytes;
+            t->cache->bytes += delta;
+            t->bytes += delta;
+            it_buffer_free(p->buf);
+            p->buf = fresh[k];
+        }
+    }
+    it_free(fresh);
+    t->window_bytes = t->window_bytes / (int64_t)t->elsize * (int64_t)es;
+    t->spec.dtype = dt;
+    t->elsize = es;
+    memcpy(t->spec.fill, fill, es);
+    it_contiguous_strides(es, t->ndim, t->tshape, t->tstrides);
+    it_cache_trim(t->cache);
+    return IT_OK;
+}

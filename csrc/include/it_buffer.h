@@ -1,0 +1,62 @@
+/*
+ * it_buffer.h - owned contiguous buffers and borrowed strided views.
+ *
+ * An it_buffer is one allocation holding its header and its data (aligned to
+ * 64 bytes): the region the core assembles for a read or for an argument of
+ * f.  Whoever holds the pointer owns it; the binding hands ownership to torch
+ * through DLPack and frees it from the DLPack deleter, on any thread.
+ *
+ * An it_view borrows memory someone else owns (a torch tensor returned by
+ * f): a data pointer, a shape and byte strides.
+ */
+#ifndef IT_BUFFER_H
+#define IT_BUFFER_H
+
+#include "it_dtype.h"
+#include "it_geom.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define IT_DEVICE_CPU 1 /* DLPack's kDLCPU */
+
+typedef struct it_buffer {
+    void *data;
+    size_t nbytes;
+    size_t capacity; /* bytes allocated for data (>= nbytes) */
+    it_dtype dtype;
+    int ndim;
+    int64_t shape[IT_MAX_DIMS];
+    int64_t strides[IT_MAX_DIMS]; /* bytes, row-major */
+} it_buffer;
+
+typedef struct it_view {
+    void *data;
+    it_dtype dtype;
+    int ndim;
+    int device_type;
+    int device_id;
+    int64_t shape[IT_MAX_DIMS];
+    int64_t strides[IT_MAX_DIMS]; /* bytes */
+} it_view;
+
+/* Allocate an uninitialised contiguous buffer; caller owns it.  IT_ETOOBIG
+ * if its size overflows, IT_ENOMEM if the allocation fails. */
+int it_buffer_create(it_dtype dt, int ndim, const int64_t *shape, it_buffer **out);
+/* Free a buffer (NULL is fine).  Safe on any thread. */
+void it_buffer_free(it_buffer *b);
+/* Keep up to limit_bytes of freed large buffers (>= 256 KiB) for reuse, so
+ * a read does not pay page faults on a fresh mapping each time.  0 (the
+ * default) disables the pool and frees what it holds.  Thread-safe. */
+void it_buffer_pool_set_limit(size_t limit_bytes);
+/* Bytes the pool holds right now. */
+size_t it_buffer_pool_bytes(void);
+
+/* A view of the whole buffer. */
+void it_buffer_view(const it_buffer *b, it_view *v);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

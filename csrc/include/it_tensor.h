@@ -1,0 +1,140 @@
+/*
+ * it_tensor.h - a tensor node: geometry, tiles, and the read engine.
+ *
+ * A tensor is defined by a function f that produces one output window at a
+ * time.  The core never calls f itself: it calls ops->compute with a batch of
+ * window indices and their argument regions, and the binding calls f.
+ *
+ * What is cached is tiles, not windows.  A tile is a block of the tensor's
+ * grid: the whole extent of every finite dim times tile_shape[d] along every
+ * infinite dim.  It holds the combined value of every window contribution
+ * made to it, and a bitmap over the windows that can touch it records which
+ * of them have contributed, so a window is never counted twice, whatever the
+ * order of reads, evictions or failures.
+ *
+ * A read of a box (it_tensor_read) runs in a read context that pins every
+ * tile it touches until the read ends; nested reads from callbacks get their
+ * own context.  See csrc/core/tensor.c for the planner.
+ *
+ * Ownership: it_tensor_create returns one reference; args are referenced by
+ * their downstream tensors.  The user pointer is owned by the tensor and
+ * released through ops->user_free when the last reference goes.
+ * Locking: none inside; the caller serialises calls (the binding holds the
+ * GIL, and callbacks run with it).
+ */
+#ifndef IT_TENSOR_H
+#define IT_TENSOR_H
+
+#include "it_buffer.h"
+#include "it_cache.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct it_tensor it_tensor;
+
+/* A batch of windows to compute, handed to ops->compute. */
+typedef struct it_batch {
+    int64_t n;             /* windows in the batch */
+    int ncoords;           /* ints per window index */
+    const int64_t *coords; /* n * ncoords, lexicographic order */
+    int nargs;
+    /* nargs * n argument regions, arg-major: args[a * n + i].  The callee may
+     * take any of them (set the slot to NULL); the core frees the rest. */
+    it_buffer **args;
+    it_view *out;    /* n views the callee fills */
+    void *out_owner; /* the callee's handle for the views, see ops->release */
+} it_batch;
+
+typedef struct it_tensor_ops {
+    /* Fill batch->out[0..n) with views of f's outputs.  IT_OK, or an error
+     * code (IT_ECALLBACK when the callee recorded its own error). */
+    int (*compute)(void *user, it_batch *batch);
+    /* Release what a successful compute left in batch->out / out_owner. */
+    void (*release)(void *user, it_batch *batch);
+    /* Custom blend (IT_COMBINE_CUSTOM): combine *existing (the tile's current
+     * values) and *incoming (the window's values), both contiguous buffers of
+     * the same shape that the callee may take, into *result, which must have
+     * that shape and the tensor's dtype.  *owner is released with
+     * release_view. */
+    int (*blend)(void *user, it_buffer **existing, it_buffer **incoming,
+                 it_view *result, void **owner);
+    void (*release_view)(void *user, void *owner);
+    /* Free the user pointer (the tensor is being destroyed). */
+    void (*user_free)(void *user);
+} it_tensor_ops;
+
+typedef struct it_tensor_spec {
+    int ndim;
+    int64_t shape[IT_MAX_DIMS]; /* extent, or IT_DIM_INFINITE */
+    it_dtype dtype;
+    int device_type; /* IT_DEVICE_CPU for now */
+    int device_id;
+    it_window window; /* output window: ndim dims, ncoords == ndim */
+    int nargs;
+    it_tensor *const *args;      /* nargs upstream tensors (referenced) */
+    const it_window *arg_windows; /* nargs windows: args[a]'s ndim dims, ncoords == ndim */
+    int64_t batch_size;          /* >= 1; 1 means one window per call */
+    it_combine combine;          /* SUM, MAX, MIN or CUSTOM */
+    unsigned char fill[16];      /* one element of dtype: the value before any window */
+    /* Tile extent per dim; only infinite dims are read, 0 there means "pick
+     * one" (a multiple of the window stride near 16K elements per tile). */
+    int64_t tile_shape[IT_MAX_DIMS];
+} it_tensor_spec;
+
+/* Create a tensor whose tiles live in cache.  Checks the spec (IT_EINVAL
+ * with a message for each mistake).  Takes ownership of user on success
+ * only. */
+int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
+                     const it_tensor_ops *ops, void *user, it_tensor **out);
+void it_tensor_ref(it_tensor *t);
+void it_tensor_unref(it_tensor *t); /* NULL is fine */
+/* References held right now (the binding shows f to the GC only while it
+ * holds the only one). */
+int it_tensor_refs(const it_tensor *t);
+
+/* The spec the tensor was created with (args point at the live tensors). */
+const it_tensor_spec *it_tensor_get_spec(const it_tensor *t);
+void *it_tensor_get_user(const it_tensor *t);
+/* Replace the user pointer; the old one is freed through ops->user_free. */
+void it_tensor_set_user(it_tensor *t, void *user);
+/* Replace the batch size (re-registration with a new configuration). */
+int it_tensor_set_batch_size(it_tensor *t, int64_t batch_size);
+
+#define IT_READ_NO_COMPUTE 1 /* fail with IT_ESTATE instead of computing */
+
+/* Compute what the box needs and assemble it into a new contiguous buffer of
+ * shape it_box_extent(box, d) (caller owns).  The box has the tensor's ndim;
+ * steps >= 1; start/stop within IT_COORD_LIMIT.  Pixels outside finite dims
+ * or covered by no window hold the fill value. */
+int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out);
+
+/* Drop every cached tile of t (pinned ones are dropped when unpinned). */
+void it_tensor_clear(it_tensor *t);
+/* Evict t's unpinned tiles, least recently used first, until t holds at most
+ * byte_limit bytes. */
+void it_tensor_trim(it_tensor *t, int64_t byte_limit);
+int64_t it_tensor_bytes(const it_tensor *t);
+int64_t it_tensor_tiles(const it_tensor *t);
+/* The tile extent per dim (finite dims: their extent). */
+void it_tensor_tile_shape(const it_tensor *t, int64_t *shape);
+
+/* *done = 1 if the window has contributed to every cached tile it touches
+ * and all those tiles are cached; 0 otherwise. */
+int it_tensor_window_done(it_tensor *t, const int64_t *coords, int *done);
+/* Add a window computed elsewhere to every tile that lacks it. */
+int it_tensor_contribute(it_tensor *t, const int64_t *coords, const it_view *out);
+
+/* Convert every cached tile to dtype dt through convert(ctx, src, dst): src
+ * is a view of the old tile, dst a buffer of the new dtype and the same shape
+ * to fill.  All or nothing: on any failure nothing changes.  fill is the new
+ * fill element. */
+typedef int (*it_convert_fn)(void *ctx, const it_view *src, it_buffer *dst);
+int it_tensor_retype(it_tensor *t, it_dtype dt, const void *fill,
+                     it_convert_fn convert, void *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

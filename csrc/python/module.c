@@ -1,0 +1,445 @@
+/*
+ * module.c - the extension module infinite_tensor._core: module state,
+ * the Cache type, error mapping, and small geometry helpers the Python layer
+ * uses (so it never re-implements them).
+ *
+ * Multi-phase init with per-module state; every type is a heap type.  The
+ * Python package calls _configure() once at import with the torch entry
+ * points and its exception classes.
+ */
+#include "binding.h"
+
+#include <string.h>
+
+typedef struct {
+    PyObject_HEAD
+    it_cache *cache;
+} CacheObject;
+
+module_state *state_of_type(PyTypeObject *tp)
+{
+    return (module_state *)PyType_GetModuleState(tp);
+}
+
+int state_ready(module_state *st)
+{
+    if (!st->from_dlpack || !st->DtypeMismatchError) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "infinite_tensor._core is not configured; import infinite_tensor first");
+        return -1;
+    }
+    return 0;
+}
+
+PyObject *raise_core(module_state *st, int rc)
+{
+    const char *msg = it_error_message();
+    PyObject *exc;
+    if (rc == IT_ECALLBACK) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_SystemError, "a callback failed without setting an exception");
+        return NULL;
+    }
+    switch (rc) {
+    case IT_ENOMEM:
+    case IT_ETOOBIG: exc = PyExc_MemoryError; break;
+    case IT_EINVAL: exc = st->ValidationError; break;
+    case IT_ERANGE: exc = PyExc_IndexError; break;
+    case IT_ESHAPE: exc = st->ShapeMismatchError; break;
+    case IT_EDTYPE: exc = st->DtypeMismatchError; break;
+    case IT_EDEVICE: exc = st->DeviceMismatchError; break;
+    case IT_ESTATE: exc = st->TileAccessError; break;
+    default: exc = st->InfiniteTensorError; break;
+    }
+    PyErr_SetString(exc ? exc : PyExc_RuntimeError, msg[0] ? msg : "infinite_tensor core error");
+    return NULL;
+}
+
+/* ---- Cache ----------------------------------------------------------------- */
+
+static PyObject *Cache_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"byte_limit", "weight_limit", NULL};
+    long long bytes = -1, weight = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|LL", kwlist, &bytes, &weight))
+        return NULL;
+    CacheObject *self = (CacheObject *)tp->tp_alloc(tp, 0);
+    if (!self)
+        return NULL;
+    int rc = it_cache_create(bytes, weight, &self->cache);
+    if (rc) {
+        Py_DECREF(self);
+        return raise_core(state_of_type(tp), rc);
+    }
+    return (PyObject *)self;
+}
+
+static void Cache_dealloc(CacheObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    it_cache_unref(self->cache);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *Cache_set_limits(CacheObject *self, PyObject *args)
+{
+    long long bytes, weight;
+    if (!PyArg_ParseTuple(args, "LL", &bytes, &weight))
+        return NULL;
+    it_cache_set_limits(self->cache, bytes, weight);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Cache_trim(CacheObject *self, PyObject *unused)
+{
+    (void)unused;
+    it_cache_trim(self->cache);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Cache_check(CacheObject *self, PyObject *unused)
+{
+    (void)unused;
+    int rc = it_cache_check(self->cache);
+    if (rc)
+        return raise_core(state_of_type(Py_TYPE(self)), rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Cache_info(CacheObject *self, PyObject *unused)
+{
+    (void)unused;
+    int64_t bl, wl;
+    it_cache_limits(self->cache, &bl, &wl);
+    return Py_BuildValue("{sLsLsLsLsLsL}", "bytes", (long long)it_cache_bytes(self->cache),
+                         "tiles", (long long)it_cache_tiles(self->cache),
+                         "weight", (long long)it_cache_weight(self->cache),
+                         "pinned", (long long)it_cache_pinned(self->cache),
+                         "byte_limit", (long long)bl, "weight_limit", (long long)wl);
+}
+
+static PyMethodDef Cache_methods[] = {
+    {"set_limits", (PyCFunction)Cache_set_limits, METH_VARARGS, "set_limits(byte_limit, weight_limit); -1: none"},
+    {"trim", (PyCFunction)Cache_trim, METH_NOARGS, "Evict unpinned tiles until within limits."},
+    {"check", (PyCFunction)Cache_check, METH_NOARGS, "Verify the cache's invariants."},
+    {"info", (PyCFunction)Cache_info, METH_NOARGS, "Counters and limits as a dict."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot Cache_slots[] = {
+    {Py_tp_new, Cache_new},
+    {Py_tp_dealloc, Cache_dealloc},
+    {Py_tp_methods, Cache_methods},
+    {Py_tp_doc, "The tile cache shared by the tensors of a store (internal)."},
+    {0, NULL},
+};
+
+static PyType_Spec Cache_spec = {
+    "infinite_tensor._core.Cache", sizeof(CacheObject), 0, Py_TPFLAGS_DEFAULT, Cache_slots,
+};
+
+/* ---- module functions ------------------------------------------------------ */
+
+static PyObject *mod_configure(PyObject *module, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"from_dlpack", "to_dlpack", "tensor_type", "is_grad_enabled",
+                             "set_grad_enabled", "errors", NULL};
+    module_state *st = PyModule_GetState(module);
+    PyObject *from, *to, *ttype, *isg, *setg, *errors;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOO!", kwlist, &from, &to, &ttype, &isg, &setg,
+                                     &PyDict_Type, &errors))
+        return NULL;
+    if (!PyType_Check(ttype)) {
+        PyErr_SetString(PyExc_TypeError, "tensor_type must be a type");
+        return NULL;
+    }
+    struct { const char *name; PyObject **slot; } names[] = {
+        {"InfiniteTensorError", &st->InfiniteTensorError}, {"ValidationError", &st->ValidationError},
+        {"TileAccessError", &st->TileAccessError}, {"ShapeMismatchError", &st->ShapeMismatchError},
+        {"DeviceMismatchError", &st->DeviceMismatchError}, {"DtypeMismatchError", &st->DtypeMismatchError},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        PyObject *e = PyDict_GetItemString(errors, names[i].name);
+        if (!e || !PyExceptionClass_Check(e)) {
+            PyErr_Format(PyExc_ValueError, "errors must map %s to an exception class", names[i].name);
+            return NULL;
+        }
+        Py_INCREF(e);
+        Py_XSETREF(*names[i].slot, e);
+    }
+    Py_INCREF(from);
+    Py_XSETREF(st->from_dlpack, from);
+    Py_INCREF(to);
+    Py_XSETREF(st->to_dlpack, to);
+    Py_INCREF(ttype);
+    Py_XSETREF(st->torch_tensor, ttype);
+    Py_INCREF(isg);
+    Py_XSETREF(st->is_grad_enabled, isg);
+    Py_INCREF(setg);
+    Py_XSETREF(st->set_grad_enabled, setg);
+    Py_RETURN_NONE;
+}
+
+/* parse_index(shape, key) -> (starts, stops, steps, squeezed_dims) */
+static PyObject *mod_parse_index(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *shape_obj, *key;
+    int64_t shape[IT_MAX_DIMS];
+    if (!PyArg_ParseTuple(args, "OO", &shape_obj, &key))
+        return NULL;
+    PyObject *fast = PySequence_Fast(shape_obj, "shape must be a sequence");
+    if (!fast)
+        return NULL;
+    Py_ssize_t nd = PySequence_Fast_GET_SIZE(fast);
+    if (nd < 1 || nd > IT_MAX_DIMS) {
+        Py_DECREF(fast);
+        PyErr_Format(PyExc_ValueError, "shape must have 1 to %d dims", IT_MAX_DIMS);
+        return NULL;
+    }
+    for (Py_ssize_t d = 0; d < nd; d++) {
+        PyObject *e = PySequence_Fast_GET_ITEM(fast, d);
+        shape[d] = e == Py_None ? IT_DIM_INFINITE : PyLong_AsLongLong(e);
+    }
+    Py_DECREF(fast);
+    if (PyErr_Occurred())
+        return NULL;
+    it_box box;
+    uint32_t squeeze;
+    if (parse_index(key, (int)nd, shape, &box, &squeeze) < 0)
+        return NULL;
+    PyObject *res = PyTuple_New(4);
+    PyObject *parts[3] = {PyTuple_New(nd), PyTuple_New(nd), PyTuple_New(nd)};
+    PyObject *sq = PyList_New(0);
+    if (!res || !parts[0] || !parts[1] || !parts[2] || !sq)
+        goto fail;
+    for (Py_ssize_t d = 0; d < nd; d++) {
+        PyTuple_SET_ITEM(parts[0], d, PyLong_FromLongLong(box.start[d]));
+        PyTuple_SET_ITEM(parts[1], d, PyLong_FromLongLong(box.stop[d]));
+        PyTuple_SET_ITEM(parts[2], d, PyLong_FromLongLong(box.step[d]));
+        if (squeeze & (1u << d)) {
+            PyObject *v = PyLong_FromSsize_t(d);
+            if (!v || PyList_Append(sq, v) < 0) {
+                Py_XDECREF(v);
+                goto fail;
+            }
+            Py_DECREF(v);
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        PyTuple_SET_ITEM(res, i, parts[i]);
+    PyTuple_SET_ITEM(res, 3, sq);
+    return res;
+fail:
+    Py_XDECREF(res);
+    for (int i = 0; i < 3; i++)
+        Py_XDECREF(parts[i]);
+    Py_XDECREF(sq);
+    return NULL;
+}
+
+static int window_from_lists(PyObject *size, PyObject *stride, PyObject *offset, PyObject *map,
+                             int ncoords, it_window *w)
+{
+    PyObject *lists[4] = {size, stride, offset, map};
+    int64_t vals[4][IT_MAX_DIMS];
+    Py_ssize_t n = -1;
+    for (int i = 0; i < 4; i++) {
+        PyObject *fast = PySequence_Fast(lists[i], "window fields must be sequences");
+        if (!fast)
+            return -1;
+        Py_ssize_t m = PySequence_Fast_GET_SIZE(fast);
+        if ((n >= 0 && m != n) || m > IT_MAX_DIMS) {
+            Py_DECREF(fast);
+            PyErr_SetString(PyExc_ValueError, "window fields must have equal lengths");
+            return -1;
+        }
+        n = m;
+        for (Py_ssize_t d = 0; d < m; d++) {
+            PyObject *e = PySequence_Fast_GET_ITEM(fast, d);
+            vals[i][d] = e == Py_None ? IT_MAP_FIXED : PyLong_AsLongLong(e);
+        }
+        Py_DECREF(fast);
+        if (PyErr_Occurred())
+            return -1;
+    }
+    w->ndim = (int)n;
+    w->ncoords = ncoords;
+    for (int d = 0; d < n; d++) {
+        w->size[d] = vals[0][d];
+        w->stride[d] = vals[1][d];
+        w->offset[d] = vals[2][d];
+        w->map[d] = (int)vals[3][d];
+    }
+    return 0;
+}
+
+/* window_domain(size, stride, offset, map, ncoords, shape, starts, stops)
+ * -> (lo, count) tuples, or None when no window meets the region. */
+static PyObject *mod_window_domain(PyObject *module, PyObject *args)
+{
+    module_state *st = PyModule_GetState(module);
+    PyObject *size, *stride, *offset, *map, *shape_o, *starts_o, *stops_o;
+    int ncoords;
+    it_window w;
+    int64_t shape[IT_MAX_DIMS], start[IT_MAX_DIMS], stop[IT_MAX_DIMS], lo[IT_MAX_DIMS], cnt[IT_MAX_DIMS], total;
+    if (!PyArg_ParseTuple(args, "OOOOiOOO", &size, &stride, &offset, &map, &ncoords, &shape_o,
+                          &starts_o, &stops_o))
+        return NULL;
+    if (window_from_lists(size, stride, offset, map, ncoords, &w) < 0)
+        return NULL;
+    PyObject *in[3] = {shape_o, starts_o, stops_o};
+    int64_t *outs[3] = {shape, start, stop};
+    for (int i = 0; i < 3; i++) {
+        PyObject *fast = PySequence_Fast(in[i], "expected a sequence");
+        if (!fast)
+            return NULL;
+        if (PySequence_Fast_GET_SIZE(fast) != w.ndim) {
+            Py_DECREF(fast);
+            PyErr_Format(PyExc_ValueError, "expected %d entries", w.ndim);
+            return NULL;
+        }
+        for (int d = 0; d < w.ndim; d++) {
+            PyObject *e = PySequence_Fast_GET_ITEM(fast, d);
+            outs[i][d] = e == Py_None ? IT_DIM_INFINITE : PyLong_AsLongLong(e);
+        }
+        Py_DECREF(fast);
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    int rc = it_window_check(&w);
+    if (!rc)
+        rc = it_window_domain(&w, shape, start, stop, lo, cnt, &total);
+    if (rc)
+        return raise_core(st, rc);
+    if (total == 0)
+        Py_RETURN_NONE;
+    PyObject *l = PyTuple_New(ncoords), *c = PyTuple_New(ncoords);
+    for (int i = 0; l && c && i < ncoords; i++) {
+        PyTuple_SET_ITEM(l, i, PyLong_FromLongLong(lo[i]));
+        PyTuple_SET_ITEM(c, i, PyLong_FromLongLong(cnt[i]));
+    }
+    PyObject *r = (l && c) ? PyTuple_Pack(2, l, c) : NULL;
+    Py_XDECREF(l);
+    Py_XDECREF(c);
+    return r;
+}
+
+static PyObject *mod_alloc_live_blocks(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyLong_FromLong(it_alloc_live_blocks());
+}
+
+static PyMethodDef module_methods[] = {
+    {"_configure", (PyCFunction)(void (*)(void))mod_configure, METH_VARARGS | METH_KEYWORDS,
+     "Hand the torch entry points and exception classes to the binding."},
+    {"parse_index", mod_parse_index, METH_VARARGS,
+     "parse_index(shape, key) -> (starts, stops, steps, squeezed dims)"},
+    {"window_domain", mod_window_domain, METH_VARARGS,
+     "window_domain(size, stride, offset, map, ncoords, shape, starts, stops) -> (lo, count) or None"},
+    {"alloc_live_blocks", mod_alloc_live_blocks, METH_NOARGS, "Core allocations currently live."},
+    {NULL, NULL, 0, NULL},
+};
+
+#define RESULT_POOL_BYTES (256u * 1024u * 1024u)
+
+static int module_exec(PyObject *module)
+{
+    module_state *st = PyModule_GetState(module);
+    it_buffer_pool_set_limit(RESULT_POOL_BYTES);
+    st->Cache_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Cache_spec, NULL);
+    if (!st->Cache_type)
+        return -1;
+    Py_INCREF(st->Cache_type);
+    if (PyModule_AddObject(module, "Cache", (PyObject *)st->Cache_type) < 0) {
+        Py_DECREF(st->Cache_type);
+        return -1;
+    }
+    if (tensor_type_init(module, st) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(module, "DLPACK_MAJOR", IT_DLPACK_MAJOR) < 0 ||
+        PyModule_AddIntConstant(module, "COMBINE_SUM", IT_COMBINE_SUM) < 0 ||
+        PyModule_AddIntConstant(module, "COMBINE_MAX", IT_COMBINE_MAX) < 0 ||
+        PyModule_AddIntConstant(module, "COMBINE_MIN", IT_COMBINE_MIN) < 0 ||
+        PyModule_AddIntConstant(module, "COMBINE_CUSTOM", IT_COMBINE_CUSTOM) < 0)
+        return -1;
+    PyObject *names = PyDict_New();
+    if (!names)
+        return -1;
+    for (int i = 0; i < IT_DTYPE_COUNT; i++) {
+        PyObject *v = PyLong_FromLong(i);
+        if (!v || PyDict_SetItemString(names, it_dtype_name((it_dtype)i), v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(names);
+            return -1;
+        }
+        Py_DECREF(v);
+    }
+    if (PyModule_AddObject(module, "DTYPES", names) < 0) {
+        Py_DECREF(names);
+        return -1;
+    }
+    return 0;
+}
+
+static int module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    module_state *st = PyModule_GetState(module);
+    Py_VISIT(st->Cache_type);
+    Py_VISIT(st->Tensor_type);
+    Py_VISIT(st->from_dlpack);
+    Py_VISIT(st->to_dlpack);
+    Py_VISIT(st->torch_tensor);
+    Py_VISIT(st->is_grad_enabled);
+    Py_VISIT(st->set_grad_enabled);
+    Py_VISIT(st->InfiniteTensorError);
+    Py_VISIT(st->ValidationError);
+    Py_VISIT(st->TileAccessError);
+    Py_VISIT(st->ShapeMismatchError);
+    Py_VISIT(st->DeviceMismatchError);
+    Py_VISIT(st->DtypeMismatchError);
+    return 0;
+}
+
+static int module_clear(PyObject *module)
+{
+    module_state *st = PyModule_GetState(module);
+    Py_CLEAR(st->Cache_type);
+    Py_CLEAR(st->Tensor_type);
+    Py_CLEAR(st->from_dlpack);
+    Py_CLEAR(st->to_dlpack);
+    Py_CLEAR(st->torch_tensor);
+    Py_CLEAR(st->is_grad_enabled);
+    Py_CLEAR(st->set_grad_enabled);
+    Py_CLEAR(st->InfiniteTensorError);
+    Py_CLEAR(st->ValidationError);
+    Py_CLEAR(st->TileAccessError);
+    Py_CLEAR(st->ShapeMismatchError);
+    Py_CLEAR(st->DeviceMismatchError);
+    Py_CLEAR(st->DtypeMismatchError);
+    return 0;
+}
+
+static void module_free(void *module) { module_clear((PyObject *)module); }
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "infinite_tensor._core",
+    "The C core of infinite_tensor: tiles, cache, planner, DLPack exchange.",
+    sizeof(module_state),
+    module_methods,
+    module_slots,
+    module_traverse,
+    module_clear,
+    module_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void) { return PyModuleDef_Init(&module_def); }

@@ -1,0 +1,871 @@
+/*
+ * tensor.c - the _core.Tensor type: one core tensor node, and the callbacks
+ * through which the core calls f and blend.
+ *
+ * Calling f.  The core hands a batch of window indices and argument buffers.
+ * Each argument buffer is exported to torch without a copy; f's outputs are
+ * imported through DLPack and checked (shape, then device, then dtype, with
+ * the 0.3 messages) before the core copies them into tiles.  A batched f gets
+ * lists and must return exactly one output per window, as a sequence or as
+ * one tensor stacked along a new first dim.
+ *
+ * Grad mode.  f runs under no_grad.  Rather than entering a context manager
+ * per window, the first computation of an outermost read switches grad off
+ * for the thread and the end of that read switches it back (thread-local
+ * bookkeeping, so nested reads from f leave it alone).
+ *
+ * Reference cycles: the core node owns f and blend (through the user
+ * struct).  The GC is shown them only while this Python object is the node's
+ * sole owner; a node shared with downstream nodes keeps them alive.
+ */
+#include "binding.h"
+
+#include <string.h>
+
+typedef struct tensor_user {
+    module_state *st;
+    it_tensor *t;       /* the node owning this struct (borrowed) */
+    PyObject *f;
+    PyObject *blend;
+    PyObject *device;   /* the declared torch.device, for messages */
+    PyObject *dtype;    /* the declared torch.dtype, for messages */
+    PyObject *size;     /* output window size as a tuple, for messages */
+    int batched;
+} tensor_user;
+
+typedef struct {
+    PyObject_HEAD
+    it_tensor *t;
+    it_cache *cache;
+} TensorObject;
+
+typedef struct {
+    PyObject_HEAD
+    it_cache *cache;
+} CacheView; /* layout prefix shared with module.c's CacheObject */
+
+static _Thread_local int read_depth;
+static _Thread_local int grad_off_by_us;
+
+/* ---- user struct --------------------------------------------------------- */
+
+static void user_free(void *p)
+{
+    tensor_user *u = p;
+    Py_XDECREF(u->f);
+    Py_XDECREF(u->blend);
+    Py_XDECREF(u->device);
+    Py_XDECREF(u->dtype);
+    Py_XDECREF(u->size);
+    PyMem_Free(u);
+}
+
+static tensor_user *user_new(module_state *st, PyObject *f, PyObject *blend, PyObject *device,
+                             PyObject *dtype, PyObject *size, int batched)
+{
+    tensor_user *u = PyMem_Calloc(1, sizeof *u);
+    if (!u) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    u->st = st;
+    Py_INCREF(f);
+    u->f = f;
+    Py_XINCREF(blend == Py_None ? NULL : blend);
+    u->blend = blend == Py_None ? NULL : blend;
+    Py_INCREF(device);
+    u->device = device;
+    Py_INCREF(dtype);
+    u->dtype = dtype;
+    Py_INCREF(size);
+    u->size = size;
+    u->batched = batched;
+    return u;
+}
+
+/* ---- checking and importing outputs -------------------------------------- */
+
+static PyObject *shape_tuple(const it_view *v)
+{
+    PyObject *t = PyTuple_New(v->ndim);
+    for (int d = 0; t && d < v->ndim; d++)
+        PyTuple_SET_ITEM(t, d, PyLong_FromLongLong(v->shape[d]));
+    return t;
+}
+
+/* Import one output of f and check it; -1 with an exception. */
+static int take_output(tensor_user *u, PyObject *out, PyObject *ctx, it_view *v, dl_hold *hold)
+{
+    module_state *st = u->st;
+    const it_tensor_spec *spec = it_tensor_get_spec(u->t);
+    if (!PyObject_TypeCheck(out, (PyTypeObject *)st->torch_tensor)) {
+        PyErr_Format(PyExc_TypeError, "f must return a torch.Tensor for window %R, got %.100s",
+                     ctx, Py_TYPE(out)->tp_name);
+        return -1;
+    }
+    if (import_tensor(st, out, v, hold) < 0)
+        return -1;
+    int bad_shape = v->ndim != spec->ndim;
+    for (int d = 0; !bad_shape && d < spec->ndim; d++)
+        bad_shape = v->shape[d] != spec->window.size[d];
+    if (bad_shape) {
+        PyObject *actual = shape_tuple(v);
+        if (actual)
+            PyErr_Format(st->ShapeMismatchError,
+                         "Function output shape %R does not match expected window shape %R",
+                         actual, u->size);
+        Py_XDECREF(actual);
+        goto fail;
+    }
+    if (v->device_type != spec->device_type || v->device_id != spec->device_id) {
+        PyObject *dev = PyObject_GetAttrString(out, "device");
+        if (dev)
+            PyErr_Format(st->DeviceMismatchError,
+                         "Function output is on device %S, tensor declared device %S.", dev, u->device);
+        Py_XDECREF(dev);
+        goto fail;
+    }
+    if (v->dtype != spec->dtype) {
+        PyObject *dt = PyObject_GetAttrString(out, "dtype");
+        if (dt)
+            PyErr_Format(st->DtypeMismatchError,
+                         "Function output has dtype %S, tensor declared dtype %S.", dt, u->dtype);
+        Py_XDECREF(dt);
+        goto fail;
+    }
+    return 0;
+fail:
+    release_hold(hold);
+    return -1;
+}
+
+static void switch_grad_off(module_state *st)
+{
+    if (grad_off_by_us)
+        return;
+    PyObject *on = PyObject_CallNoArgs(st->is_grad_enabled);
+    if (!on) {
+        PyErr_Clear();
+        return;
+    }
+    if (on == Py_True) {
+        PyObject *r = PyObject_CallOneArg(st->set_grad_enabled, Py_False);
+        if (r)
+            grad_off_by_us = 1;
+        else
+            PyErr_Clear();
+        Py_XDECREF(r);
+    }
+    Py_DECREF(on);
+}
+
+static PyObject *coords_tuple(const int64_t *c, int k)
+{
+    PyObject *t = PyTuple_New(k);
+    for (int i = 0; t && i < k; i++) {
+        PyObject *v = PyLong_FromLongLong(c[i]);
+        if (!v) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, i, v);
+    }
+    return t;
+}
+
+/* Export batch->args[a * n + i] (taking ownership). */
+static PyObject *export_arg(module_state *st, it_batch *b, int a, int64_t i)
+{
+    it_buffer *buf = b->args[a * b->n + i];
+    b->args[a * b->n + i] = NULL;
+    return export_buffer(st, buf, buf->ndim, buf->shape);
+}
+
+typedef struct outputs {
+    int64_t n;
+    dl_hold holds[]; /* n + 1: the last one for a stacked batch */
+} outputs;
+
+/* Check a batched result and import its outputs; -1 with an exception. */
+static int take_batch(tensor_user *u, it_batch *b, PyObject *result, PyObject *ctxs, outputs *outs)
+{
+    module_state *st = u->st;
+    if (PyObject_TypeCheck(result, (PyTypeObject *)st->torch_tensor)) {
+        /* one tensor stacked along a new first dim */
+        Py_ssize_t m = PyObject_Length(result);
+        if (m < 0)
+            return -1;
+        if (m != b->n) {
+            PyErr_Format(st->ShapeMismatchError,
+                         "Batched f returned a tensor with %zd entries along dim 0 for a batch of "
+                         "%lld windows", m, (long long)b->n);
+            return -1;
+        }
+        for (int64_t i = 0; i < b->n; i++) {
+            PyObject *item = PySequence_GetItem(result, (Py_ssize_t)i);
+            if (!item)
+                return -1;
+            int r = take_output(u, item, PyList_GET_ITEM(ctxs, i), &b->out[i], &outs->holds[i]);
+            Py_DECREF(item);
+            if (r < 0)
+                return -1;
+        }
+        return 0;
+    }
+    if (!PyList_Check(result) && !PyTuple_Check(result)) {
+        PyErr_Format(PyExc_TypeError, "batched f must return a list of tensors, got %.100s",
+                     Py_TYPE(result)->tp_name);
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(result, "batched f must return a list of tensors");
+    if (!seq)
+        return -1;
+    Py_ssize_t m = PySequence_Fast_GET_SIZE(seq);
+    if (m != b->n) {
+        PyErr_Format(st->ShapeMismatchError,
+                     "Batched f returned %zd outputs for a batch of %lld windows", m, (long long)b->n);
+        Py_DECREF(seq);
+        return -1;
+    }
+    for (int64_t i = 0; i < b->n; i++) {
+        if (take_output(u, PySequence_Fast_GET_ITEM(seq, i), PyList_GET_ITEM(ctxs, i), &b->out[i],
+                        &outs->holds[i]) < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+static void free_outputs(outputs *outs)
+{
+    if (!outs)
+        return;
+    for (int64_t i = 0; i <= outs->n; i++)
+        release_hold(&outs->holds[i]);
+    PyMem_Free(outs);
+}
+
+static int cb_compute(void *user, it_batch *b)
+{
+    tensor_user *u = user;
+    module_state *st = u->st;
+    PyObject *argv[64] = {NULL};
+    PyObject *result = NULL;
+    int nargs = b->nargs, ok = 0;
+    if (!u->f) {
+        PyErr_SetString(st->TileAccessError, "this tensor's f was released by the garbage collector");
+        return IT_ECALLBACK;
+    }
+    if (nargs > 63) {
+        PyErr_SetString(PyExc_ValueError, "at most 63 args are supported");
+        return IT_ECALLBACK;
+    }
+    outputs *outs = PyMem_Calloc(1, sizeof(outputs) + sizeof(dl_hold) * (size_t)(b->n + 1));
+    if (!outs) {
+        PyErr_NoMemory();
+        return IT_ECALLBACK;
+    }
+    outs->n = b->n;
+    switch_grad_off(st);
+    if (!u->batched) {
+        if (!(argv[0] = coords_tuple(b->coords, b->ncoords)))
+            goto done;
+        for (int a = 0; a < nargs; a++)
+            if (!(argv[1 + a] = export_arg(st, b, a, 0)))
+                goto done;
+    } else {
+        if (!(argv[0] = PyList_New(b->n)))
+            goto done;
+        for (int64_t i = 0; i < b->n; i++) {
+            PyObject *c = coords_tuple(b->coords + i * b->ncoords, b->ncoords);
+            if (!c)
+                goto done;
+            PyList_SET_ITEM(argv[0], i, c);
+        }
+        for (int a = 0; a < nargs; a++) {
+            if (!(argv[1 + a] = PyList_New(b->n)))
+                goto done;
+            for (int64_t i = 0; i < b->n; i++) {
+                PyObject *x = export_arg(st, b, a, i);
+                if (!x)
+                    goto done;
+                PyList_SET_ITEM(argv[1 + a], i, x);
+            }
+        }
+    }
+    result = PyObject_Vectorcall(u->f, argv, (size_t)(1 + nargs), NULL);
+    if (!result)
+        goto done;
+    if (u->batched)
+        ok = take_batch(u, b, result, argv[0], outs) == 0;
+    else
+        ok = take_output(u, result, argv[0], &b->out[0], &outs->holds[0]) == 0;
+done:
+    Py_XDECREF(result);
+    for (int a = 0; a <= nargs; a++)
+        Py_XDECREF(argv[a]);
+    if (!ok) {
+        free_outputs(outs);
+        return IT_ECALLBACK;
+    }
+    b->out_owner = outs;
+    return IT_OK;
+}
+
+static void cb_release(void *user, it_batch *b)
+{
+    (void)user;
+    free_outputs(b->out_owner);
+    b->out_owner = NULL;
+}
+
+static int cb_blend(void *user, it_buffer **existing, it_buffer **incoming, it_view *result, void **owner)
+{
+    tensor_user *u = user;
+    module_state *st = u->st;
+    const it_tensor_spec *spec = it_tensor_get_spec(u->t);
+    int64_t shape[IT_MAX_DIMS];
+    int ndim = (*existing)->ndim;
+    memcpy(shape, (*existing)->shape, sizeof(int64_t) * (size_t)ndim);
+    *owner = NULL;
+    PyObject *a = export_buffer(st, *existing, ndim, shape);
+    *existing = NULL;
+    PyObject *b = export_buffer(st, *incoming, ndim, shape);
+    *incoming = NULL;
+    PyObject *r = (a && b) ? PyObject_CallFunctionObjArgs(u->blend, a, b, NULL) : NULL;
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    if (!r)
+        return IT_ECALLBACK;
+    if (!PyObject_TypeCheck(r, (PyTypeObject *)st->torch_tensor)) {
+        PyErr_Format(PyExc_TypeError, "blend must return a torch.Tensor, got %.100s", Py_TYPE(r)->tp_name);
+        Py_DECREF(r);
+        return IT_ECALLBACK;
+    }
+    dl_hold *hold = PyMem_Calloc(1, sizeof *hold);
+    if (!hold) {
+        Py_DECREF(r);
+        PyErr_NoMemory();
+        return IT_ECALLBACK;
+    }
+    int rc = import_tensor(st, r, result, hold);
+    if (rc == 0) {
+        int bad = result->ndim != ndim;
+        for (int d = 0; !bad && d < ndim; d++)
+            bad = result->shape[d] != shape[d];
+        if (bad) {
+            PyObject *got = shape_tuple(result), *want = PyTuple_New(ndim);
+            for (int d = 0; want && d < ndim; d++)
+                PyTuple_SET_ITEM(want, d, PyLong_FromLongLong(shape[d]));
+            if (got && want)
+                PyErr_Format(st->ShapeMismatchError, "blend returned shape %R for a region of shape %R",
+                             got, want);
+            Py_XDECREF(got);
+            Py_XDECREF(want);
+            rc = -1;
+        } else if (result->device_type != spec->device_type || result->device_id != spec->device_id) {
+            PyObject *dev = PyObject_GetAttrString(r, "device");
+            if (dev)
+                PyErr_Format(st->DeviceMismatchError, "blend returned a tensor on device %S, tensor "
+                             "declared device %S.", dev, u->device);
+            Py_XDECREF(dev);
+            rc = -1;
+        } else if (result->dtype != spec->dtype) {
+            PyObject *dt = PyObject_GetAttrString(r, "dtype");
+            if (dt)
+                PyErr_Format(st->DtypeMismatchError, "blend returned dtype %S, tensor declared dtype %S.",
+                             dt, u->dtype);
+            Py_XDECREF(dt);
+            rc = -1;
+        }
+        if (rc < 0)
+            release_hold(hold);
+    }
+    Py_DECREF(r);
+    if (rc < 0) {
+        PyMem_Free(hold);
+        return IT_ECALLBACK;
+    }
+    *owner = hold;
+    return IT_OK;
+}
+
+static void cb_release_view(void *user, void *owner)
+{
+    (void)user;
+    if (owner) {
+        release_hold(owner);
+        PyMem_Free(owner);
+    }
+}
+
+static const it_tensor_ops tensor_ops = {
+    cb_compute, cb_release, cb_blend, cb_release_view, user_free,
+};
+
+/* ---- the Tensor type ------------------------------------------------------ */
+
+static int int64_seq(PyObject *seq, int64_t *out, int max, const char *what)
+{
+    PyObject *fast = PySequence_Fast(seq, what);
+    if (!fast)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (n > max) {
+        PyErr_Format(PyExc_ValueError, "%s: at most %d entries", what, max);
+        Py_DECREF(fast);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long v = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        out[i] = v;
+    }
+    Py_DECREF(fast);
+    return (int)n;
+}
+
+/* window = (size, stride, offset, map) with map entries -1 for None. */
+static int parse_window(PyObject *obj, int ncoords, it_window *w)
+{
+    PyObject *size, *stride, *offset, *map;
+    int64_t m[IT_MAX_DIMS];
+    if (!PyArg_ParseTuple(obj, "OOOO", &size, &stride, &offset, &map))
+        return -1;
+    int n = int64_seq(size, w->size, IT_MAX_DIMS, "window size");
+    if (n < 0 || int64_seq(stride, w->stride, IT_MAX_DIMS, "window stride") != n ||
+        int64_seq(offset, w->offset, IT_MAX_DIMS, "window offset") != n ||
+        int64_seq(map, m, IT_MAX_DIMS, "dimension_map") != n) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "window fields must have equal lengths");
+        return -1;
+    }
+    w->ndim = n;
+    w->ncoords = ncoords;
+    for (int d = 0; d < n; d++)
+        w->map[d] = (int)m[d];
+    return 0;
+}
+
+static int read_fill(module_state *st, PyObject *fill, it_dtype dt, unsigned char *out)
+{
+    it_view v;
+    dl_hold hold;
+    if (import_tensor(st, fill, &v, &hold) < 0)
+        return -1;
+    int ok = v.dtype == dt && v.ndim == 0 && v.device_type == IT_DEVICE_CPU;
+    if (ok)
+        memcpy(out, v.data, it_dtype_size(dt));
+    release_hold(&hold);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "fill must be a 0-d CPU tensor of the tensor's dtype");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"cache", "shape", "dtype", "window", "args", "arg_windows", "batch_size",
+                             "combine", "fill", "f", "blend", "device", "dtype_obj", "device_code",
+                             "tile_shape", NULL};
+    module_state *st = state_of_type(tp);
+    PyObject *cache, *shape, *window, *targs, *twins, *fill, *f, *blend, *device, *dtype_obj;
+    PyObject *tile_shape = Py_None, *device_code;
+    int dtype, combine;
+    long long batch;
+    if (state_ready(st) < 0)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OiOO!O!LiOOOOOO|O", kwlist, st->Cache_type, &cache,
+                                     &shape, &dtype, &window, &PyTuple_Type, &targs, &PyTuple_Type,
+                                     &twins, &batch, &combine, &fill, &f, &blend, &device, &dtype_obj,
+                                     &device_code, &tile_shape))
+        return NULL;
+    it_tensor_spec spec;
+    memset(&spec, 0, sizeof spec);
+    int nd = int64_seq(shape, spec.shape, IT_MAX_DIMS, "shape");
+    if (nd < 0)
+        return NULL;
+    spec.ndim = nd;
+    if (dtype < 0 || dtype >= IT_DTYPE_COUNT) {
+        PyErr_SetString(PyExc_ValueError, "invalid dtype code");
+        return NULL;
+    }
+    spec.dtype = (it_dtype)dtype;
+    if (!PyArg_ParseTuple(device_code, "ii", &spec.device_type, &spec.device_id))
+        return NULL;
+    if (parse_window(window, nd, &spec.window) < 0)
+        return NULL;
+    Py_ssize_t nargs = PyTuple_GET_SIZE(targs);
+    if (nargs != PyTuple_GET_SIZE(twins) || nargs > 63) {
+        PyErr_SetString(PyExc_ValueError, "args and arg_windows must match (at most 63)");
+        return NULL;
+    }
+    it_tensor *upstream[64];
+    it_window awins[64];
+    for (Py_ssize_t a = 0; a < nargs; a++) {
+        PyObject *o = PyTuple_GET_ITEM(targs, a);
+        if (!PyObject_TypeCheck(o, st->Tensor_type)) {
+            PyErr_SetString(PyExc_TypeError, "args must be core tensors");
+            return NULL;
+        }
+        upstream[a] = ((TensorObject *)o)->t;
+        if (parse_window(PyTuple_GET_ITEM(twins, a), nd, &awins[a]) < 0)
+            return NULL;
+    }
+    spec.nargs = (int)nargs;
+    spec.args = upstream;
+    spec.arg_windows = awins;
+    spec.batch_size = batch > 0 ? batch : 1;
+    spec.combine = (it_combine)combine;
+    if (read_fill(st, fill, spec.dtype, spec.fill) < 0)
+        return NULL;
+    if (tile_shape != Py_None) {
+        int64_t ts[IT_MAX_DIMS];
+        int n = int64_seq(tile_shape, ts, IT_MAX_DIMS, "tile_shape");
+        if (n < 0)
+            return NULL;
+        if (n != nd) {
+            PyErr_SetString(PyExc_ValueError, "tile_shape must have one entry per dim");
+            return NULL;
+        }
+        memcpy(spec.tile_shape, ts, sizeof(int64_t) * (size_t)nd);
+    }
+    PyObject *size = PyTuple_New(nd);
+    if (!size)
+        return NULL;
+    for (int d = 0; d < nd; d++)
+        PyTuple_SET_ITEM(size, d, PyLong_FromLongLong(spec.window.size[d]));
+    tensor_user *u = user_new(st, f, blend, device, dtype_obj, size, batch > 0);
+    Py_DECREF(size);
+    if (!u)
+        return NULL;
+    TensorObject *self = (TensorObject *)tp->tp_alloc(tp, 0);
+    if (!self) {
+        user_free(u);
+        return NULL;
+    }
+    int rc = it_tensor_create(((CacheView *)cache)->cache, &spec, &tensor_ops, u, &self->t);
+    if (rc) {
+        user_free(u);
+        Py_DECREF(self);
+        return raise_core(st, rc);
+    }
+    u->t = self->t;
+    self->cache = ((CacheView *)cache)->cache;
+    it_cache_ref(self->cache);
+    return (PyObject *)self;
+}
+
+static int Tensor_traverse(TensorObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    if (self->t) {
+        tensor_user *u = it_tensor_get_user(self->t);
+        /* only while no other node shares f (see the essay above) */
+        if (u && it_tensor_refs(self->t) == 1) {
+            Py_VISIT(u->f);
+            Py_VISIT(u->blend);
+        }
+    }
+    return 0;
+}
+
+static int Tensor_clear(TensorObject *self)
+{
+    if (self->t && it_tensor_refs(self->t) == 1) {
+        tensor_user *u = it_tensor_get_user(self->t);
+        if (u) {
+            Py_CLEAR(u->f);
+            Py_CLEAR(u->blend);
+        }
+    }
+    return 0;
+}
+
+static void Tensor_dealloc(TensorObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    it_tensor_unref(self->t);
+    it_cache_unref(self->cache);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* Read a key; flags as for it_tensor_read. */
+static PyObject *tensor_read(TensorObject *self, PyObject *key, int flags)
+{
+    module_state *st = state_of_type(Py_TYPE(self));
+    const it_tensor_spec *spec = it_tensor_get_spec(self->t);
+    it_box box;
+    uint32_t squeeze;
+    it_buffer *buf = NULL;
+    if (parse_index(key, spec->ndim, spec->shape, &box, &squeeze) < 0)
+        return NULL;
+    if (Py_EnterRecursiveCall(" while reading an infinite tensor"))
+        return NULL;
+    read_depth++;
+    int rc = it_tensor_read(self->t, &box, flags, &buf);
+    if (--read_depth == 0 && grad_off_by_us) {
+        grad_off_by_us = 0;
+        PyObject *exc_t, *exc_v, *exc_tb;
+        PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
+        PyObject *r = PyObject_CallOneArg(st->set_grad_enabled, Py_True);
+        Py_XDECREF(r);
+        if (exc_t)
+            PyErr_Restore(exc_t, exc_v, exc_tb);
+        else if (!r)
+            rc = IT_ECALLBACK;
+    }
+    Py_LeaveRecursiveCall();
+    if (rc) {
+        it_buffer_free(buf);
+        return raise_core(st, rc);
+    }
+    int64_t shape[IT_MAX_DIMS];
+    int n = 0;
+    for (int d = 0; d < spec->ndim; d++)
+        if (!(squeeze & (1u << d)))
+            shape[n++] = buf->shape[d];
+    return export_buffer(st, buf, n, shape);
+}
+
+static PyObject *Tensor_getitem(TensorObject *self, PyObject *key)
+{
+    return tensor_read(self, key, 0);
+}
+
+static PyObject *Tensor_read_cached(TensorObject *self, PyObject *key)
+{
+    return tensor_read(self, key, IT_READ_NO_COMPUTE);
+}
+
+static PyObject *Tensor_clear_cache(TensorObject *self, PyObject *unused)
+{
+    (void)unused;
+    it_tensor_clear(self->t);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Tensor_trim(TensorObject *self, PyObject *arg)
+{
+    long long limit = PyLong_AsLongLong(arg);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    it_tensor_trim(self->t, limit < 0 ? 0 : limit);
+    Py_RETURN_NONE;
+}
+
+static int coords_arg(TensorObject *self, PyObject *obj, int64_t *coords)
+{
+    const it_tensor_spec *spec = it_tensor_get_spec(self->t);
+    int n = int64_seq(obj, coords, IT_MAX_DIMS, "window index");
+    if (n < 0)
+        return -1;
+    if (n != spec->ndim) {
+        PyErr_Format(PyExc_ValueError, "a window index of this tensor has %d entries, got %d",
+                     spec->ndim, n);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Tensor_window_done(TensorObject *self, PyObject *arg)
+{
+    int64_t coords[IT_MAX_DIMS];
+    int done;
+    if (coords_arg(self, arg, coords) < 0)
+        return NULL;
+    int rc = it_tensor_window_done(self->t, coords, &done);
+    if (rc)
+        return raise_core(state_of_type(Py_TYPE(self)), rc);
+    return PyBool_FromLong(done);
+}
+
+static PyObject *Tensor_contribute(TensorObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    module_state *st = state_of_type(Py_TYPE(self));
+    int64_t coords[IT_MAX_DIMS];
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "contribute(window_index, output)");
+        return NULL;
+    }
+    if (coords_arg(self, args[0], coords) < 0)
+        return NULL;
+    tensor_user *u = it_tensor_get_user(self->t);
+    PyObject *ctx = args[0];
+    it_view v;
+    dl_hold hold;
+    if (take_output(u, args[1], ctx, &v, &hold) < 0)
+        return NULL;
+    int rc = it_tensor_contribute(self->t, coords, &v);
+    release_hold(&hold);
+    if (rc)
+        return raise_core(st, rc);
+    Py_RETURN_NONE;
+}
+
+typedef struct convert_ctx {
+    module_state *st;
+    PyObject *fn;
+} convert_ctx;
+
+static int convert_tile(void *p, const it_view *src, it_buffer *dst)
+{
+    convert_ctx *c = p;
+    it_buffer *copy;
+    int rc = it_buffer_create(src->dtype, src->ndim, src->shape, &copy);
+    if (rc)
+        return rc;
+    it_copy_nd(it_dtype_size(src->dtype), src->ndim, src->shape, copy->data, copy->strides,
+               src->data, src->strides);
+    PyObject *t = export_buffer(c->st, copy, copy->ndim, copy->shape);
+    if (!t)
+        return IT_ECALLBACK;
+    PyObject *r = PyObject_CallOneArg(c->fn, t);
+    Py_DECREF(t);
+    if (!r)
+        return IT_ECALLBACK;
+    it_view v;
+    dl_hold hold;
+    if (import_tensor(c->st, r, &v, &hold) < 0) {
+        Py_DECREF(r);
+        return IT_ECALLBACK;
+    }
+    Py_DECREF(r);
+    int bad = v.dtype != dst->dtype || v.ndim != dst->ndim || v.device_type != IT_DEVICE_CPU;
+    for (int d = 0; !bad && d < dst->ndim; d++)
+        bad = v.shape[d] != dst->shape[d];
+    if (bad) {
+        release_hold(&hold);
+        PyErr_SetString(PyExc_ValueError, "tile conversion returned the wrong shape, dtype or device");
+        return IT_ECALLBACK;
+    }
+    it_copy_nd(it_dtype_size(dst->dtype), dst->ndim, dst->shape, dst->data, dst->strides, v.data, v.strides);
+    release_hold(&hold);
+    return IT_OK;
+}
+
+/* retype(dtype_code, dtype_obj, fill, convert): convert cached tiles. */
+static PyObject *Tensor_retype(TensorObject *self, PyObject *args)
+{
+    module_state *st = state_of_type(Py_TYPE(self));
+    int code;
+    PyObject *dtype_obj, *fill, *fn;
+    unsigned char fillv[16];
+    if (!PyArg_ParseTuple(args, "iOOO", &code, &dtype_obj, &fill, &fn))
+        return NULL;
+    if (code < 0 || code >= IT_DTYPE_COUNT) {
+        PyErr_SetString(PyExc_ValueError, "invalid dtype code");
+        return NULL;
+    }
+    if (read_fill(st, fill, (it_dtype)code, fillv) < 0)
+        return NULL;
+    convert_ctx c = {st, fn};
+    int rc = it_tensor_retype(self->t, (it_dtype)code, fillv, convert_tile, &c);
+    if (rc)
+        return raise_core(st, rc);
+    tensor_user *u = it_tensor_get_user(self->t);
+    Py_INCREF(dtype_obj);
+    Py_SETREF(u->dtype, dtype_obj);
+    Py_RETURN_NONE;
+}
+
+/* set_callbacks(f, blend, batch_size): a re-registration's new f & co. */
+static PyObject *Tensor_set_callbacks(TensorObject *self, PyObject *args)
+{
+    module_state *st = state_of_type(Py_TYPE(self));
+    PyObject *f, *blend;
+    long long batch;
+    if (!PyArg_ParseTuple(args, "OOL", &f, &blend, &batch))
+        return NULL;
+    tensor_user *old = it_tensor_get_user(self->t);
+    int rc = it_tensor_set_batch_size(self->t, batch > 0 ? batch : 1);
+    if (rc)
+        return raise_core(st, rc);
+    tensor_user *u = user_new(st, f, blend, old->device, old->dtype, old->size, batch > 0);
+    if (!u)
+        return NULL;
+    u->t = self->t;
+    it_tensor_set_user(self->t, u);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Tensor_get_nbytes(TensorObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromLongLong(it_tensor_bytes(self->t));
+}
+
+static PyObject *Tensor_get_ntiles(TensorObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromLongLong(it_tensor_tiles(self->t));
+}
+
+static PyObject *Tensor_get_tile_shape(TensorObject *self, void *c)
+{
+    (void)c;
+    int64_t shape[IT_MAX_DIMS];
+    const it_tensor_spec *spec = it_tensor_get_spec(self->t);
+    it_tensor_tile_shape(self->t, shape);
+    PyObject *t = PyTuple_New(spec->ndim);
+    for (int d = 0; t && d < spec->ndim; d++)
+        PyTuple_SET_ITEM(t, d, PyLong_FromLongLong(shape[d]));
+    return t;
+}
+
+static PyMethodDef Tensor_methods[] = {
+    {"read_cached", (PyCFunction)Tensor_read_cached, METH_O,
+     "Assemble a region from cached tiles only (TileAccessError if a window is missing)."},
+    {"clear", (PyCFunction)Tensor_clear_cache, METH_NOARGS, "Drop every cached tile."},
+    {"trim", (PyCFunction)Tensor_trim, METH_O, "Evict LRU tiles until at most this many bytes remain."},
+    {"window_done", (PyCFunction)Tensor_window_done, METH_O, "Whether a window is in every tile it touches."},
+    {"contribute", (PyCFunction)(void (*)(void))Tensor_contribute, METH_FASTCALL,
+     "Add a window output computed elsewhere."},
+    {"retype", (PyCFunction)Tensor_retype, METH_VARARGS, "Convert cached tiles to another dtype."},
+    {"set_callbacks", (PyCFunction)Tensor_set_callbacks, METH_VARARGS, "Replace f, blend and batch size."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Tensor_getset[] = {
+    {"nbytes", (getter)Tensor_get_nbytes, NULL, "Bytes of cached tiles.", NULL},
+    {"ntiles", (getter)Tensor_get_ntiles, NULL, "Cached tiles.", NULL},
+    {"tile_shape", (getter)Tensor_get_tile_shape, NULL, "Tile extent per dim.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot Tensor_slots[] = {
+    {Py_tp_new, Tensor_new},
+    {Py_tp_dealloc, Tensor_dealloc},
+    {Py_tp_traverse, Tensor_traverse},
+    {Py_tp_clear, Tensor_clear},
+    {Py_mp_subscript, Tensor_getitem},
+    {Py_tp_methods, Tensor_methods},
+    {Py_tp_getset, Tensor_getset},
+    {Py_tp_doc, "A tensor node of the C core (internal; see infinite_tensor.InfiniteTensor)."},
+    {0, NULL},
+};
+
+static PyType_Spec Tensor_spec = {
+    "infinite_tensor._core.Tensor",
+    sizeof(TensorObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    Tensor_slots,
+};
+
+int tensor_type_init(PyObject *module, module_state *st)
+{
+    st->Tensor_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Tensor_spec, NULL);
+    if (!st->Tensor_type)
+        return -1;
+    Py_INCREF(st->Tensor_type);
+    return PyModule_AddObject(module, "Tensor", (PyObject *)st->Tensor_type) < 0 ? -1 : 0;
+}

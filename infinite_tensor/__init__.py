@@ -1,0 +1,38 @@
+"""infinite_tensor: tensors with unbounded dimensions for PyTorch.
+
+A tensor is defined by a deterministic function f that produces one window at
+a time; reading a region computes only the windows it needs, combines
+overlapping windows and caches the result.  The bookkeeping runs in a C core
+(infinite_tensor._core) that exchanges buffers with torch through DLPack.
+"""
+from importlib import metadata as _metadata
+
+from . import _bridge  # noqa: F401  (connects the C core to torch)
+from .errors import (
+    DeviceMismatchError,
+    DtypeMismatchError,
+    InfiniteTensorError,
+    ShapeMismatchError,
+    TileAccessError,
+    ValidationError,
+)
+from .infinite_tensor import InfiniteTensor
+from .tensor_window import TensorWindow
+from .tilestore import MemoryTileStore
+
+try:
+    __version__ = _metadata.version("infinite-tensor")
+except _metadata.PackageNotFoundError:
+    __version__ = "0.0.0"
+
+__all__ = [
+    "InfiniteTensor",
+    "InfiniteTensorError",
+    "TileAccessError",
+    "ShapeMismatchError",
+    "DeviceMismatchError",
+    "DtypeMismatchError",
+    "ValidationError",
+    "TensorWindow",
+    "MemoryTileStore",
+]

@@ -1,0 +1,50 @@
+"""Connects the C extension to torch (the extension never imports torch).
+
+The binding exchanges buffers with torch through DLPack capsules; here we pick
+the fastest entry points this torch offers and hand them over once.
+"""
+import torch
+import torch.utils.dlpack
+
+from . import _core, errors
+
+_from = getattr(torch._C, "_from_dlpack", None) or torch.utils.dlpack.from_dlpack
+_to = getattr(torch._C, "_to_dlpack", None) or torch.utils.dlpack.to_dlpack
+
+
+def configure(from_dlpack=_from, to_dlpack=_to):
+    """(Re)configure the binding; tests use it to try both capsule kinds."""
+    _core._configure(
+        from_dlpack=from_dlpack,
+        to_dlpack=to_dlpack,
+        tensor_type=torch.Tensor,
+        is_grad_enabled=torch.is_grad_enabled,
+        set_grad_enabled=torch._C._set_grad_enabled,
+        errors={name: getattr(errors, name) for name in errors.__all__},
+    )
+
+
+configure()
+
+#: torch dtype -> core dtype code
+DTYPE_CODES = {}
+for _name, _code in _core.DTYPES.items():
+    _dt = getattr(torch, _name, None)
+    if isinstance(_dt, torch.dtype):
+        DTYPE_CODES[_dt] = _code
+
+
+def dtype_code(dtype):
+    try:
+        return DTYPE_CODES[dtype]
+    except KeyError:
+        raise errors.ValidationError(f"dtype {dtype} is not supported") from None
+
+
+def device_code(device):
+    """DLPack (device_type, device_id) of a torch.device."""
+    if device.type == "cpu":
+        return (1, 0)
+    if device.type == "cuda":
+        return (2, device.index or 0)
+    raise errors.ValidationError(f"device {device} is not supported")

@@ -1,0 +1,42 @@
+"""The exceptions infinite_tensor raises.
+
+Every exception of the package derives from InfiniteTensorError.  A
+ValidationError is also a ValueError, so code written against 0.3 that caught
+ValueError for bad windows keeps working.
+"""
+
+__all__ = [
+    "InfiniteTensorError",
+    "ValidationError",
+    "TileAccessError",
+    "ShapeMismatchError",
+    "DeviceMismatchError",
+    "DtypeMismatchError",
+]
+
+
+class InfiniteTensorError(Exception):
+    """Base class of every error raised by infinite_tensor."""
+
+
+class ValidationError(InfiniteTensorError, ValueError):
+    """A constructor argument, a window or a store setting is invalid, or a
+    re-registered tensor does not match what the store holds."""
+
+
+class TileAccessError(InfiniteTensorError):
+    """Cached data is not there: the tensor was cleared from its store, or a
+    read that may not compute (read_pixels) needs a window not yet computed."""
+
+
+class ShapeMismatchError(InfiniteTensorError):
+    """f (or blend) returned a tensor of the wrong shape, or a batched f
+    returned the wrong number of outputs."""
+
+
+class DeviceMismatchError(InfiniteTensorError):
+    """f returned a tensor on another device than the tensor declares."""
+
+
+class DtypeMismatchError(InfiniteTensorError):
+    """f returned a tensor of another dtype than the tensor declares."""

@@ -1,0 +1,293 @@
+"""InfiniteTensor: a tensor with unbounded dims, computed window by window.
+
+The Python object holds the public configuration and validates it; the data
+path (index parsing, planning, calling f, caching, assembly) runs in the C
+extension, reached through self._node, the tensor's node in its store.
+"""
+import uuid as _uuidlib
+
+import torch
+
+from . import _bridge, _core
+from .errors import (
+    DeviceMismatchError,
+    DtypeMismatchError,
+    InfiniteTensorError,
+    ShapeMismatchError,
+    TileAccessError,
+    ValidationError,
+)
+from .tensor_window import TensorWindow
+
+__all__ = ["InfiniteTensor", "DEFAULT_DTYPE", "DEFAULT_DEVICE"]
+
+DEFAULT_DTYPE = torch.float32
+DEFAULT_DEVICE = torch.device("cpu")
+
+OUTPUT_SHAPE_MESSAGE = "Function output shape {actual} does not match expected window shape {expected}"
+DEVICE_MESSAGE = "Function output is on device {actual}, tensor declared device {expected}."
+DTYPE_MESSAGE = "Function output has dtype {actual}, tensor declared dtype {expected}."
+TILE_DELETED_MESSAGE = ("Tile has been deleted. This indicates either a bug or an attempt to access a "
+                        "tensor after cleanup.")
+
+# blends the core combines itself, without calling Python per window
+_BUILTIN_BLENDS = {
+    torch.maximum: _core.COMBINE_MAX,
+    torch.max: _core.COMBINE_MAX,
+    torch.minimum: _core.COMBINE_MIN,
+    torch.min: _core.COMBINE_MIN,
+    torch.add: _core.COMBINE_SUM,
+}
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_device_like(value, what):
+    if isinstance(value, bool) or not isinstance(value, (torch.device, str, int)):
+        raise TypeError(f"{what} must be a torch.device, str or int, got {type(value).__name__}")
+
+
+def _as_device(value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return torch.device("cuda", value)
+    return torch.device(value)
+
+
+def _parse_to_args(*args, **kwargs):
+    """Parse the arguments of Tensor.to-style calls into (device, dtype);
+    either may be None.  Raises TypeError like torch for malformed calls."""
+    unknown = set(kwargs) - {"device", "dtype"}
+    if unknown:
+        raise TypeError(f"to() got unexpected keyword arguments: {sorted(unknown)}")
+    device = dtype = None
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            if len(args) > 1 or kwargs:
+                raise TypeError("to(tensor) takes no other device or dtype")
+            return a.device, a.dtype
+        if isinstance(a, torch.dtype):
+            if dtype is not None:
+                raise TypeError("to() got the dtype twice")
+            dtype = a
+        elif isinstance(a, bool):
+            raise TypeError("to() does not take a bool")
+        elif isinstance(a, (torch.device, str, int)):
+            if device is not None:
+                raise TypeError("to() got the device twice")
+            device = _as_device(a)
+        else:
+            raise TypeError(f"to() got an unsupported argument of type {type(a).__name__}")
+    if "device" in kwargs:
+        if device is not None:
+            raise TypeError("to() got the device twice")
+        _check_device_like(kwargs["device"], "device")
+        device = _as_device(kwargs["device"])
+    if "dtype" in kwargs:
+        if dtype is not None:
+            raise TypeError("to() got the dtype twice")
+        if not isinstance(kwargs["dtype"], torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype, got {type(kwargs['dtype']).__name__}")
+        dtype = kwargs["dtype"]
+    return device, dtype
+
+
+def _normalize_device(device):
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _fill_tensor(blend_init, dtype):
+    """blend_init (or 0) as a 0-d tensor of dtype, for the core."""
+    value = 0 if blend_init is None else blend_init
+    try:
+        return torch.tensor(value, dtype=dtype)
+    except (RuntimeError, OverflowError, TypeError) as e:
+        raise ValidationError(f"blend_init {blend_init!r} cannot be represented as {dtype}: {e}") from None
+
+
+class InfiniteTensor:
+    """A tensor with unbounded dims defined by a deterministic window function.
+
+    ``t[...]`` computes the windows the region needs (calling ``f``),
+    combines overlapping windows (sum by default, or ``blend``), caches the
+    result in ``tile_store`` and returns a new ``torch.Tensor``.
+    """
+
+    def __init__(self, shape, f, output_window, args=None, args_windows=None,
+                 dtype=DEFAULT_DTYPE, device=DEFAULT_DEVICE, tile_store=None, tensor_id=None,
+                 batch_size=None, blend=None, blend_init=None):
+        if not isinstance(shape, tuple):
+            raise ValidationError(f"Shape must be a tuple, got {type(shape).__name__}")
+        if len(shape) == 0:
+            raise ValidationError("Shape cannot be empty")
+        for i, d in enumerate(shape):
+            if d is not None and (not _is_int(d) or d <= 0):
+                raise ValidationError(f"Dimension {i} must be None or positive integer, got {d!r}")
+        if not callable(f):
+            raise ValidationError(f"Function must be callable, got {type(f).__name__}")
+        if blend is not None and not callable(blend):
+            raise ValidationError(f"blend must be callable or None, got {type(blend).__name__}")
+        if blend_init is not None and (isinstance(blend_init, bool) or not isinstance(blend_init, (int, float))):
+            raise ValidationError(f"blend_init must be int, float, or None, got {type(blend_init).__name__}")
+        args = list(args) if args is not None else []
+        args_windows = list(args_windows) if args_windows is not None else []
+        if len(args_windows) != len(args) and (args_windows or args):
+            raise ValidationError(f"args_windows length {len(args_windows)} must match args length {len(args)}")
+        if tile_store is None:
+            from .tilestore import MemoryTileStore
+            tile_store = MemoryTileStore()
+        if tensor_id is None:
+            tensor_id = str(_uuidlib.uuid4())
+        if not isinstance(output_window, TensorWindow):
+            raise ValidationError(f"output_window must be a TensorWindow, got {type(output_window).__name__}")
+        if len(output_window.size) != len(shape):
+            raise ValidationError(
+                f"output_window has {len(output_window.size)} dims but tensor has {len(shape)} dims")
+        for i, (arg, win) in enumerate(zip(args, args_windows)):
+            if not isinstance(arg, InfiniteTensor):
+                raise ValidationError("All positional args must be InfiniteTensor instances")
+            if not isinstance(win, TensorWindow):
+                raise ValidationError(f"args_windows[{i}] must be a TensorWindow, got {type(win).__name__}")
+            if len(win.size) != len(arg.shape):
+                raise ValidationError(
+                    f"args_windows[{i}] has {len(win.size)} dims but corresponding arg tensor has "
+                    f"{len(arg.shape)} dims")
+            if win.dimension_map is None and len(win.size) > len(shape):
+                raise ValidationError(
+                    f"args_windows[{i}] has {len(win.size)} dims but this tensor's window index has "
+                    f"{len(shape)} entries; give it a dimension_map")
+        if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+            raise ValidationError(f"batch_size must be None or a positive int, got {batch_size!r}")
+        if not isinstance(dtype, torch.dtype):
+            raise ValidationError(f"dtype must be a torch.dtype, got {dtype!r}")
+        _bridge.dtype_code(dtype)
+        device = _normalize_device(device)
+
+        self._node = None
+        self._shape = shape
+        self._fn = f
+        self._output_window = output_window
+        self._args = args
+        self._args_windows = args_windows
+        self._dtype = dtype
+        self._device = device
+        self._store = tile_store
+        self._uuid = str(tensor_id)
+        self._batch_size = batch_size
+        self._blend = blend
+        self._blend_init = blend_init
+        tile_store.register_tensor(self)
+
+    # -- read-only configuration ---------------------------------------
+    shape = property(lambda self: self._shape)
+    uuid = property(lambda self: self._uuid)
+    dtype = property(lambda self: self._dtype)
+    device = property(lambda self: self._device)
+    args = property(lambda self: self._args)
+    args_windows = property(lambda self: self._args_windows)
+    output_window = property(lambda self: self._output_window)
+    batch_size = property(lambda self: self._batch_size)
+    blend = property(lambda self: self._blend)
+    blend_init = property(lambda self: self._blend_init)
+
+    @property
+    def f(self):
+        return self._fn
+
+    @property
+    def _f(self):
+        return self._fn
+
+    @_f.setter
+    def _f(self, fn):
+        # tests and users swap f by hand (e.g. before .to()); the node follows
+        self._fn = fn
+        if self._node is not None:
+            self._node.set_callbacks(fn, self._blend, self._batch_size or 0)
+
+    # -- what the store needs to build the node --------------------------
+    def _combine(self):
+        if self._blend is None:
+            return _core.COMBINE_SUM
+        mode = _BUILTIN_BLENDS.get(self._blend, _core.COMBINE_CUSTOM)
+        if self._dtype.is_complex and mode != _core.COMBINE_SUM:
+            return _core.COMBINE_CUSTOM  # torch decides what max/min mean there
+        return mode
+
+    def _node_config(self):
+        """Keyword arguments for _core.Tensor, without the cache."""
+        return dict(
+            shape=tuple(-1 if d is None else d for d in self._shape),
+            dtype=_bridge.dtype_code(self._dtype),
+            window=self._output_window._core_tuple(),
+            args=tuple(a._live_node() for a in self._args),
+            arg_windows=tuple(w._core_tuple() for w in self._args_windows),
+            batch_size=self._batch_size or 0,
+            combine=self._combine(),
+            fill=_fill_tensor(self._blend_init, self._dtype),
+            f=self._fn,
+            blend=self._blend,
+            device=self._device,
+            dtype_obj=self._dtype,
+            device_code=_bridge.device_code(self._device),
+        )
+
+    def _live_node(self):
+        node = self._node
+        if node is None:
+            raise TileAccessError(TILE_DELETED_MESSAGE)
+        return node
+
+    # -- reading -----------------------------------------------------------
+    def __getitem__(self, key):
+        node = self._node
+        if node is None:
+            raise TileAccessError(TILE_DELETED_MESSAGE)
+        return node[key]
+
+    def clear_cache(self):
+        """Forget this tensor's cached values (recomputed on the next read)."""
+        self._store.clear_cache(self._uuid)
+
+    def to(self, *args, **kwargs):
+        """Change the declared device and/or dtype in place, migrating cached
+        values; returns self.  f is not changed: it must produce the new
+        dtype/device for windows computed afterwards."""
+        device, dtype = _parse_to_args(*args, **kwargs)
+        new_device = self._device if device is None else _normalize_device(device)
+        new_dtype = self._dtype if dtype is None else dtype
+        if new_device == self._device and new_dtype == self._dtype:
+            return self
+        old_device, old_dtype = self._device, self._dtype
+        self._device, self._dtype = new_device, new_dtype
+        try:
+            self._store.migrate(self._uuid, old_device, old_dtype)
+        except BaseException:
+            self._device, self._dtype = old_device, old_dtype
+            raise
+        return self
+
+    def to_json(self):
+        return {
+            "shape": list(self._shape),
+            "dtype": str(self._dtype).replace("torch.", ""),
+            "device": str(self._device),
+            "args": [a.uuid for a in self._args],
+            "args_windows": [None if w is None else w.to_dict() for w in self._args_windows],
+            "output_window": self._output_window.to_dict(),
+        }
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        return False
+
+
+# keep the exception names importable from this module, as in 0.3
+__all__ += ["InfiniteTensorError", "ShapeMismatchError", "DeviceMismatchError",
+            "DtypeMismatchError", "ValidationError", "TileAccessError"]
