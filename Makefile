@@ -18,7 +18,7 @@ PY_DEPS := $(TORCH_PIN) pytest hypothesis h5py setuptools wheel
 DEB_PKGS := libhdf5-dev libcmocka-dev pkg-config
 BUILD := build
 CC ?= cc
-CFLAGS_CORE := -std=c11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -Icsrc/include
+CFLAGS_CORE := -std=c11 -O3 -g -Wall -Wextra -Werror -Wno-unused-parameter -Icsrc/include
 
 CORE_SRC := $(wildcard csrc/core/*.c)
 CORE_HDR := $(wildcard csrc/include/*.h csrc/core/*.h)

@@ -16,7 +16,7 @@ def sources(folder):
     return sorted(glob.glob(os.path.join("csrc", folder, "*.c")))
 
 
-extra = ["-std=c11", "-O2", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter",
+extra = ["-std=c11", "-O3", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter",
          "-Wno-missing-field-initializers", "-Wno-cast-function-type"]
 if os.environ.get("IT_SANITIZE"):
     extra += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]

@@ -6,13 +6,14 @@
  * buffer is freed with a single it_free, which is safe on any thread: that
  * is what lets the binding free it from a DLPack deleter.
  *
- * Large buffers (a read's result, a big argument region) can be recycled
- * through a small pool: a fresh multi-megabyte mapping costs a page fault
- * and a page clear per 4 KiB on first touch, about as much as the copy that
- * fills it.  The pool keeps at most POOL_SLOTS buffers and limit bytes; a
- * request takes the smallest pooled buffer that fits without wasting more
- * than half of it.  A mutex guards it because buffers are freed from DLPack
- * deleters on any thread.
+ * Buffers can be recycled through a pool: a fresh mapping costs a page fault
+ * and a page clear per 4 KiB on first touch, about as much as the copy or the
+ * fill that follows.  Sizes from 16 KiB up are rounded to size classes (eight
+ * per power of two, so at most 12.5% is wasted); each class keeps a LIFO list
+ * of freed buffers, and the pool as a whole keeps at most limit bytes.  A
+ * mutex guards it because buffers are freed from DLPack deleters on any
+ * thread.  The pool is off (limit 0) until the binding turns it on, so the
+ * core tests see every allocation.
  */
 #include "it_buffer.h"
 
@@ -20,34 +21,46 @@
 #include <string.h>
 
 #define DATA_ALIGN 64
-#define POOL_MIN_BYTES (256u * 1024u)
-#define POOL_SLOTS 8
+#define POOL_MIN_BYTES (16u * 1024u)
+#define POOL_CLASSES 48
+
+typedef struct pool_class {
+    size_t capacity;
+    it_buffer *head;
+} pool_class;
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static it_buffer *pool[POOL_SLOTS];
+static pool_class pool[POOL_CLASSES];
 static size_t pool_bytes, pool_limit;
 
-static it_buffer *pool_take(size_t nbytes)
+/* The capacity class of a request: rounded up to 1/8 of its power of two. */
+static size_t class_capacity(size_t n)
 {
-    it_buffer *best = NULL;
-    int at = -1;
-    if (nbytes < POOL_MIN_BYTES)
+    if (n < POOL_MIN_BYTES)
+        return n;
+    size_t p = 1;
+    while (p <= n / 2)
+        p <<= 1; /* p: the largest power of two <= n */
+    size_t step = p / 8;
+    return (n + step - 1) / step * step;
+}
+
+static it_buffer *pool_take(size_t capacity)
+{
+    it_buffer *b = NULL;
+    if (capacity < POOL_MIN_BYTES)
         return NULL;
     pthread_mutex_lock(&pool_lock);
-    for (int i = 0; i < POOL_SLOTS; i++) {
-        it_buffer *b = pool[i];
-        if (b && b->capacity >= nbytes && b->capacity / 2 <= nbytes &&
-            (!best || b->capacity < best->capacity)) {
-            best = b;
-            at = i;
+    for (int i = 0; i < POOL_CLASSES; i++) {
+        if (pool[i].capacity == capacity && pool[i].head) {
+            b = pool[i].head;
+            pool[i].head = b->pool_next;
+            pool_bytes -= capacity;
+            break;
         }
     }
-    if (best) {
-        pool[at] = NULL;
-        pool_bytes -= best->capacity;
-    }
     pthread_mutex_unlock(&pool_lock);
-    return best;
+    return b;
 }
 
 /* 1 if the pool kept b. */
@@ -58,13 +71,24 @@ static int pool_put(it_buffer *b)
         return 0;
     pthread_mutex_lock(&pool_lock);
     if (pool_bytes + b->capacity <= pool_limit) {
-        for (int i = 0; i < POOL_SLOTS && !kept; i++) {
-            if (!pool[i]) {
-                pool[i] = b;
-                pool_bytes += b->capacity;
+        int free_slot = -1;
+        for (int i = 0; i < POOL_CLASSES && !kept; i++) {
+            if (pool[i].capacity == b->capacity) {
+                b->pool_next = pool[i].head;
+                pool[i].head = b;
                 kept = 1;
+            } else if (free_slot < 0 && !pool[i].head) {
+                free_slot = i;
             }
         }
+        if (!kept && free_slot >= 0) {
+            pool[free_slot].capacity = b->capacity;
+            b->pool_next = NULL;
+            pool[free_slot].head = b;
+            kept = 1;
+        }
+        if (kept)
+            pool_bytes += b->capacity;
     }
     pthread_mutex_unlock(&pool_lock);
     return kept;
@@ -72,20 +96,24 @@ static int pool_put(it_buffer *b)
 
 void it_buffer_pool_set_limit(size_t limit_bytes)
 {
-    it_buffer *drop[POOL_SLOTS];
-    int n = 0;
+    it_buffer *drop = NULL;
     pthread_mutex_lock(&pool_lock);
     pool_limit = limit_bytes;
-    for (int i = 0; i < POOL_SLOTS; i++) {
-        if (pool[i] && pool_bytes > pool_limit) {
-            drop[n++] = pool[i];
-            pool_bytes -= pool[i]->capacity;
-            pool[i] = NULL;
+    for (int i = 0; i < POOL_CLASSES && pool_bytes > pool_limit; i++) {
+        while (pool[i].head && pool_bytes > pool_limit) {
+            it_buffer *b = pool[i].head;
+            pool[i].head = b->pool_next;
+            pool_bytes -= b->capacity;
+            b->pool_next = drop;
+            drop = b;
         }
     }
     pthread_mutex_unlock(&pool_lock);
-    while (n > 0)
-        it_free(drop[--n]);
+    while (drop) {
+        it_buffer *next = drop->pool_next;
+        it_free(drop);
+        drop = next;
+    }
 }
 
 size_t it_buffer_pool_bytes(void)
@@ -108,10 +136,11 @@ int it_buffer_create(it_dtype dt, int ndim, const int64_t *shape, it_buffer **ou
     int64_t nbytes = it_contiguous_strides(es, ndim, shape, strides);
     if (nbytes < 0 || (uint64_t)nbytes > SIZE_MAX / 2)
         return it_error_set(IT_ETOOBIG, "a region of this size cannot be allocated");
-    it_buffer *b = pool_take((size_t)nbytes);
+    size_t capacity = class_capacity((size_t)nbytes);
+    it_buffer *b = pool_take(capacity);
     if (!b) {
         size_t header = (sizeof(it_buffer) + DATA_ALIGN - 1) / DATA_ALIGN * DATA_ALIGN;
-        char *mem = it_malloc(header + (size_t)nbytes + DATA_ALIGN);
+        char *mem = it_malloc(header + capacity + DATA_ALIGN);
         if (!mem)
             return it_error_set(IT_ENOMEM, "out of memory allocating a %lld-byte region",
                                 (long long)nbytes);
@@ -119,8 +148,9 @@ int it_buffer_create(it_dtype dt, int ndim, const int64_t *shape, it_buffer **ou
         uintptr_t p = (uintptr_t)(mem + header);
         p = (p + DATA_ALIGN - 1) & ~(uintptr_t)(DATA_ALIGN - 1);
         b->data = (void *)p;
-        b->capacity = (size_t)nbytes;
+        b->capacity = capacity;
     }
+    b->pool_next = NULL;
     b->nbytes = (size_t)nbytes;
     b->dtype = dt;
     b->ndim = ndim;

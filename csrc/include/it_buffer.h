@@ -25,6 +25,7 @@ typedef struct it_buffer {
     void *data;
     size_t nbytes;
     size_t capacity; /* bytes allocated for data (>= nbytes) */
+    struct it_buffer *pool_next; /* private: the recycling pool's link */
     it_dtype dtype;
     int ndim;
     int64_t shape[IT_MAX_DIMS];
@@ -46,7 +47,7 @@ typedef struct it_view {
 int it_buffer_create(it_dtype dt, int ndim, const int64_t *shape, it_buffer **out);
 /* Free a buffer (NULL is fine).  Safe on any thread. */
 void it_buffer_free(it_buffer *b);
-/* Keep up to limit_bytes of freed large buffers (>= 256 KiB) for reuse, so
+/* Keep up to limit_bytes of freed buffers (>= 16 KiB) for reuse, so
  * a read does not pay page faults on a fresh mapping each time.  0 (the
  * default) disables the pool and frees what it holds.  Thread-safe. */
 void it_buffer_pool_set_limit(size_t limit_bytes);

@@ -202,7 +202,9 @@ static int take_batch(tensor_user *u, it_batch *b, PyObject *result, PyObject *c
             return -1;
         }
         for (int64_t i = 0; i < b->n; i++) {
-            PyObject *item = PySequence_GetItem(result, (Py_ssize_t)i);
+            PyObject *idx = PyLong_FromLongLong(i);
+            PyObject *item = idx ? PyObject_GetItem(result, idx) : NULL;
+            Py_XDECREF(idx);
             if (!item)
                 return -1;
             int r = take_output(u, item, PyList_GET_ITEM(ctxs, i), &b->out[i], &outs->holds[i]);
