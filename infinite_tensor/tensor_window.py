@@ -17,21 +17,20 @@ def _is_int(x):
 
 
 def _expand(name, value, n, default):
-    """An int, a falsy value or a sequence of n ints -> a list of n ints."""
+    """An int (repeated n times), a falsy value (-> default) or a sequence of
+    n ints (kept as given, like 0.3 did)."""
     if not value and not _is_int(value):
-        return list(default)
+        return default
     if _is_int(value):
-        return [value] * n
-    try:
-        values = list(value)
-    except TypeError:
-        raise ValidationError(f"{name} must be an int or a sequence of ints, got {value!r}") from None
-    if len(values) != n:
-        raise ValidationError(f"{name} length ({len(values)}) must match size length ({n})")
-    for v in values:
+        return (value,) * n
+    if not isinstance(value, (tuple, list)):
+        raise ValidationError(f"{name} must be an int or a sequence of ints, got {value!r}")
+    if len(value) != n:
+        raise ValidationError(f"{name} length ({len(value)}) must match size length ({n})")
+    for v in value:
         if not _is_int(v):
             raise ValidationError(f"{name} entries must be ints, got {v!r}")
-    return values
+    return value
 
 
 class TensorWindow:
@@ -54,9 +53,10 @@ class TensorWindow:
             for s in self.stride:
                 if s <= 0:
                     raise ValidationError(f"window strides must be positive, got {tuple(self.stride)!r}")
-        self.offset = _expand("offset", offset, n, [0] * n)
+        self.offset = _expand("offset", offset, n, (0,) * n)
         if dimension_map is not None:
-            dimension_map = list(dimension_map)
+            if not isinstance(dimension_map, (tuple, list)):
+                raise ValidationError(f"dimension_map must be a sequence, got {dimension_map!r}")
             if len(dimension_map) != n:
                 raise ValidationError(
                     f"dimension_map length ({len(dimension_map)}) must match size length ({n})")

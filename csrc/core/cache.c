@@ -78,6 +78,9 @@ void it__cache_account(it_cache *c, it_tile *tile, int sign)
 
 void it__lru_remove(it_cache *c, it_tile *tile)
 {
+    if (!(tile->flags & TILE_LISTED))
+        return;
+    tile->flags &= ~TILE_LISTED;
     if (tile->prev)
         tile->prev->next = tile->next;
     else
@@ -91,6 +94,7 @@ void it__lru_remove(it_cache *c, it_tile *tile)
 
 void it__lru_push(it_cache *c, it_tile *tile)
 {
+    tile->flags |= TILE_LISTED;
     tile->next = NULL;
     tile->prev = c->lru_tail;
     if (c->lru_tail)
@@ -105,8 +109,7 @@ void it__tile_pin(it_tile *tile)
     it_cache *c = it__tensor_cache(tile->owner);
     if (tile->pins++ == 0) {
         c->pinned++;
-        if (!(tile->flags & TILE_ORPHAN))
-            it__lru_remove(c, tile);
+        it__lru_remove(c, tile);
     }
 }
 
@@ -133,6 +136,8 @@ int it_cache_check(const it_cache *c)
             return it_error_set(IT_ESTATE, "a pinned tile is on the LRU list");
         if (t->flags & TILE_ORPHAN)
             return it_error_set(IT_ESTATE, "an orphan tile is on the LRU list");
+        if (!(t->flags & TILE_LISTED))
+            return it_error_set(IT_ESTATE, "a listed tile lacks its LRU flag");
         if (it__tensor_cache(t->owner) != c)
             return it_error_set(IT_ESTATE, "a tile of another cache is on the LRU list");
         if (t->ncontrib < 0 || t->ncontrib > t->ntotal)
@@ -141,7 +146,7 @@ int it_cache_check(const it_cache *c)
     }
     if (prev != c->lru_tail)
         return it_error_set(IT_ESTATE, "LRU tail is wrong");
-    if (c->pinned < 0 || n + c->pinned < c->tiles)
+    if (c->pinned < 0 || n + c->pinned < c->tiles || n > c->tiles)
         return it_error_set(IT_ESTATE, "tile count %lld exceeds listed %lld + pinned %lld",
                             (long long)c->tiles, (long long)n, (long long)c->pinned);
     if (c->bytes < 0 || c->weight < 0)

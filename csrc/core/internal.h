@@ -7,6 +7,7 @@
 #include "it_tensor.h"
 
 #define TILE_ORPHAN 1u /* dropped from its tensor while pinned; freed at unpin */
+#define TILE_LISTED 2u /* on its cache's LRU list */
 
 typedef struct it_tile it_tile;
 

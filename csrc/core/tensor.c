@@ -604,16 +604,20 @@ static int assemble(it_tensor *t, const it_box *box, it_buffer **out)
             return IT_OK;
     }
     tile_ranges(t, start, stop, tlo, tn);
+    if (!filled) { /* a missing tile leaves fill values: write them first */
+        memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
+        do {
+            if (!lookup(t, tc)) {
+                it_fill_nd(t->elsize, t->ndim, shape, buf->data, buf->strides, t->spec.fill);
+                break;
+            }
+        } while (odometer_next(tc, tlo, tn, t->ninf));
+    }
     memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
     do {
         const it_tile *tile = lookup(t, tc);
-        if (!tile) {
-            if (!filled) {
-                it_fill_nd(t->elsize, t->ndim, shape, buf->data, buf->strides, t->spec.fill);
-                filled = 1;
-            }
+        if (!tile)
             continue;
-        }
         int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS], n[IT_MAX_DIMS], ss[IT_MAX_DIMS];
         const char *src = tile->buf->data;
         char *dst = buf->data;
@@ -859,12 +863,23 @@ int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
     return rc;
 }
 
+/* Tile extent along infinite dim d when the spec leaves it to us: a multiple
+ * of the window stride.  Commutative blends aim at TILE_TARGET_ELEMS per
+ * tile.  A custom blend completes every tile a read touches (see the essay
+ * above), so its tiles are about one window wide: a read then computes at
+ * most one window beyond its edge per side. */
 static int64_t pick_tile_extent(const it_tensor_spec *s, int d, int ninf, int64_t finite_elems)
 {
-    double per = (double)TILE_TARGET_ELEMS / (double)finite_elems;
-    double target = per > 1 ? pow(per, 1.0 / ninf) : 1.0;
-    int64_t unit = s->window.map[d] == IT_MAP_FIXED ? s->window.size[d] : s->window.stride[d];
-    int64_t k = (int64_t)llround(target / (double)unit);
+    if (s->window.map[d] == IT_MAP_FIXED)
+        return s->window.size[d];
+    int64_t unit = s->window.stride[d], k;
+    if (s->combine == IT_COMBINE_CUSTOM) {
+        k = it_ceildiv(s->window.size[d], unit);
+    } else {
+        double per = (double)TILE_TARGET_ELEMS / (double)finite_elems;
+        double target = per > 1 ? pow(per, 1.0 / ninf) : 1.0;
+        k = (int64_t)llround(target / (double)unit);
+    }
     return IT_MAX(k, 1) * unit;
 }
 

@@ -93,6 +93,48 @@ static PyObject *shape_tuple(const it_view *v)
     return t;
 }
 
+/* f returned a tensor DLPack cannot carry (a meta or sparse tensor, say):
+ * report the mismatch the 0.3 checks would report, in their order (shape,
+ * device, dtype), or else the export error itself.  Returns -1. */
+static int explain_unexportable(tensor_user *u, PyObject *out)
+{
+    module_state *st = u->st;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *shape = PyObject_GetAttrString(out, "shape");
+    PyObject *actual = shape ? PySequence_Tuple(shape) : NULL;
+    PyObject *dev = PyObject_GetAttrString(out, "device");
+    PyObject *dt = PyObject_GetAttrString(out, "dtype");
+    int shape_eq = actual ? PyObject_RichCompareBool(actual, u->size, Py_EQ) : -1;
+    int dev_eq = dev ? PyObject_RichCompareBool(dev, u->device, Py_EQ) : -1;
+    int dt_eq = dt ? PyObject_RichCompareBool(dt, u->dtype, Py_EQ) : -1;
+    if (shape_eq < 0 || dev_eq < 0 || dt_eq < 0) {
+        PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        et = ev = tb = NULL;
+    } else if (!shape_eq) {
+        PyErr_Format(st->ShapeMismatchError,
+                     "Function output shape %R does not match expected window shape %R", actual, u->size);
+    } else if (!dev_eq) {
+        PyErr_Format(st->DeviceMismatchError,
+                     "Function output is on device %S, tensor declared device %S.", dev, u->device);
+    } else if (!dt_eq) {
+        PyErr_Format(st->DtypeMismatchError,
+                     "Function output has dtype %S, tensor declared dtype %S.", dt, u->dtype);
+    } else {
+        PyErr_Restore(et, ev, tb);
+        et = ev = tb = NULL;
+    }
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(tb);
+    Py_XDECREF(shape);
+    Py_XDECREF(actual);
+    Py_XDECREF(dev);
+    Py_XDECREF(dt);
+    return -1;
+}
+
 /* Import one output of f and check it; -1 with an exception. */
 static int take_output(tensor_user *u, PyObject *out, PyObject *ctx, it_view *v, dl_hold *hold)
 {
@@ -104,7 +146,7 @@ static int take_output(tensor_user *u, PyObject *out, PyObject *ctx, it_view *v,
         return -1;
     }
     if (import_tensor(st, out, v, hold) < 0)
-        return -1;
+        return explain_unexportable(u, out);
     int bad_shape = v->ndim != spec->ndim;
     for (int d = 0; !bad_shape && d < spec->ndim; d++)
         bad_shape = v->shape[d] != spec->window.size[d];

@@ -70,6 +70,8 @@ class MemoryTileStore(TileStore):
 
     # -- registration ----------------------------------------------------------
     def register_tensor(self, tensor):
+        if tensor.device.type != "cpu":
+            raise ValidationError(f"device {tensor.device} is not supported by this build yet (CPU only)")
         tid = tensor.uuid
         existing = self._tensor_store.get(tid)
         if existing is not None:
@@ -77,11 +79,14 @@ class MemoryTileStore(TileStore):
             if old != new:
                 raise ValidationError(
                     f"Tensor {tid} re-registered with mismatched metadata: existing={old}, new={new}")
-            node = existing._node
-            node.set_callbacks(tensor.f, tensor.blend, tensor.batch_size or 0)
             if existing._blend_init != tensor._blend_init or existing._combine() != tensor._combine():
-                # a different combining rule cannot reuse combined values
-                node.clear()
+                # combined values cannot be reused under another combining rule
+                node = _core.Tensor(self._cache, **tensor._node_config())
+                for view in self._views[tid]:
+                    view._node = node
+            else:
+                node = existing._node
+                node.set_callbacks(tensor.f, tensor.blend, tensor.batch_size or 0)
         else:
             node = _core.Tensor(self._cache, **tensor._node_config())
             self._views[tid] = weakref.WeakSet()
