@@ -132,6 +132,10 @@ int it_buffer_create(it_dtype dt, int ndim, const int64_t *shape, it_buffer **ou
         return it_error_set(IT_EDTYPE, "invalid dtype %d", (int)dt);
     if (ndim < 0 || ndim > IT_MAX_DIMS)
         return it_error_set(IT_EINVAL, "a buffer must have 0 to %d dims", IT_MAX_DIMS);
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] < 0)
+            return it_error_set(IT_EINVAL, "a buffer extent must be >= 0, got %lld on dim %d",
+                                (long long)shape[d], d);
     int64_t strides[IT_MAX_DIMS];
     int64_t nbytes = it_contiguous_strides(es, ndim, shape, strides);
     if (nbytes < 0 || (uint64_t)nbytes > SIZE_MAX / 2)

@@ -71,7 +71,7 @@ int64_t it_cache_pinned(const it_cache *c) { return c->pinned; }
 
 void it__cache_account(it_cache *c, it_tile *tile, int sign)
 {
-    c->bytes += sign * (int64_t)tile->buf->nbytes;
+    c->bytes += sign * ((int64_t)tile->buf->nbytes + tile->extra_bytes);
     c->weight += sign * tile->weight;
     c->tiles += sign;
 }

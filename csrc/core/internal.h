@@ -11,6 +11,15 @@
 
 typedef struct it_tile it_tile;
 
+/* A window's values on its overlap with a tile, kept until the tile is
+ * completed (custom blends only; see tensor.c). */
+typedef struct it_deferred {
+    struct it_deferred *next; /* lexicographic order of coords */
+    it_buffer *part;
+    int64_t *start;  /* overlap start per dim, relative to the tile origin */
+    int64_t coords[]; /* window index */
+} it_deferred;
+
 struct it_tile {
     it_tensor *owner;
     it_tile *hnext;            /* hash chain in owner's table */
@@ -28,6 +37,8 @@ struct it_tile {
     int64_t *dom_lo;           /* owner->ncoords: first window index per coord */
     int64_t *dom_n;            /* owner->ncoords: windows per coord */
     uint64_t *bits;            /* ntotal bits, row-major over the domain */
+    it_deferred *deferred;     /* custom blends: parts waiting for completion */
+    int64_t extra_bytes;       /* bytes of the deferred parts */
 };
 
 struct it_cache {

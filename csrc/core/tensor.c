@@ -32,10 +32,13 @@
  * every tile it touches, creating tiles as needed.  A custom blend is a fold
  * whose answer depends on order; the 0.3 answer is the fold over covering
  * windows in lexicographic order.  To give it whatever the order of reads,
- * a custom-blend read completes every tile it touches in one go, windows in
- * lexicographic order, and adds a window only to tiles the read is
- * completing (tile->mark); a window that also touches a tile outside the read
- * is recomputed when a later read completes that tile.
+ * a custom-blend read completes every tile it touches (tile->mark), adding
+ * windows in lexicographic order.  A window that also touches a tile the read
+ * is not completing leaves its values for that tile on the tile's deferred
+ * list, sorted by window index; when a later read completes the tile, those
+ * parts are folded in at their place in the order, so no window is computed
+ * twice.  Custom-blend tiles are about one window wide, so completing them
+ * costs at most one window beyond the read's edge per side.
  *
  * Re-entrancy.  f may read other tensors: that is a new top-level read with
  * its own context.  A thread-local stack of tensors whose f is running
@@ -146,14 +149,25 @@ static void table_unlink(it_tensor *t, it_tile *tile)
     *pp = tile->hnext;
     tile->hnext = NULL;
     t->ntiles--;
-    t->bytes -= (int64_t)tile->buf->nbytes;
+    t->bytes -= (int64_t)tile->buf->nbytes + tile->extra_bytes;
     it__cache_account(t->cache, tile, -1);
+}
+
+static void deferred_free(it_deferred *d)
+{
+    it_buffer_free(d->part);
+    it_free(d);
 }
 
 void it__tile_free(it_tile *tile)
 {
     if (!tile)
         return;
+    while (tile->deferred) {
+        it_deferred *d = tile->deferred;
+        tile->deferred = d->next;
+        deferred_free(d);
+    }
     it_buffer_free(tile->buf);
     it_free(tile);
 }
@@ -518,6 +532,75 @@ fail:
     return rc;
 }
 
+/* Change a cached tile's byte count by delta (deferred parts come and go). */
+static void tile_extra(it_tensor *t, it_tile *tile, int64_t delta)
+{
+    tile->extra_bytes += delta;
+    if (!(tile->flags & TILE_ORPHAN)) {
+        t->bytes += delta;
+        t->cache->bytes += delta;
+    }
+}
+
+static int deferred_has(const it_tensor *t, const it_tile *tile, const int64_t *w)
+{
+    for (const it_deferred *d = tile->deferred; d; d = d->next)
+        if (memcmp(d->coords, w, sizeof(int64_t) * (size_t)t->ncoords) == 0)
+            return 1;
+    return 0;
+}
+
+/* Keep window w's values on [a, b) (absolute pixels) for tile. */
+static int defer_part(it_tensor *t, it_tile *tile, const int64_t *w, const int64_t *ts,
+                      const int64_t *shape, const int64_t *a, const char *src, const int64_t *src_strides)
+{
+    size_t K = (size_t)t->ncoords, nd = (size_t)t->ndim;
+    it_deferred *d = it_malloc(sizeof *d + sizeof(int64_t) * (K + nd));
+    int rc;
+    if (!d)
+        return it_error_set(IT_ENOMEM, "out of memory keeping a window for later");
+    if ((rc = it_buffer_create(t->spec.dtype, t->ndim, shape, &d->part))) {
+        it_free(d);
+        return rc;
+    }
+    memcpy(d->coords, w, sizeof(int64_t) * K);
+    d->start = d->coords + K;
+    for (size_t i = 0; i < nd; i++)
+        d->start[i] = a[i] - ts[i];
+    it_copy_nd(t->elsize, t->ndim, shape, d->part->data, d->part->strides, src, src_strides);
+    it_deferred **pp = &tile->deferred;
+    while (*pp && lex_less((*pp)->coords, w, t->ncoords))
+        pp = &(*pp)->next;
+    d->next = *pp;
+    *pp = d;
+    tile_extra(t, tile, (int64_t)d->part->capacity);
+    return IT_OK;
+}
+
+/* Fold the tile's deferred parts whose window comes before `before` (all of
+ * them when before is NULL) into the tile, in order. */
+static int flush_deferred(it_tensor *t, it_tile *tile, const int64_t *before)
+{
+    while (tile->deferred && (!before || lex_less(tile->deferred->coords, before, t->ncoords))) {
+        it_deferred *d = tile->deferred;
+        int64_t bit = bit_index(t, tile, d->coords);
+        if (bit >= 0 && !has_bit(tile, bit)) {
+            char *dst = tile->buf->data;
+            for (int i = 0; i < t->ndim; i++)
+                dst += d->start[i] * t->tstrides[i];
+            int rc = blend_custom(t, dst, d->part->shape, d->part->data, d->part->strides);
+            if (rc)
+                return rc;
+            tile->bits[bit >> 6] |= (uint64_t)1 << (bit & 63);
+            tile->ncontrib++;
+        }
+        tile->deferred = d->next;
+        tile_extra(t, tile, -(int64_t)d->part->capacity);
+        deferred_free(d);
+    }
+    return IT_OK;
+}
+
 /*
  * Add window w (output v) to the tiles it touches that lack it.  With
  * only_marked, only tiles this context is completing receive it (custom
@@ -533,29 +616,42 @@ static int contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_vi
     memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
     do {
         it_tile *tile;
-        if (only_marked) {
-            tile = lookup(t, tc);
-            if (!tile || tile->mark != ctx->serial)
-                continue;
-            if ((rc = ctx_pin(ctx, tile)))
-                return rc;
-        } else if ((rc = get_tile(ctx, t, tc, 1, &tile))) {
+        int completing = 0;
+        if ((rc = get_tile(ctx, t, tc, 1, &tile)))
             return rc;
+        if (only_marked && tile->mark == ctx->serial) {
+            completing = 1;
+            /* parts of earlier windows go first; a part of w itself is
+             * superseded by the output in hand */
+            if ((rc = flush_deferred(t, tile, w)))
+                return rc;
+            if (tile->deferred && !lex_less(w, tile->deferred->coords, t->ncoords)) {
+                it_deferred *d = tile->deferred;
+                tile->deferred = d->next;
+                tile_extra(t, tile, -(int64_t)d->part->capacity);
+                deferred_free(d);
+            }
         }
         int64_t bit = bit_index(t, tile, w);
         if (bit < 0)
             return it_error_set(IT_ESTATE, "internal error: window outside its tile's domain");
         if (has_bit(tile, bit))
             continue;
-        int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS], shape[IT_MAX_DIMS];
+        int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS], shape[IT_MAX_DIMS], a[IT_MAX_DIMS];
         char *dst = tile->buf->data;
         const char *src = v->data;
         tile_box(t, tc, ts, te);
         for (int d = 0; d < t->ndim; d++) {
-            int64_t a = IT_MAX(ws[d], ts[d]), b = IT_MIN(we[d], te[d]);
-            shape[d] = b - a;
-            dst += (a - ts[d]) * t->tstrides[d];
-            src += (a - ws[d]) * v->strides[d];
+            a[d] = IT_MAX(ws[d], ts[d]);
+            shape[d] = IT_MIN(we[d], te[d]) - a[d];
+            dst += (a[d] - ts[d]) * t->tstrides[d];
+            src += (a[d] - ws[d]) * v->strides[d];
+        }
+        if (only_marked && !completing) {
+            if (!deferred_has(t, tile, w) &&
+                (rc = defer_part(t, tile, w, ts, shape, a, src, v->strides)))
+                return rc;
+            continue;
         }
         if (t->spec.combine == IT_COMBINE_CUSTOM)
             rc = blend_custom(t, dst, shape, src, v->strides);
@@ -667,7 +763,7 @@ static int collect_missing(const it_tensor *t, const it_tile *tile,
     do {
         if (tile) {
             int64_t bit = bit_index(t, tile, w);
-            if (bit >= 0 && has_bit(tile, bit))
+            if ((bit >= 0 && has_bit(tile, bit)) || (tile->deferred && deferred_has(t, tile, w)))
                 continue;
         }
         if ((rc = winset_add(pending, w)))
@@ -801,6 +897,26 @@ done:
     return rc;
 }
 
+/* Custom blends: fold the remaining deferred parts into every tile of the
+ * region this context is completing. */
+static int flush_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const int64_t *rstop)
+{
+    int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS], tlo[IT_MAX_DIMS], tn[IT_MAX_DIMS], tc[IT_MAX_DIMS];
+    int rc;
+    memcpy(start, rstart, sizeof(int64_t) * (size_t)t->ndim);
+    memcpy(stop, rstop, sizeof(int64_t) * (size_t)t->ndim);
+    if (!clip_finite(t, start, stop))
+        return IT_OK;
+    tile_ranges(t, start, stop, tlo, tn);
+    memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
+    do {
+        it_tile *tile = lookup(t, tc);
+        if (tile && tile->mark == ctx->serial && tile->deferred && (rc = flush_deferred(t, tile, NULL)))
+            return rc;
+    } while (odometer_next(tc, tlo, tn, t->ninf));
+    return IT_OK;
+}
+
 static int ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions)
 {
     winset pending = {0};
@@ -809,20 +925,22 @@ static int ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int6
     for (int64_t r = 0; r < nregions; r++)
         if ((rc = plan_region(ctx, t, starts + r * t->ndim, stops + r * t->ndim, &pending)))
             goto done;
-    if (pending.n == 0)
-        goto done;
-    if (ctx->flags & IT_READ_NO_COMPUTE) {
-        rc = it_error_set(IT_ESTATE, "the region needs %lld window(s) that have not been computed",
-                          (long long)pending.n);
-        goto done;
+    if (pending.n > 0) {
+        if (ctx->flags & IT_READ_NO_COMPUTE) {
+            rc = it_error_set(IT_ESTATE, "the region needs %lld window(s) that have not been computed",
+                              (long long)pending.n);
+            goto done;
+        }
+        if (in_computing_stack(t)) {
+            rc = it_error_set(IT_ECYCLE, "f of a tensor reads that same tensor (a cycle)");
+            goto done;
+        }
+        if ((rc = winset_sort(&pending)) || (rc = compute_pending(ctx, t, &pending)))
+            goto done;
     }
-    if (in_computing_stack(t)) {
-        rc = it_error_set(IT_ECYCLE, "f of a tensor reads that same tensor (a cycle)");
-        goto done;
-    }
-    if ((rc = winset_sort(&pending)))
-        goto done;
-    rc = compute_pending(ctx, t, &pending);
+    if (t->spec.combine == IT_COMBINE_CUSTOM)
+        for (int64_t r = 0; r < nregions && rc == IT_OK; r++)
+            rc = flush_region(ctx, t, starts + r * t->ndim, stops + r * t->ndim);
 done:
     winset_free(&pending);
     return rc;
