@@ -666,49 +666,115 @@ static int contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_vi
     return IT_OK;
 }
 
-/* ---- assembling a region ------------------------------------------------ */
+/* ---- the parts of a box that hold samples -------------------------------- */
 
-/* Copy the box (with steps) out of t's tiles into a new buffer. */
-static int assemble(it_tensor *t, const it_box *box, it_buffer **out)
+/*
+ * A read with a large step samples few pixels from a long span; planning and
+ * assembling the whole span would visit every tile (and window) between the
+ * samples.  So a box is cut into "regions": along an infinite dim with step
+ * > 1, one segment per tile that holds samples ([first sample, last sample +
+ * 1) inside that tile); along other dims, the whole sampled span.  The
+ * regions are the product of the segments.  A box of step 1 is one region.
+ */
+typedef struct regions {
+    int64_t n;
+    int64_t *start, *stop; /* n * ndim */
+    int64_t one_start[IT_MAX_DIMS], one_stop[IT_MAX_DIMS];
+} regions;
+
+static void regions_free(regions *r)
 {
-    int64_t shape[IT_MAX_DIMS], start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
-    int64_t tlo[IT_MAX_DIMS], tn[IT_MAX_DIMS], tc[IT_MAX_DIMS];
-    it_buffer *buf;
-    int rc, empty = 0;
-    for (int d = 0; d < t->ndim; d++) {
-        shape[d] = it_box_extent(box, d);
-        empty |= shape[d] == 0;
+    if (r->start != r->one_start || r->stop != r->one_stop) {
+        it_free(r->start);
+        it_free(r->stop);
     }
-    if ((rc = it_buffer_create(t->spec.dtype, t->ndim, shape, &buf)))
-        return rc;
-    *out = buf;
-    if (empty)
-        return IT_OK;
-    /* the sampled span, clipped to the finite dims */
-    int filled = 0, inside = 1;
+    r->start = r->stop = NULL;
+}
+
+/* Segments of dim d: one per tile holding samples when the dim is infinite
+ * and strided, else the whole sampled span.  Writes up to max segments into
+ * a/b (when given) and returns how many there are. */
+static int64_t dim_segments(const it_tensor *t, const it_box *box, int d, int64_t *a, int64_t *b, int64_t max)
+{
+    int64_t n = it_box_extent(box, d), step = box->step[d], first = box->start[d];
+    int64_t last = first + (n - 1) * step;
+    if (step == 1 || t->spec.shape[d] != IT_DIM_INFINITE) {
+        if (a && max > 0) {
+            a[0] = first;
+            b[0] = last + 1;
+        }
+        return 1;
+    }
+    int64_t T = t->tshape[d], count = 0;
+    for (int64_t pos = first; pos <= last; count++) {
+        int64_t k = IT_MIN(it_ceildiv((it_floordiv(pos, T) + 1) * T - first, step), n);
+        if (a && count < max) {
+            a[count] = pos;
+            b[count] = first + (k - 1) * step + 1;
+        }
+        pos = first + k * step;
+    }
+    return count;
+}
+
+/* Cut a non-empty box into regions (see above). */
+static int box_regions(const it_tensor *t, const it_box *box, regions *r)
+{
+    int64_t nseg[IT_MAX_DIMS], total = 1;
+    int64_t *sa[IT_MAX_DIMS] = {0}, *sb[IT_MAX_DIMS] = {0};
+    int rc = IT_OK;
+    r->start = r->stop = NULL;
     for (int d = 0; d < t->ndim; d++) {
-        start[d] = box->start[d];
-        stop[d] = box->start[d] + (shape[d] - 1) * box->step[d] + 1;
+        nseg[d] = dim_segments(t, box, d, NULL, NULL, 0);
+        if (total > (((int64_t)1) << 32) / nseg[d])
+            return it_error_set(IT_ETOOBIG, "the requested region is too fragmented to plan");
+        total *= nseg[d];
+    }
+    r->n = total;
+    if (total == 1) {
+        r->start = r->one_start;
+        r->stop = r->one_stop;
+    } else {
+        r->start = it_malloc(sizeof(int64_t) * (size_t)(total * t->ndim));
+        r->stop = it_malloc(sizeof(int64_t) * (size_t)(total * t->ndim));
+    }
+    for (int d = 0; d < t->ndim && r->start && r->stop; d++) {
+        sa[d] = it_malloc(sizeof(int64_t) * (size_t)nseg[d]);
+        sb[d] = it_malloc(sizeof(int64_t) * (size_t)nseg[d]);
+        if (!sa[d] || !sb[d])
+            break;
+        dim_segments(t, box, d, sa[d], sb[d], nseg[d]);
     }
     for (int d = 0; d < t->ndim; d++)
-        if (t->spec.shape[d] != IT_DIM_INFINITE && (start[d] < 0 || stop[d] > t->spec.shape[d]))
-            inside = 0;
-    if (!inside) {
-        it_fill_nd(t->elsize, t->ndim, shape, buf->data, buf->strides, t->spec.fill);
-        filled = 1;
-        if (!clip_finite(t, start, stop))
-            return IT_OK;
-    }
-    tile_ranges(t, start, stop, tlo, tn);
-    if (!filled) { /* a missing tile leaves fill values: write them first */
-        memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
-        do {
-            if (!lookup(t, tc)) {
-                it_fill_nd(t->elsize, t->ndim, shape, buf->data, buf->strides, t->spec.fill);
-                break;
+        if (!sa[d] || !sb[d])
+            rc = it_error_set(IT_ENOMEM, "out of memory planning a strided read");
+    if (rc == IT_OK) {
+        int64_t idx[IT_MAX_DIMS] = {0}, zero[IT_MAX_DIMS] = {0};
+        for (int64_t i = 0; i < total; i++) {
+            for (int d = 0; d < t->ndim; d++) {
+                r->start[i * t->ndim + d] = sa[d][idx[d]];
+                r->stop[i * t->ndim + d] = sb[d][idx[d]];
             }
-        } while (odometer_next(tc, tlo, tn, t->ninf));
+            odometer_next(idx, zero, nseg, t->ndim);
+        }
     }
+    for (int d = 0; d < t->ndim; d++) {
+        it_free(sa[d]);
+        it_free(sb[d]);
+    }
+    if (rc)
+        regions_free(r);
+    return rc;
+}
+
+/* ---- assembling a region ------------------------------------------------ */
+
+/* Copy the samples of box inside [start, stop) out of t's tiles into buf. */
+static void copy_tiles(const it_tensor *t, const it_box *box, const int64_t *shape, it_buffer *buf,
+                       const int64_t *start, const int64_t *stop)
+{
+    int64_t tlo[IT_MAX_DIMS], tn[IT_MAX_DIMS], tc[IT_MAX_DIMS];
+    tile_ranges(t, start, stop, tlo, tn);
     memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
     do {
         const it_tile *tile = lookup(t, tc);
@@ -721,8 +787,9 @@ static int assemble(it_tensor *t, const it_box *box, it_buffer **out)
         tile_box(t, tc, ts, te);
         for (int d = 0; d < t->ndim; d++) {
             int64_t step = box->step[d];
-            int64_t i0 = IT_MAX(0, it_ceildiv(ts[d] - box->start[d], step));
-            int64_t i1 = IT_MIN(shape[d], it_ceildiv(te[d] - box->start[d], step));
+            int64_t lo = IT_MAX(ts[d], start[d]), hi = IT_MIN(te[d], stop[d]);
+            int64_t i0 = IT_MAX(0, it_ceildiv(lo - box->start[d], step));
+            int64_t i1 = IT_MIN(shape[d], it_ceildiv(hi - box->start[d], step));
             if (i0 >= i1) {
                 skip = 1;
                 break;
@@ -735,7 +802,69 @@ static int assemble(it_tensor *t, const it_box *box, it_buffer **out)
         if (!skip)
             it_copy_nd(t->elsize, t->ndim, n, dst, buf->strides, src, ss);
     } while (odometer_next(tc, tlo, tn, t->ninf));
+}
+
+/* 1 if some tile meeting [start, stop) is missing. */
+static int tiles_missing(const it_tensor *t, const int64_t *start, const int64_t *stop)
+{
+    int64_t tlo[IT_MAX_DIMS], tn[IT_MAX_DIMS], tc[IT_MAX_DIMS];
+    tile_ranges(t, start, stop, tlo, tn);
+    memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
+    do {
+        if (!lookup(t, tc))
+            return 1;
+    } while (odometer_next(tc, tlo, tn, t->ninf));
+    return 0;
+}
+
+/* Copy the box (with steps) out of t's tiles into a new buffer; pixels
+ * outside the finite dims or in missing tiles hold the fill value. */
+static int assemble(it_tensor *t, const it_box *box, const regions *rg, it_buffer **out)
+{
+    int64_t shape[IT_MAX_DIMS] = {0};
+    it_buffer *buf;
+    int rc, empty = 0;
+    for (int d = 0; d < t->ndim; d++) {
+        shape[d] = it_box_extent(box, d);
+        empty |= shape[d] == 0;
+    }
+    if ((rc = it_buffer_create(t->spec.dtype, t->ndim, shape, &buf)))
+        return rc;
+    *out = buf;
+    if (empty)
+        return IT_OK;
+    int need_fill = 0;
+    for (int64_t i = 0; i < rg->n && !need_fill; i++) {
+        int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
+        memcpy(start, rg->start + i * t->ndim, sizeof(int64_t) * (size_t)t->ndim);
+        memcpy(stop, rg->stop + i * t->ndim, sizeof(int64_t) * (size_t)t->ndim);
+        for (int d = 0; d < t->ndim; d++)
+            if (t->spec.shape[d] != IT_DIM_INFINITE && (start[d] < 0 || stop[d] > t->spec.shape[d]))
+                need_fill = 1;
+        need_fill = need_fill || !clip_finite(t, start, stop) || tiles_missing(t, start, stop);
+    }
+    if (need_fill)
+        it_fill_nd(t->elsize, t->ndim, shape, buf->data, buf->strides, t->spec.fill);
+    for (int64_t i = 0; i < rg->n; i++) {
+        int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
+        memcpy(start, rg->start + i * t->ndim, sizeof(int64_t) * (size_t)t->ndim);
+        memcpy(stop, rg->stop + i * t->ndim, sizeof(int64_t) * (size_t)t->ndim);
+        if (clip_finite(t, start, stop))
+            copy_tiles(t, box, shape, buf, start, stop);
+    }
     return IT_OK;
+}
+
+/* Assemble a step-1 box (an argument region). */
+static int assemble_box(it_tensor *t, const it_box *box, it_buffer **out)
+{
+    regions rg;
+    rg.n = 1;
+    rg.start = rg.one_start;
+    rg.stop = rg.one_stop;
+    memcpy(rg.one_start, box->start, sizeof(int64_t) * (size_t)t->ndim);
+    memcpy(rg.one_stop, box->stop, sizeof(int64_t) * (size_t)t->ndim);
+    return assemble(t, box, &rg, out);
 }
 
 /* ---- the planner -------------------------------------------------------- */
@@ -865,7 +994,7 @@ static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
                     goto done;
                 for (int d = 0; d < aw->ndim; d++)
                     box.step[d] = 1;
-                if ((rc = assemble(t->args[a], &box, &argbufs[a * n + i])))
+                if ((rc = assemble_box(t->args[a], &box, &argbufs[a * n + i])))
                     goto done;
             }
         }
@@ -950,7 +1079,6 @@ done:
 
 int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
 {
-    int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
     int empty = 0, rc;
     *out = NULL;
     if (box->ndim != t->ndim)
@@ -961,23 +1089,27 @@ int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
         if (box->start[d] < -IT_COORD_LIMIT || box->start[d] > IT_COORD_LIMIT ||
             box->stop[d] < -IT_COORD_LIMIT || box->stop[d] > IT_COORD_LIMIT)
             return it_error_set(IT_ERANGE, "coordinates must lie within +-2**62");
-        int64_t n = it_box_extent(box, d);
-        empty |= n == 0;
-        start[d] = box->start[d];
-        stop[d] = n ? box->start[d] + (n - 1) * box->step[d] + 1 : box->start[d];
+        empty |= it_box_extent(box, d) == 0;
     }
     int64_t numel;
     if ((rc = it_box_numel(box, &numel)))
         return rc;
     if (numel > (INT64_MAX / 16) / (int64_t)t->elsize)
         return it_error_set(IT_ETOOBIG, "the requested region is too large");
+    if (empty) { /* nothing to compute: an empty result */
+        regions none = {0};
+        return assemble(t, box, &none, out);
+    }
+    regions rg;
+    if ((rc = box_regions(t, box, &rg)))
+        return rc;
     read_ctx ctx;
     ctx_init(&ctx, flags);
-    if (!empty)
-        rc = ensure(&ctx, t, start, stop, 1);
+    rc = ensure(&ctx, t, rg.start, rg.stop, rg.n);
     if (rc == IT_OK)
-        rc = assemble(t, box, out);
+        rc = assemble(t, box, &rg, out);
     ctx_release(&ctx);
+    regions_free(&rg);
     return rc;
 }
 
