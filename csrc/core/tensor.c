@@ -817,22 +817,14 @@ static int tiles_missing(const it_tensor *t, const int64_t *start, const int64_t
     return 0;
 }
 
-/* Copy the box (with steps) out of t's tiles into a new buffer; pixels
- * outside the finite dims or in missing tiles hold the fill value. */
-static int assemble(it_tensor *t, const it_box *box, const regions *rg, it_buffer **out)
+/* Copy the box (with steps) out of t's tiles into buf (shaped like the box);
+ * pixels outside the finite dims or in missing tiles hold the fill value. */
+static void assemble_into(it_tensor *t, const it_box *box, const regions *rg, it_buffer *buf)
 {
-    int64_t shape[IT_MAX_DIMS] = {0};
-    it_buffer *buf;
-    int rc, empty = 0;
-    for (int d = 0; d < t->ndim; d++) {
-        shape[d] = it_box_extent(box, d);
-        empty |= shape[d] == 0;
-    }
-    if ((rc = it_buffer_create(t->spec.dtype, t->ndim, shape, &buf)))
-        return rc;
-    *out = buf;
-    if (empty)
-        return IT_OK;
+    const int64_t *shape = buf->shape;
+    for (int d = 0; d < t->ndim; d++)
+        if (shape[d] == 0)
+            return;
     int need_fill = 0;
     for (int64_t i = 0; i < rg->n && !need_fill; i++) {
         int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
@@ -852,19 +844,31 @@ static int assemble(it_tensor *t, const it_box *box, const regions *rg, it_buffe
         if (clip_finite(t, start, stop))
             copy_tiles(t, box, shape, buf, start, stop);
     }
-    return IT_OK;
 }
 
-/* Assemble a step-1 box (an argument region). */
+/* A new buffer shaped like the box. */
+static int box_buffer(const it_tensor *t, const it_box *box, it_buffer **out)
+{
+    int64_t shape[IT_MAX_DIMS] = {0};
+    for (int d = 0; d < t->ndim; d++)
+        shape[d] = it_box_extent(box, d);
+    return it_buffer_create(t->spec.dtype, t->ndim, shape, out);
+}
+
+/* Assemble a step-1 box (an argument region) into a new buffer. */
 static int assemble_box(it_tensor *t, const it_box *box, it_buffer **out)
 {
     regions rg;
+    int rc = box_buffer(t, box, out);
+    if (rc)
+        return rc;
     rg.n = 1;
     rg.start = rg.one_start;
     rg.stop = rg.one_stop;
     memcpy(rg.one_start, box->start, sizeof(int64_t) * (size_t)t->ndim);
     memcpy(rg.one_stop, box->stop, sizeof(int64_t) * (size_t)t->ndim);
-    return assemble(t, box, &rg, out);
+    assemble_into(t, box, &rg, *out);
+    return IT_OK;
 }
 
 /* ---- the planner -------------------------------------------------------- */
@@ -1094,23 +1098,33 @@ int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
     int64_t numel;
     if ((rc = it_box_numel(box, &numel)))
         return rc;
-    if (numel > (INT64_MAX / 16) / (int64_t)t->elsize)
-        return it_error_set(IT_ETOOBIG, "the requested region is too large");
-    if (empty) { /* nothing to compute: an empty result */
-        regions none = {0};
-        return assemble(t, box, &none, out);
+    /* the result is allocated first: a region too large to hold fails
+     * here, before any window is computed */
+    it_buffer *buf;
+    if ((rc = box_buffer(t, box, &buf)))
+        return rc;
+    if (empty) {
+        *out = buf;
+        return IT_OK;
     }
     regions rg;
-    if ((rc = box_regions(t, box, &rg)))
+    if ((rc = box_regions(t, box, &rg))) {
+        it_buffer_free(buf);
         return rc;
+    }
     read_ctx ctx;
     ctx_init(&ctx, flags);
     rc = ensure(&ctx, t, rg.start, rg.stop, rg.n);
     if (rc == IT_OK)
-        rc = assemble(t, box, &rg, out);
+        assemble_into(t, box, &rg, buf);
     ctx_release(&ctx);
     regions_free(&rg);
-    return rc;
+    if (rc) {
+        it_buffer_free(buf);
+        return rc;
+    }
+    *out = buf;
+    return IT_OK;
 }
 
 /* Tile extent along infinite dim d when the spec leaves it to us: a multiple
