@@ -142,13 +142,54 @@ static int take_capsule(PyObject *cap, dl_hold *hold, DLTensor **dl)
     return -1;
 }
 
+/* 1 if obj (a complex tensor) carries a lazy conjugate or negative bit,
+ * which torch's DLPack export silently drops; -1 with an exception. */
+static int has_lazy_bits(PyObject *obj)
+{
+    static const char *const names[] = {"is_conj", "is_neg"};
+    for (int i = 0; i < 2; i++) {
+        PyObject *r = PyObject_CallMethod(obj, names[i], NULL);
+        if (!r)
+            return -1;
+        int set = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (set)
+            return set;
+    }
+    return 0;
+}
+
+static int import_once(module_state *st, PyObject *obj, it_view *view, dl_hold *hold);
+
 int import_tensor(module_state *st, PyObject *obj, it_view *view, dl_hold *hold)
+{
+    if (import_once(st, obj, view, hold) < 0)
+        return -1;
+    if (view->dtype != IT_C64 && view->dtype != IT_C128)
+        return 0;
+    int lazy = has_lazy_bits(obj);
+    if (lazy == 0)
+        return 0;
+    release_hold(hold);
+    if (lazy < 0)
+        return -1;
+    PyObject *a = PyObject_CallMethod(obj, "resolve_conj", NULL);
+    PyObject *b = a ? PyObject_CallMethod(a, "resolve_neg", NULL) : NULL;
+    Py_XDECREF(a);
+    if (!b)
+        return -1;
+    int rc = import_once(st, b, view, hold);
+    Py_DECREF(b); /* the capsule keeps the resolved tensor alive */
+    return rc;
+}
+
+static int import_once(module_state *st, PyObject *obj, it_view *view, dl_hold *hold)
 {
     hold->managed = NULL;
     PyObject *cap = PyObject_CallOneArg(st->to_dlpack, obj);
     if (!cap) {
-        /* tensors that require grad or carry conj/neg bits cannot be
-         * exported as they are: resolve them and try once more */
+        /* a tensor that requires grad cannot be exported as it is: detach
+         * it (and resolve lazy bits) and try once more */
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
         PyObject *fixed = PyObject_CallMethod(obj, "detach", NULL);

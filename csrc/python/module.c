@@ -333,6 +333,22 @@ static PyObject *mod_alloc_live_blocks(PyObject *module, PyObject *unused)
     return PyLong_FromLong(it_alloc_live_blocks());
 }
 
+static PyObject *mod_buffer_pool(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *limit = Py_None;
+    if (!PyArg_ParseTuple(args, "|O", &limit))
+        return NULL;
+    size_t held = it_buffer_pool_bytes();
+    if (limit != Py_None) {
+        Py_ssize_t n = PyNumber_AsSsize_t(limit, PyExc_OverflowError);
+        if (n == -1 && PyErr_Occurred())
+            return NULL;
+        it_buffer_pool_set_limit(n < 0 ? 0 : (size_t)n);
+    }
+    return PyLong_FromSize_t(held);
+}
+
 static PyMethodDef module_methods[] = {
     {"_configure", (PyCFunction)(void (*)(void))mod_configure, METH_VARARGS | METH_KEYWORDS,
      "Hand the torch entry points and exception classes to the binding."},
@@ -341,15 +357,17 @@ static PyMethodDef module_methods[] = {
     {"window_domain", mod_window_domain, METH_VARARGS,
      "window_domain(size, stride, offset, map, ncoords, shape, starts, stops) -> (lo, count) or None"},
     {"alloc_live_blocks", mod_alloc_live_blocks, METH_NOARGS, "Core allocations currently live."},
+    {"buffer_pool", mod_buffer_pool, METH_VARARGS,
+     "buffer_pool([limit]) -> bytes the recycling pool holds; sets its limit when given."},
     {NULL, NULL, 0, NULL},
 };
 
-#define RESULT_POOL_BYTES (256u * 1024u * 1024u)
+#define DEFAULT_POOL_BYTES (256u * 1024u * 1024u)
 
 static int module_exec(PyObject *module)
 {
     module_state *st = PyModule_GetState(module);
-    it_buffer_pool_set_limit(RESULT_POOL_BYTES);
+    it_buffer_pool_set_limit(DEFAULT_POOL_BYTES);
     st->Cache_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Cache_spec, NULL);
     if (!st->Cache_type)
         return -1;
