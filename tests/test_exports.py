@@ -1,0 +1,86 @@
+"""Package surface: exports, exception classes and hierarchy, constants."""
+
+import pytest
+import torch
+
+import infinite_tensor as it
+
+EXPECTED = {
+    "InfiniteTensor",
+    "InfiniteTensorError",
+    "TileAccessError",
+    "ShapeMismatchError",
+    "DeviceMismatchError",
+    "DtypeMismatchError",
+    "ValidationError",
+    "TensorWindow",
+    "MemoryTileStore",
+}
+
+
+def test_all_lists_the_public_names():
+    # HDF5TileStore is appended when h5py imports; persistence is tested elsewhere.
+    assert set(it.__all__) - {"HDF5TileStore"} == EXPECTED
+    assert len(it.__all__) == len(set(it.__all__))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_exported_name_resolves(name):
+    assert getattr(it, name) is not None
+
+
+def test_version_is_a_string():
+    assert isinstance(it.__version__, str) and it.__version__
+
+
+def test_star_import():
+    ns = {}
+    exec("from infinite_tensor import *", ns)
+    for name in EXPECTED:
+        assert name in ns
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["TileAccessError", "ShapeMismatchError", "DeviceMismatchError", "DtypeMismatchError", "ValidationError"],
+)
+def test_exceptions_derive_from_infinite_tensor_error(name):
+    cls = getattr(it, name)
+    assert issubclass(cls, it.InfiniteTensorError)
+    assert issubclass(cls, Exception)
+
+
+def test_base_exception():
+    assert issubclass(it.InfiniteTensorError, Exception)
+    assert not issubclass(it.InfiniteTensorError, ValueError)
+
+
+def test_validation_error_is_also_a_value_error():
+    assert issubclass(it.ValidationError, ValueError)
+    with pytest.raises(ValueError):
+        raise it.ValidationError("x")
+
+
+def test_exceptions_are_distinct():
+    classes = [getattr(it, n) for n in EXPECTED if n.endswith("Error")]
+    assert len(set(classes)) == len(classes) == 6
+    for a in classes:
+        for b in classes:
+            if a is not b and a is not it.InfiniteTensorError and b is not it.InfiniteTensorError:
+                assert not issubclass(a, b)
+
+
+def test_tilestore_module():
+    from infinite_tensor.tilestore import MemoryTileStore, TileStore
+
+    assert MemoryTileStore is it.MemoryTileStore
+    assert issubclass(MemoryTileStore, TileStore)
+    assert "TileStore" not in it.__all__
+    assert isinstance(it.MemoryTileStore(), TileStore)
+
+
+def test_module_constants():
+    from infinite_tensor import infinite_tensor as mod
+
+    assert mod.DEFAULT_DTYPE == torch.float32
+    assert mod.DEFAULT_DEVICE == torch.device("cpu")
