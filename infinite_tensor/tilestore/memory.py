@@ -28,6 +28,21 @@ def _check_limit(name, value):
     return value
 
 
+class _Entry:
+    """What a store keeps for one tensor id.  Not the InfiniteTensor itself:
+    a tensor holds its store, so a store holding its tensors would make every
+    tensor with a private store a reference cycle, freed only by the garbage
+    collector, with all its cached tiles."""
+
+    __slots__ = ("meta", "node", "rule", "views")
+
+    def __init__(self, tensor, node):
+        self.meta = tensor.to_json()
+        self.node = node
+        self.rule = (tensor._combine(), tensor._blend_init)
+        self.views = weakref.WeakSet()  # the InfiniteTensor objects reading through node
+
+
 class MemoryTileStore(TileStore):
     """An in-memory store with one LRU cache shared by all its tensors."""
 
@@ -35,8 +50,7 @@ class MemoryTileStore(TileStore):
         self._cache = _core.Cache(_check_limit("cache_size_bytes", cache_size_bytes),
                                   _check_limit("cache_size_windows", cache_size_windows))
         self._limits = [cache_size_bytes, cache_size_windows]
-        self._tensor_store = {}
-        self._views = {}  # id -> WeakSet of InfiniteTensor objects sharing the node
+        self._tensor_store = {}  # id -> _Entry
 
     # -- limits (0.3 kept them as attributes; the 0.2 shim assigns them) -----
     def _apply_limits(self):
@@ -73,46 +87,44 @@ class MemoryTileStore(TileStore):
         if tensor.device.type != "cpu":
             raise ValidationError(f"device {tensor.device} is not supported by this build yet (CPU only)")
         tid = tensor.uuid
-        existing = self._tensor_store.get(tid)
-        if existing is not None:
-            old, new = existing.to_json(), tensor.to_json()
-            if old != new:
+        entry = self._tensor_store.get(tid)
+        if entry is not None:
+            new = tensor.to_json()
+            if entry.meta != new:
                 raise ValidationError(
-                    f"Tensor {tid} re-registered with mismatched metadata: existing={old}, new={new}")
-            if existing._blend_init != tensor._blend_init or existing._combine() != tensor._combine():
+                    f"Tensor {tid} re-registered with mismatched metadata: existing={entry.meta}, new={new}")
+            if entry.rule != (tensor._combine(), tensor._blend_init):
                 # combined values cannot be reused under another combining rule
-                node = _core.Tensor(self._cache, **tensor._node_config())
-                for view in self._views[tid]:
-                    view._node = node
+                entry.node = _core.Tensor(self._cache, **tensor._node_config())
+                entry.rule = (tensor._combine(), tensor._blend_init)
+                for view in entry.views:
+                    view._node = entry.node
             else:
-                node = existing._node
-                node.set_callbacks(tensor.f, tensor.blend, tensor.batch_size or 0)
+                entry.node.set_callbacks(tensor.f, tensor.blend, tensor.batch_size or 0)
         else:
-            node = _core.Tensor(self._cache, **tensor._node_config())
-            self._views[tid] = weakref.WeakSet()
-        tensor._node = node
-        self._tensor_store[tid] = tensor
-        self._views[tid].add(tensor)
+            entry = _Entry(tensor, _core.Tensor(self._cache, **tensor._node_config()))
+            self._tensor_store[tid] = entry
+        tensor._node = entry.node
+        entry.views.add(tensor)
 
     def _node(self, tensor_id):
-        tensor = self._tensor_store.get(str(tensor_id))
-        if tensor is None:
+        entry = self._tensor_store.get(str(tensor_id))
+        if entry is None:
             raise TileAccessError(_DELETED)
-        return tensor._node
+        return entry.node
 
     def clear_tensor(self, tensor_id):
-        tid = str(tensor_id)
-        tensor = self._tensor_store.pop(tid, None)
-        if tensor is None:
+        entry = self._tensor_store.pop(str(tensor_id), None)
+        if entry is None:
             return
-        tensor._node.clear()
-        for view in self._views.pop(tid, ()):
+        entry.node.clear()
+        for view in entry.views:
             view._node = None
 
     def clear_cache(self, tensor_id):
-        tensor = self._tensor_store.get(str(tensor_id))
-        if tensor is not None:
-            tensor._node.clear()
+        entry = self._tensor_store.get(str(tensor_id))
+        if entry is not None:
+            entry.node.clear()
 
     def is_window_processed(self, tensor_id, window_index):
         return self._node(tensor_id).window_done(tuple(window_index))
@@ -124,13 +136,21 @@ class MemoryTileStore(TileStore):
         return self._node(tensor_id).read_cached(tuple(pixel_slices))
 
     def migrate(self, tensor_id, old_device, old_dtype):
-        tensor = self._tensor_store[str(tensor_id)]
+        entry = self._tensor_store.get(str(tensor_id))
+        if entry is None:
+            raise TileAccessError(_DELETED)
+        tensor = next((v for v in entry.views if v._node is entry.node), None)
+        if tensor is None:
+            return
         if tensor.device != old_device and tensor.device.type != "cpu":
             raise ValidationError(f"device {tensor.device} is not supported by this build (CPU only)")
         if tensor.dtype != old_dtype:
             dtype = tensor.dtype
-            tensor._node.retype(_bridge.dtype_code(dtype), dtype,
-                                _fill_for(tensor._blend_init, dtype), lambda t: t.to(dtype))
+            entry.node.retype(_bridge.dtype_code(dtype), dtype,
+                              _fill_for(tensor._blend_init, dtype), lambda t: t.to(dtype))
+            entry.meta = tensor.to_json()
+            for view in entry.views:  # every object sharing the node now declares the new dtype
+                view._dtype = dtype
 
     # -- deprecated -------------------------------------------------------------
     def evict_cache_for(self, tensor_id, cache_limit):
@@ -142,9 +162,9 @@ class MemoryTileStore(TileStore):
             return
         if isinstance(cache_limit, bool) or not isinstance(cache_limit, int) or cache_limit < 0:
             raise ValidationError(f"cache_limit must be None or an int >= 0, got {cache_limit!r}")
-        tensor = self._tensor_store.get(str(tensor_id))
-        if tensor is not None:
-            tensor._node.trim(cache_limit)
+        entry = self._tensor_store.get(str(tensor_id))
+        if entry is not None:
+            entry.node.trim(cache_limit)
 
 
 def _fill_for(blend_init, dtype):
