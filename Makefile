@@ -24,6 +24,7 @@ CORE_SRC := $(wildcard csrc/core/*.c)
 CORE_HDR := $(wildcard csrc/include/*.h csrc/core/*.h)
 BIND_SRC := $(wildcard csrc/python/*.c csrc/python/*.h)
 CTEST_SRC := $(wildcard csrc/tests/test_*.c)
+CTEST_HDR := $(wildcard csrc/tests/*.h)
 CTEST_BIN := $(patsubst csrc/tests/%.c,$(BUILD)/%,$(CTEST_SRC))
 EXT_STAMP := $(BUILD)/.ext-stamp
 
@@ -67,7 +68,7 @@ $(EXT_STAMP): $(VENV)/.deps-stamp $(CORE_SRC) $(CORE_HDR) $(BIND_SRC) setup.py s
 	$(VPY) setup.py -q build_ext --inplace
 	@touch $@
 
-$(BUILD)/test_%: csrc/tests/test_%.c $(CORE_SRC) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
+$(BUILD)/test_%: csrc/tests/test_%.c $(CTEST_HDR) $(CORE_SRC) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
 	$(CC) $(CFLAGS_CORE) $< $(CORE_SRC) -lcmocka -lm -o $@
 
 ctest: $(CTEST_BIN)

@@ -11,9 +11,10 @@
  *
  *     ceil(-o / s)  <=  i  <=  floor((E - z - o) / s).
  *
- * Parameters are bounded by IT_PARAM_LIMIT (2^48) and coordinates by
- * IT_COORD_LIMIT (2^62), so none of these sums can overflow; products of
- * a window index and a stride are still checked.
+ * Parameters are bounded by IT_PARAM_LIMIT (2^48) and region coordinates by
+ * IT_COORD_LIMIT (2^62), so none of these sums can overflow; products of a
+ * window index and a stride are still checked.  A span of a box can exceed
+ * INT64_MAX (2^62 - (-2^62)), so extents are computed unsigned.
  */
 #include "it_geom.h"
 
@@ -31,21 +32,26 @@ int64_t it_ceildiv(int64_t a, int64_t b)
 
 int64_t it_box_extent(const it_box *b, int d)
 {
-    int64_t len = b->stop[d] - b->start[d];
-    if (len <= 0)
+    if (b->stop[d] <= b->start[d])
         return 0;
-    return it_ceildiv(len, b->step[d]);
+    /* the span may exceed INT64_MAX (e.g. [-2^62, 2^62 + 1)): unsigned */
+    uint64_t len = (uint64_t)b->stop[d] - (uint64_t)b->start[d];
+    uint64_t step = (uint64_t)b->step[d];
+    uint64_t n = len / step + (len % step != 0);
+    return n > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)n;
 }
 
 int it_box_numel(const it_box *b, int64_t *out)
 {
     int64_t n = 1;
     for (int d = 0; d < b->ndim; d++) {
-        int64_t e = it_box_extent(b, d);
-        if (e == 0) {
+        if (it_box_extent(b, d) == 0) {
             *out = 0;
             return IT_OK;
         }
+    }
+    for (int d = 0; d < b->ndim; d++) {
+        int64_t e = it_box_extent(b, d);
         if (n > (INT64_MAX / 16) / e)
             return it_error_set(IT_ETOOBIG, "the requested region has too many elements");
         n *= e;
@@ -105,6 +111,11 @@ int it_window_domain(const it_window *w, const int64_t *shape,
     int64_t hi[IT_MAX_DIMS];
     int used[IT_MAX_DIMS] = {0};
     *total = 0;
+    for (int d = 0; d < w->ndim; d++)
+        if (start[d] < -IT_COORD_LIMIT || start[d] > IT_COORD_LIMIT ||
+            stop[d] < -IT_COORD_LIMIT || stop[d] > IT_COORD_LIMIT)
+            return it_error_set(IT_ERANGE, "region [%lld, %lld) on dim %d is beyond +-2**62",
+                                (long long)start[d], (long long)stop[d], d);
     for (int d = 0; d < w->ndim; d++) {
         int64_t a = start[d], b = stop[d];
         int64_t E = shape[d], z = w->size[d], o = w->offset[d], s = w->stride[d];
@@ -142,6 +153,8 @@ int it_window_domain(const it_window *w, const int64_t *shape,
     for (int c = 0; c < w->ncoords; c++) {
         if (!used[c])
             lo[c] = hi[c] = 0;
+        if (hi[c] - lo[c] >= INT64_MAX) /* no overflow: |lo|, |hi| < 2^62 */
+            return it_error_set(IT_ETOOBIG, "the region meets too many windows to enumerate");
         count[c] = hi[c] - lo[c] + 1;
         if (n > INT64_MAX / count[c])
             return it_error_set(IT_ETOOBIG, "the region meets too many windows to enumerate");

@@ -71,7 +71,10 @@ struct it_tensor {
     size_t nbuckets;
     int64_t ntiles;
     int64_t bytes;
+    uint64_t generation; /* bumped by it_tensor_clear: reads in flight notice */
 };
+
+#define CLEARED_MSG "the cache of a tensor this read uses was cleared during the read"
 
 typedef struct read_ctx {
     uint64_t serial;
@@ -325,6 +328,7 @@ static int get_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, int creat
             return rc;
         if ((rc = ctx_pin(ctx, tile))) {
             it__lru_push(t->cache, tile); /* leave it cached and evictable */
+            it_cache_trim(t->cache);
             return rc;
         }
         it_cache_trim(t->cache);
@@ -697,7 +701,7 @@ static void regions_free(regions *r)
 static int64_t dim_segments(const it_tensor *t, const it_box *box, int d, int64_t *a, int64_t *b, int64_t max)
 {
     int64_t n = it_box_extent(box, d), step = box->step[d], first = box->start[d];
-    int64_t last = first + (n - 1) * step;
+    int64_t last = first + (n - 1) * step; /* a sample: within the box */
     if (step == 1 || t->spec.shape[d] != IT_DIM_INFINITE) {
         if (a && max > 0) {
             a[0] = first;
@@ -706,13 +710,16 @@ static int64_t dim_segments(const it_tensor *t, const it_box *box, int d, int64_
         return 1;
     }
     int64_t T = t->tshape[d], count = 0;
-    for (int64_t pos = first; pos <= last; count++) {
+    for (int64_t i = 0; i < n; count++) { /* i: first sample of the segment */
+        int64_t pos = first + i * step;
+        /* samples before the end of pos's tile; (tile end - first) fits:
+         * both lie within 2^62 + T of the origin */
         int64_t k = IT_MIN(it_ceildiv((it_floordiv(pos, T) + 1) * T - first, step), n);
         if (a && count < max) {
             a[count] = pos;
             b[count] = first + (k - 1) * step + 1;
         }
-        pos = first + k * step;
+        i = k;
     }
     return count;
 }
@@ -769,6 +776,15 @@ static int box_regions(const it_tensor *t, const it_box *box, regions *r)
 
 /* ---- assembling a region ------------------------------------------------ */
 
+/* Samples of a dim (start, step) at positions below x >= start; unsigned,
+ * as x - start may exceed INT64_MAX for a box spanning the whole range. */
+static int64_t samples_before(int64_t x, int64_t start, int64_t step)
+{
+    uint64_t len = (uint64_t)x - (uint64_t)start;
+    uint64_t n = len / (uint64_t)step + (len % (uint64_t)step != 0);
+    return n > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)n;
+}
+
 /* Copy the samples of box inside [start, stop) out of t's tiles into buf. */
 static void copy_tiles(const it_tensor *t, const it_box *box, const int64_t *shape, it_buffer *buf,
                        const int64_t *start, const int64_t *stop)
@@ -788,8 +804,8 @@ static void copy_tiles(const it_tensor *t, const it_box *box, const int64_t *sha
         for (int d = 0; d < t->ndim; d++) {
             int64_t step = box->step[d];
             int64_t lo = IT_MAX(ts[d], start[d]), hi = IT_MIN(te[d], stop[d]);
-            int64_t i0 = IT_MAX(0, it_ceildiv(lo - box->start[d], step));
-            int64_t i1 = IT_MIN(shape[d], it_ceildiv(hi - box->start[d], step));
+            int64_t i0 = samples_before(lo, box->start[d], step);
+            int64_t i1 = IT_MIN(shape[d], samples_before(hi, box->start[d], step));
             if (i0 >= i1) {
                 skip = 1;
                 break;
@@ -959,6 +975,7 @@ static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
     it_buffer **argbufs = NULL;
     it_view *outs = NULL;
     int64_t *astart = NULL, *astop = NULL;
+    uint64_t arg_gen[64];
 
     /* upstream first: every region the pending windows read, in one plan */
     if (nargs > 0) {
@@ -977,6 +994,8 @@ static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
             if ((rc = ensure(ctx, t->args[a], astart, astop, npend)))
                 goto done;
         }
+        for (int a = 0; a < nargs && a < 64; a++)
+            arg_gen[a] = t->args[a]->generation;
     }
 
     int64_t nb = IT_MIN(bs, npend);
@@ -991,6 +1010,10 @@ static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
         const int64_t *coords = pending->tuples + first * K;
         for (int a = 0; a < nargs; a++) {
             const it_window *aw = &t->arg_windows[a];
+            if (a < 64 && t->args[a]->generation != arg_gen[a]) {
+                rc = it_error_set(IT_ESTATE, CLEARED_MSG);
+                goto done;
+            }
             for (int64_t i = 0; i < n; i++) {
                 it_box box;
                 box.ndim = aw->ndim;
@@ -1054,6 +1077,7 @@ static int ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int6
 {
     winset pending = {0};
     int rc = IT_OK;
+    uint64_t gen = t->generation;
     pending.k = t->ncoords;
     for (int64_t r = 0; r < nregions; r++)
         if ((rc = plan_region(ctx, t, starts + r * t->ndim, stops + r * t->ndim, &pending)))
@@ -1074,6 +1098,8 @@ static int ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int6
     if (t->spec.combine == IT_COMBINE_CUSTOM)
         for (int64_t r = 0; r < nregions && rc == IT_OK; r++)
             rc = flush_region(ctx, t, starts + r * t->ndim, stops + r * t->ndim);
+    if (rc == IT_OK && t->generation != gen)
+        rc = it_error_set(IT_ESTATE, CLEARED_MSG);
 done:
     winset_free(&pending);
     return rc;
@@ -1113,8 +1139,11 @@ int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
         return rc;
     }
     read_ctx ctx;
+    uint64_t gen = t->generation;
     ctx_init(&ctx, flags);
     rc = ensure(&ctx, t, rg.start, rg.stop, rg.n);
+    if (rc == IT_OK && t->generation != gen)
+        rc = it_error_set(IT_ESTATE, CLEARED_MSG);
     if (rc == IT_OK)
         assemble_into(t, box, &rg, buf);
     ctx_release(&ctx);
@@ -1152,6 +1181,10 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
 {
     int rc;
     *out = NULL;
+    if (!cache || !spec || !ops)
+        return it_error_set(IT_EINVAL, "cache, spec and ops are required");
+    if (!ops->compute || !ops->release)
+        return it_error_set(IT_EINVAL, "compute and release callbacks are required");
     if (spec->ndim < 1 || spec->ndim > IT_MAX_DIMS)
         return it_error_set(IT_EINVAL, "a tensor must have 1 to %d dims, got %d", IT_MAX_DIMS, spec->ndim);
     size_t es = it_dtype_size(spec->dtype);
@@ -1178,7 +1211,9 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
                             spec->window.ndim, spec->ndim);
     if ((rc = it_window_check(&spec->window)))
         return rc;
-    if (spec->nargs < 0 || (spec->nargs > 0 && (!spec->args || !spec->arg_windows)))
+    if (spec->nargs < 0 || spec->nargs > 64)
+        return it_error_set(IT_EINVAL, "a tensor takes 0 to 64 args, got %d", spec->nargs);
+    if (spec->nargs > 0 && (!spec->args || !spec->arg_windows))
         return it_error_set(IT_EINVAL, "args and their windows must be given together");
     for (int a = 0; a < spec->nargs; a++) {
         const it_window *aw = &spec->arg_windows[a];
@@ -1195,12 +1230,25 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
     }
     if (spec->batch_size < 1)
         return it_error_set(IT_EINVAL, "batch_size must be >= 1, got %lld", (long long)spec->batch_size);
-    if (spec->combine == IT_COMBINE_CUSTOM ? !ops->blend || !ops->release_view
-                                           : !it_dtype_supports(spec->dtype, spec->combine) ||
-                                                 spec->combine == IT_COMBINE_COPY)
-        return it_error_set(IT_EDTYPE, "this blend is not available for %s", it_dtype_name(spec->dtype));
-    if (!ops->compute || !ops->release)
-        return it_error_set(IT_EINVAL, "compute and release callbacks are required");
+    switch (spec->combine) {
+    case IT_COMBINE_CUSTOM:
+        if (!ops->blend || !ops->release_view)
+            return it_error_set(IT_EINVAL, "a custom blend needs the blend and release_view callbacks");
+        break;
+    case IT_COMBINE_SUM:
+    case IT_COMBINE_MAX:
+    case IT_COMBINE_MIN:
+        if (!it_dtype_supports(spec->dtype, spec->combine))
+            return it_error_set(IT_EDTYPE, "this blend is not available for %s", it_dtype_name(spec->dtype));
+        break;
+    default:
+        return it_error_set(IT_EINVAL, "combine must be SUM, MAX, MIN or CUSTOM, got %d", (int)spec->combine);
+    }
+    for (int d = 0; d < spec->ndim; d++)
+        if (spec->shape[d] == IT_DIM_INFINITE &&
+            (spec->tile_shape[d] < 0 || spec->tile_shape[d] > IT_PARAM_LIMIT))
+            return it_error_set(IT_EINVAL, "tile_shape[%d] must be in [1, 2**48], or 0 to pick one, got %lld",
+                                d, (long long)spec->tile_shape[d]);
 
     it_tensor *t = it_calloc(1, sizeof *t);
     if (!t)
@@ -1247,6 +1295,7 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
     }
     t->window_bytes = IT_MAX(window_elems * (int64_t)es, 1);
     if (tile_elems >= TILE_MAX_BYTES / (int64_t)es) {
+        t->user = NULL; /* ownership passes on success only */
         it_tensor_unref(t);
         return it_error_set(IT_ETOOBIG, "tiles of this tensor would be too large");
     }
@@ -1295,6 +1344,7 @@ int it_tensor_set_batch_size(it_tensor *t, int64_t batch_size)
 
 void it_tensor_clear(it_tensor *t)
 {
+    t->generation++;
     for (size_t i = 0; i < t->nbuckets; i++) {
         while (t->buckets[i]) {
             it_tile *tile = t->buckets[i];
@@ -1359,7 +1409,9 @@ int it_tensor_contribute(it_tensor *t, const int64_t *coords, const it_view *out
             return it_error_set(IT_EINVAL, "window sticks out of finite dim %d", d);
     read_ctx ctx;
     ctx_init(&ctx, 0);
-    rc = contribute(&ctx, t, coords, out, 0);
+    /* a custom blend must fold windows in order: with a fresh context no
+     * tile is being completed, so the values wait on the tiles' lists */
+    rc = contribute(&ctx, t, coords, out, t->spec.combine == IT_COMBINE_CUSTOM);
     ctx_release(&ctx);
     return rc;
 }

@@ -34,7 +34,7 @@ void it_cache_limits(const it_cache *c, int64_t *byte_limit, int64_t *weight_lim
 /* Evict unpinned tiles, least recently used first, until within limits. */
 void it_cache_trim(it_cache *c);
 
-int64_t it_cache_bytes(const it_cache *c);  /* bytes of tile data held */
+int64_t it_cache_bytes(const it_cache *c);  /* bytes of tile data held (deferred custom-blend parts included) */
 int64_t it_cache_tiles(const it_cache *c);  /* tiles held, pinned or not */
 int64_t it_cache_weight(const it_cache *c); /* total weight held */
 int64_t it_cache_pinned(const it_cache *c); /* tiles pinned right now */

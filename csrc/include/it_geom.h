@@ -3,9 +3,10 @@
  *
  * All coordinates are int64.  Pixel coordinates the core accepts lie in
  * [-IT_COORD_LIMIT, IT_COORD_LIMIT]; window sizes, strides and offsets lie in
- * [-IT_PARAM_LIMIT, IT_PARAM_LIMIT].  With those bounds every intermediate
- * below fits in int64, and the functions still check and report IT_ERANGE
- * rather than wrap.
+ * [-IT_PARAM_LIMIT, IT_PARAM_LIMIT].  The functions check their inputs
+ * against those bounds and report IT_ERANGE / IT_ETOOBIG rather than wrap;
+ * the one quantity that may exceed int64, the length of a span between the
+ * limits, is computed unsigned.
  *
  * A window places a block of size[d] pixels along each dim d of a tensor.
  * Its position is driven by a window index: a tuple of ncoords ints.  Dim d
@@ -65,7 +66,8 @@ typedef struct it_box {
 int64_t it_floordiv(int64_t a, int64_t b);
 int64_t it_ceildiv(int64_t a, int64_t b);
 
-/* Samples a box takes along dim d: max(ceil((stop - start) / step), 0). */
+/* Samples a box takes along dim d: max(ceil((stop - start) / step), 0),
+ * saturated at INT64_MAX. */
 int64_t it_box_extent(const it_box *b, int d);
 /* Product of the extents; IT_ETOOBIG if it exceeds INT64_MAX / 16. */
 int it_box_numel(const it_box *b, int64_t *out);
@@ -82,7 +84,8 @@ int it_window_bounds(const it_window *w, const int64_t *coords,
  * Domain of the region [start[d], stop[d]) of a tensor whose dims have the
  * given shape (IT_DIM_INFINITE or an extent).  Writes lo[c], count[c] for
  * each of w->ncoords coordinates and the product to *total (0 when nothing
- * intersects).  IT_ETOOBIG if the product overflows int64.
+ * intersects).  IT_ERANGE if the region lies beyond IT_COORD_LIMIT,
+ * IT_ETOOBIG if the count overflows int64.
  */
 int it_window_domain(const it_window *w, const int64_t *shape,
                      const int64_t *start, const int64_t *stop,

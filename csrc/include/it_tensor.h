@@ -7,7 +7,7 @@
  *
  * What is cached is tiles, not windows.  A tile is a block of the tensor's
  * grid: the whole extent of every finite dim times tile_shape[d] along every
- * infinite dim.  It holds the combined value of every window contribution
+ * infinite dim; tile k of an infinite dim covers [k * T, (k + 1) * T).  It holds the combined value of every window contribution
  * made to it, and a bitmap over the windows that can touch it records which
  * of them have contributed, so a window is never counted twice, whatever the
  * order of reads, evictions or failures.
@@ -110,7 +110,9 @@ int it_tensor_set_batch_size(it_tensor *t, int64_t batch_size);
  * or covered by no window hold the fill value. */
 int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out);
 
-/* Drop every cached tile of t (pinned ones are dropped when unpinned). */
+/* Drop every cached tile of t (pinned ones are dropped when unpinned).  A
+ * read of t (or of a tensor downstream of it) in progress then fails with
+ * IT_ESTATE rather than return values from a half-cleared cache. */
 void it_tensor_clear(it_tensor *t);
 /* Evict t's unpinned tiles, least recently used first, until t holds at most
  * byte_limit bytes. */
@@ -123,7 +125,10 @@ void it_tensor_tile_shape(const it_tensor *t, int64_t *shape);
 /* *done = 1 if the window has contributed to every cached tile it touches
  * and all those tiles are cached; 0 otherwise. */
 int it_tensor_window_done(it_tensor *t, const int64_t *coords, int *done);
-/* Add a window computed elsewhere to every tile that lacks it. */
+/* Add a window computed elsewhere to every tile that lacks it (creating
+ * tiles as needed).  The output is checked like f's (IT_ESHAPE, IT_EDTYPE,
+ * IT_EDEVICE).  With a custom blend the values wait, like a computed
+ * window's, until a read completes each tile in lexicographic order. */
 int it_tensor_contribute(it_tensor *t, const int64_t *coords, const it_view *out);
 
 /* Convert every cached tile to dtype dt through convert(ctx, src, dst): src

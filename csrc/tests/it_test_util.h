@@ -79,6 +79,28 @@ static inline void tu_check_recorded(int rc, const char *expr, const char *file,
         tu_check_recorded(rc_, #expr, __FILE__, __LINE__);                               \
     } while (0)
 
+/* Any error code (the contract names none for this mistake), with a message. */
+#define EXPECT_FAILS(expr)                                                               \
+    do {                                                                                 \
+        it_error_clear();                                                                \
+        int rc_ = (expr);                                                                \
+        if (rc_ >= 0)                                                                    \
+            fail_msg("%s:%d: %s returned %d, expected an error", __FILE__, __LINE__,      \
+                     #expr, rc_);                                                        \
+        tu_check_recorded(rc_, #expr, __FILE__, __LINE__);                               \
+    } while (0)
+
+/* IT_TEST_FILTER / IT_TEST_SKIP: run only / skip the tests whose names
+ * match a pattern (cmocka's * and ? wildcards). */
+static inline void tu_filters_from_env(void)
+{
+    const char *run = getenv("IT_TEST_FILTER"), *skip = getenv("IT_TEST_SKIP");
+    if (run && *run)
+        cmocka_set_test_filter(run);
+    if (skip && *skip)
+        cmocka_set_skip_filter(skip);
+}
+
 /* ------------------------------------------------------------------ */
 /* random numbers (splitmix64)                                          */
 
@@ -255,7 +277,10 @@ static inline int64_t ref_extent(int64_t start, int64_t stop, int64_t step)
 {
     if (stop <= start)
         return 0;
-    return ref_cdiv(stop - start, step);
+    /* the span may exceed INT64_MAX (from -2^62 to 2^62): 128-bit */
+    __int128 len = (__int128)stop - (__int128)start;
+    __int128 n = (len + step - 1) / step;
+    return n > INT64_MAX ? INT64_MAX : (int64_t)n;
 }
 
 static inline it_window mkwin(int ndim, const int64_t *size, const int64_t *stride,
@@ -323,9 +348,9 @@ static inline int ref_domain(const it_window *w, const int64_t *shape, const int
                              const int64_t *stop, int64_t *lo, int64_t *hi)
 {
     int followed[IT_MAX_DIMS] = {0};
-    for (int c = 0; c < w->ncoords; c++) {
-        lo[c] = INT64_MIN / 4;
-        hi[c] = INT64_MAX / 4;
+    for (int c = 0; c < w->ncoords; c++) { /* beyond any index a legal window can have */
+        lo[c] = -(((int64_t)1 << 62) + ((int64_t)1 << 50));
+        hi[c] = ((int64_t)1 << 62) + ((int64_t)1 << 50);
     }
     for (int d = 0; d < w->ndim; d++) {
         int64_t sz = w->size[d], st = w->stride[d], off = w->offset[d];
@@ -503,7 +528,9 @@ struct ft {
 
     /* counters */
     long calls, ok_calls, failed_calls, releases, windows_ok;
-    long blend_calls, blend_releases, user_frees;
+    long blend_calls, blend_releases, blend_failed, user_frees;
+    long blend_fail_call; /* fail the blend call with this number (1-based), 0: never */
+    int blend_bad;        /* 1: result of the wrong shape, 2: of the wrong dtype */
     int64_t max_batch;
     wtab total, per_read;
 
@@ -523,12 +550,14 @@ struct ft {
     int inner_rc;     /* what that read returned */
     int take_arg;     /* take args[0] of window 0 and free it ourselves */
     ft *nested;       /* compute also reads nested->t over the window's bounds */
+    int nested_propagate; /* a failing nested read fails the compute with its code */
     long nested_reads;
     int clear_self_at_call; /* call it_tensor_clear(own tensor) inside this call */
     uint64_t rng_state;
 
     /* a callback never longjmps out of the core (cmocka's failure does):
      * it records the first problem here and the test fails after the call */
+    const char *name; /* for messages */
     int nerr;
     char err[600];
     char last_msg[600]; /* the error message of the last failed ft_read_check */
@@ -544,8 +573,9 @@ static inline void ft_record(ft *f, const char *fmt, ...)
 {
     if (f->nerr++ == 0) {
         va_list ap;
+        int len = snprintf(f->err, sizeof f->err, "%s: ", f->name ? f->name : "tensor");
         va_start(ap, fmt);
-        vsnprintf(f->err, sizeof f->err, fmt, ap);
+        vsnprintf(f->err + len, sizeof f->err - (size_t)len, fmt, ap);
         va_end(ap);
     }
 }
@@ -675,6 +705,29 @@ static inline void ft_reference(ft *f, const it_box *box, double *out)
         out[i] = f->fill;
     if (n == 0)
         return;
+    int strided = 0;
+    for (int d = 0; d < nd; d++)
+        strided |= box->step[d] > 1;
+    if (strided) {
+        /* sample by sample: a strided box may span far more windows than it
+         * has samples (up to the whole coordinate range) */
+        int64_t k[IT_MAX_DIMS] = {0}, klo[IT_MAX_DIMS] = {0}, khi[IT_MAX_DIMS];
+        for (int d = 0; d < nd; d++)
+            khi[d] = ext[d] - 1;
+        do {
+            it_box one;
+            int64_t idx = 0;
+            one.ndim = nd;
+            for (int d = 0; d < nd; d++) {
+                one.start[d] = box->start[d] + k[d] * box->step[d];
+                one.stop[d] = one.start[d] + 1;
+                one.step[d] = 1;
+                idx = idx * ext[d] + k[d];
+            }
+            ft_reference(f, &one, &out[idx]);
+        } while (tu_next_index(nd, k, klo, khi));
+        return;
+    }
     if (!ref_domain(w, f->spec.shape, box->start, box->stop, lo, hi))
         return;
     memcpy(co, lo, sizeof(int64_t) * (size_t)nc);
@@ -881,6 +934,8 @@ static inline int ft_compute(void *user, it_batch *b)
             it_box bx = mkbox(nd, s, e, NULL);
             it_buffer *o = NULL;
             int rc = it_tensor_read(f->nested->t, &bx, 0, &o);
+            if (rc != IT_OK && f->nested_propagate)
+                return rc;
             if (rc != IT_OK)
                 CB_FAIL(f, "compute: nested read failed with %d (%s)", rc, it_error_message());
             int64_t n = tu_box_numel(&bx, ext);
@@ -1011,6 +1066,10 @@ static inline int ft_blend(void *user, it_buffer **existing, it_buffer **incomin
 {
     ft *f = user;
     f->blend_calls++;
+    if (f->blend_fail_call > 0 && f->blend_calls == f->blend_fail_call) {
+        f->blend_failed++;
+        return it_error_set(IT_ECALLBACK, "fake blend failed on call %ld", f->blend_calls);
+    }
     if (!existing || !incoming || !*existing || !*incoming)
         CB_FAIL(f, "blend: NULL buffer");
     it_buffer *ex = *existing, *in = *incoming;
@@ -1078,6 +1137,10 @@ static inline int ft_blend(void *user, it_buffer **existing, it_buffer **incomin
     default:
         CB_FAIL(f, "blend kind %d", f->blend_kind);
     }
+    if (f->blend_bad == 1)
+        result->shape[0] += 1;
+    if (f->blend_bad == 2)
+        result->dtype = dt == IT_F64 ? IT_F32 : IT_F64;
     return IT_OK;
 }
 
@@ -1162,9 +1225,9 @@ static inline void ft_check_released(const ft *f)
     if (f->releases != f->ok_calls)
         fail_msg("release called %ld times after %ld successful computes", f->releases,
                  f->ok_calls);
-    if (f->blend_releases != f->blend_calls)
-        fail_msg("release_view called %ld times after %ld blends", f->blend_releases,
-                 f->blend_calls);
+    if (f->blend_releases != f->blend_calls - f->blend_failed)
+        fail_msg("release_view called %ld times after %ld successful blends", f->blend_releases,
+                 f->blend_calls - f->blend_failed);
     for (int a = 0; a < f->spec.nargs; a++)
         ft_check_released(f->up[a]);
 }
@@ -1175,6 +1238,32 @@ static inline long ft_calls_tree(const ft *f)
     for (int a = 0; a < f->spec.nargs; a++)
         n += ft_calls_tree(f->up[a]);
     return n;
+}
+
+/* Test-wide switches (one copy per test binary). */
+typedef struct tu_opts {
+    int defer_limit_checks; /* count limit violations instead of failing at once */
+    long limit_violations;
+    char first_violation[200];
+    const char *where;      /* prefixed to the first violation */
+} tu_opts;
+
+static inline tu_opts *tu_options(void)
+{
+    static tu_opts o;
+    return &o;
+}
+
+static inline void tu_limit_violation(const char *fmt, long long a, long long b)
+{
+    tu_opts *o = tu_options();
+    char msg[150];
+    snprintf(msg, sizeof msg, fmt, a, b);
+    if (!o->defer_limit_checks)
+        fail_msg("%s", msg);
+    if (o->limit_violations++ == 0)
+        snprintf(o->first_violation, sizeof o->first_violation, "%s%s%s", o->where ? o->where : "",
+                 o->where ? ": " : "", msg);
 }
 
 /* The cache is consistent, nothing is pinned, and it is within its limits. */
@@ -1189,11 +1278,11 @@ static inline void tu_cache_ok(it_cache *c)
     int64_t bl, wl;
     it_cache_limits(c, &bl, &wl);
     if (bl >= 0 && it_cache_bytes(c) > bl)
-        fail_msg("cache holds %lld bytes over its limit %lld", (long long)it_cache_bytes(c),
-                 (long long)bl);
+        tu_limit_violation("cache holds %lld bytes over its limit %lld", (long long)it_cache_bytes(c),
+                           (long long)bl);
     if (wl >= 0 && it_cache_weight(c) > wl)
-        fail_msg("cache holds weight %lld over its limit %lld", (long long)it_cache_weight(c),
-                 (long long)wl);
+        tu_limit_violation("cache holds weight %lld over its limit %lld",
+                           (long long)it_cache_weight(c), (long long)wl);
     if (it_cache_bytes(c) < 0 || it_cache_tiles(c) < 0 || it_cache_weight(c) < 0)
         fail_msg("negative cache counters");
 }

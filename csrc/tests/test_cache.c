@@ -455,5 +455,6 @@ int main(void)
         cmocka_unit_test(test_pipeline_small_cache),
         cmocka_unit_test(test_clear_while_pinned),
     };
+    tu_filters_from_env();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

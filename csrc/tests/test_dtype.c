@@ -1281,5 +1281,6 @@ int main(void)
         cmocka_unit_test(test_fill_nd_random),
         cmocka_unit_test(test_contiguous_strides),
     };
+    tu_filters_from_env();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

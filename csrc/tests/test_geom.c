@@ -743,5 +743,6 @@ int main(void)
         cmocka_unit_test(test_window_domain_overflow),
         cmocka_unit_test(test_window_domain_region_out_of_range),
     };
+    tu_filters_from_env();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,41 @@
+#!/bin/sh
+# Build and run the core's CMocka tests from the repository root.
+#
+#   sh csrc/tests/run.sh              all tests
+#   sh csrc/tests/run.sh geom cache   some of them
+#   SANITIZE=1 sh csrc/tests/run.sh   with AddressSanitizer + UBSan
+#   IT_TEST_FILTER='test_fuzz*' sh csrc/tests/run.sh tensor   some test functions
+#   (IT_TEST_SKIP skips those matching a pattern)
+#
+# Each test is built exactly as documented:
+#   cc -std=c11 -O1 -g -Wall -Wextra -Icsrc/include csrc/tests/test_X.c \
+#      csrc/core/*.c -lcmocka -lm -o build/test_X
+# Exits non-zero if any build or test fails.
+set -u
+cd "$(dirname "$0")/../.." || exit 2
+CC=${CC:-cc}
+FLAGS="-std=c11 -O1 -g -Wall -Wextra"
+OUT=build
+if [ "${SANITIZE:-0}" = 1 ]; then
+    FLAGS="$FLAGS -fsanitize=address,undefined -fno-omit-frame-pointer"
+    OUT=build/sanitize
+    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
+fi
+mkdir -p "$OUT"
+if [ $# -gt 0 ]; then
+    TESTS="$*"
+else
+    TESTS=$(for f in csrc/tests/test_*.c; do basename "$f" .c | sed 's/^test_//'; done)
+fi
+status=0
+for t in $TESTS; do
+    if ! $CC $FLAGS -Icsrc/include "csrc/tests/test_$t.c" csrc/core/*.c -lcmocka -lm -o "$OUT/test_$t"; then
+        echo "BUILD FAILED: test_$t"
+        status=1
+        continue
+    fi
+    if ! "$OUT/test_$t"; then
+        status=1
+    fi
+done
+exit $status
