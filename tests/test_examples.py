@@ -95,3 +95,17 @@ def test_legacy_example_warns_and_works():
 @pytest.mark.parametrize("name", ["demo", "blur", "blending", "legacy_api"])
 def test_examples_have_docstrings(name):
     assert load(name).__doc__.strip()
+
+
+def test_readme_quick_start_runs_and_is_right():
+    readme = open(os.path.join(EXAMPLES, "..", "README.md")).read()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python")[1:]]
+    assert blocks, "the README has a Python quick start"
+    scope = {}
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), scope)
+    patch, base = scope["patch"], scope["base"]
+    assert patch.shape == (3, 600, 400)
+    # the 3x3 box blur of the base, computed by plain torch on a finite crop
+    ref = torch.nn.functional.avg_pool2d(base[:, -301:301, 999:1401][None], 3, stride=1)[0]
+    torch.testing.assert_close(patch, ref)

@@ -474,7 +474,24 @@ static void tile_ranges(const it_tensor *t, const int64_t *start, const int64_t 
     }
 }
 
-/* Clip a region to the finite dims; 0 if nothing is left. */
+/* Walks the tiles meeting a region in lexicographic order of their
+ * coordinates:  tiles_first(&w, ...); do { ... w.tc ... } while (tiles_next(&w)); */
+typedef struct tile_walk {
+    int64_t lo[IT_MAX_DIMS], n[IT_MAX_DIMS];
+    int64_t tc[IT_MAX_DIMS]; /* the current tile */
+    int ninf;
+} tile_walk;
+
+static void tiles_first(tile_walk *w, const it_tensor *t, const int64_t *start, const int64_t *stop)
+{
+    tile_ranges(t, start, stop, w->lo, w->n);
+    memcpy(w->tc, w->lo, sizeof(int64_t) * (size_t)t->ninf);
+    w->ninf = t->ninf;
+}
+
+static int tiles_next(tile_walk *w) { return odometer_next(w->tc, w->lo, w->n, w->ninf); }
+
+/* Clip a region to the finite dims, in place; 0 if nothing is left. */
 static int clip_finite(const it_tensor *t, int64_t *start, int64_t *stop)
 {
     for (int d = 0; d < t->ndim; d++) {
@@ -486,6 +503,15 @@ static int clip_finite(const it_tensor *t, int64_t *start, int64_t *stop)
             return 0;
     }
     return 1;
+}
+
+/* Copy region number i of (start, stop) arrays and clip it; 0 if empty. */
+static int clipped_region(const it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t i,
+                          int64_t *start, int64_t *stop)
+{
+    memcpy(start, starts + i * t->ndim, sizeof(int64_t) * (size_t)t->ndim);
+    memcpy(stop, stops + i * t->ndim, sizeof(int64_t) * (size_t)t->ndim);
+    return clip_finite(t, start, stop);
 }
 
 /* ---- contributing a window --------------------------------------------- */
@@ -612,12 +638,13 @@ static int flush_deferred(it_tensor *t, it_tile *tile, const int64_t *before)
  */
 static int contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_view *v, int only_marked)
 {
-    int64_t ws[IT_MAX_DIMS], we[IT_MAX_DIMS], tlo[IT_MAX_DIMS], tn[IT_MAX_DIMS], tc[IT_MAX_DIMS];
+    int64_t ws[IT_MAX_DIMS], we[IT_MAX_DIMS];
     int rc;
     if ((rc = check_output(t, v)) || (rc = it_window_bounds(&t->spec.window, w, ws, we)))
         return rc;
-    tile_ranges(t, ws, we, tlo, tn);
-    memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
+    tile_walk tw;
+    tiles_first(&tw, t, ws, we);
+    const int64_t *tc = tw.tc;
     do {
         it_tile *tile;
         int completing = 0;
@@ -666,7 +693,7 @@ static int contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_vi
             return rc;
         tile->bits[bit >> 6] |= (uint64_t)1 << (bit & 63);
         tile->ncontrib++;
-    } while (odometer_next(tc, tlo, tn, t->ninf));
+    } while (tiles_next(&tw));
     return IT_OK;
 }
 
@@ -789,9 +816,9 @@ static int64_t samples_before(int64_t x, int64_t start, int64_t step)
 static void copy_tiles(const it_tensor *t, const it_box *box, const int64_t *shape, it_buffer *buf,
                        const int64_t *start, const int64_t *stop)
 {
-    int64_t tlo[IT_MAX_DIMS], tn[IT_MAX_DIMS], tc[IT_MAX_DIMS];
-    tile_ranges(t, start, stop, tlo, tn);
-    memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
+    tile_walk tw;
+    tiles_first(&tw, t, start, stop);
+    const int64_t *tc = tw.tc;
     do {
         const it_tile *tile = lookup(t, tc);
         if (!tile)
@@ -817,19 +844,19 @@ static void copy_tiles(const it_tensor *t, const it_box *box, const int64_t *sha
         }
         if (!skip)
             it_copy_nd(t->elsize, t->ndim, n, dst, buf->strides, src, ss);
-    } while (odometer_next(tc, tlo, tn, t->ninf));
+    } while (tiles_next(&tw));
 }
 
 /* 1 if some tile meeting [start, stop) is missing. */
 static int tiles_missing(const it_tensor *t, const int64_t *start, const int64_t *stop)
 {
-    int64_t tlo[IT_MAX_DIMS], tn[IT_MAX_DIMS], tc[IT_MAX_DIMS];
-    tile_ranges(t, start, stop, tlo, tn);
-    memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
+    tile_walk tw;
+    tiles_first(&tw, t, start, stop);
+    const int64_t *tc = tw.tc;
     do {
         if (!lookup(t, tc))
             return 1;
-    } while (odometer_next(tc, tlo, tn, t->ninf));
+    } while (tiles_next(&tw));
     return 0;
 }
 
@@ -855,9 +882,7 @@ static void assemble_into(it_tensor *t, const it_box *box, const regions *rg, it
         it_fill_nd(t->elsize, t->ndim, shape, buf->data, buf->strides, t->spec.fill);
     for (int64_t i = 0; i < rg->n; i++) {
         int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
-        memcpy(start, rg->start + i * t->ndim, sizeof(int64_t) * (size_t)t->ndim);
-        memcpy(stop, rg->stop + i * t->ndim, sizeof(int64_t) * (size_t)t->ndim);
-        if (clip_finite(t, start, stop))
+        if (clipped_region(t, rg->start, rg->stop, i, start, stop))
             copy_tiles(t, box, shape, buf, start, stop);
     }
 }
@@ -925,15 +950,14 @@ static int collect_missing(const it_tensor *t, const it_tile *tile,
 static int plan_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const int64_t *rstop,
                        winset *pending)
 {
-    int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS], tlo[IT_MAX_DIMS], tn[IT_MAX_DIMS], tc[IT_MAX_DIMS];
+    int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
     int custom = t->spec.combine == IT_COMBINE_CUSTOM;
     int rc;
-    memcpy(start, rstart, sizeof(int64_t) * (size_t)t->ndim);
-    memcpy(stop, rstop, sizeof(int64_t) * (size_t)t->ndim);
-    if (!clip_finite(t, start, stop))
+    if (!clipped_region(t, rstart, rstop, 0, start, stop))
         return IT_OK;
-    tile_ranges(t, start, stop, tlo, tn);
-    memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
+    tile_walk tw;
+    tiles_first(&tw, t, start, stop);
+    const int64_t *tc = tw.tc;
     do {
         it_tile *tile;
         int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS];
@@ -961,7 +985,7 @@ static int plan_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const
         }
         if ((rc = collect_missing(t, tile, ts, te, pending)))
             return rc;
-    } while (odometer_next(tc, tlo, tn, t->ninf));
+    } while (tiles_next(&tw));
     return IT_OK;
 }
 
@@ -1057,19 +1081,18 @@ done:
  * region this context is completing. */
 static int flush_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const int64_t *rstop)
 {
-    int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS], tlo[IT_MAX_DIMS], tn[IT_MAX_DIMS], tc[IT_MAX_DIMS];
+    int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
     int rc;
-    memcpy(start, rstart, sizeof(int64_t) * (size_t)t->ndim);
-    memcpy(stop, rstop, sizeof(int64_t) * (size_t)t->ndim);
-    if (!clip_finite(t, start, stop))
+    if (!clipped_region(t, rstart, rstop, 0, start, stop))
         return IT_OK;
-    tile_ranges(t, start, stop, tlo, tn);
-    memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
+    tile_walk tw;
+    tiles_first(&tw, t, start, stop);
+    const int64_t *tc = tw.tc;
     do {
         it_tile *tile = lookup(t, tc);
         if (tile && tile->mark == ctx->serial && tile->deferred && (rc = flush_deferred(t, tile, NULL)))
             return rc;
-    } while (odometer_next(tc, tlo, tn, t->ninf));
+    } while (tiles_next(&tw));
     return IT_OK;
 }
 
@@ -1379,21 +1402,22 @@ void it_tensor_tile_shape(const it_tensor *t, int64_t *shape)
 
 int it_tensor_window_done(it_tensor *t, const int64_t *coords, int *done)
 {
-    int64_t ws[IT_MAX_DIMS], we[IT_MAX_DIMS], tlo[IT_MAX_DIMS], tn[IT_MAX_DIMS], tc[IT_MAX_DIMS];
+    int64_t ws[IT_MAX_DIMS], we[IT_MAX_DIMS];
     int rc;
     *done = 0;
     if ((rc = it_window_bounds(&t->spec.window, coords, ws, we)))
         return rc;
     if (!clip_finite(t, ws, we))
         return IT_OK;
-    tile_ranges(t, ws, we, tlo, tn);
-    memcpy(tc, tlo, sizeof(int64_t) * (size_t)t->ninf);
+    tile_walk tw;
+    tiles_first(&tw, t, ws, we);
+    const int64_t *tc = tw.tc;
     do {
         const it_tile *tile = lookup(t, tc);
         int64_t bit = tile ? bit_index(t, tile, coords) : -1;
         if (bit < 0 || !has_bit(tile, bit))
             return IT_OK;
-    } while (odometer_next(tc, tlo, tn, t->ninf));
+    } while (tiles_next(&tw));
     *done = 1;
     return IT_OK;
 }
