@@ -1078,8 +1078,11 @@ done:
 }
 
 /* Custom blends: fold the remaining deferred parts into every tile of the
- * region this context is completing. */
-static int flush_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const int64_t *rstop)
+ * region this context is completing, and check that each tile is complete.
+ * A tile can only be left incomplete when another thread's read of the same
+ * tiles took over its completion while f ran; that read completes it, and
+ * this one reports IT_ESTATE rather than assemble partial values. */
+static int finish_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const int64_t *rstop)
 {
     int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
     int rc;
@@ -1090,8 +1093,13 @@ static int flush_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, cons
     const int64_t *tc = tw.tc;
     do {
         it_tile *tile = lookup(t, tc);
-        if (tile && tile->mark == ctx->serial && tile->deferred && (rc = flush_deferred(t, tile, NULL)))
+        if (!tile)
+            continue;
+        if (tile->mark == ctx->serial && tile->deferred && (rc = flush_deferred(t, tile, NULL)))
             return rc;
+        if (tile->ncontrib != tile->ntotal)
+            return it_error_set(IT_ESTATE, "a concurrent read of the same tiles is combining them "
+                                           "(custom blend); read again");
     } while (tiles_next(&tw));
     return IT_OK;
 }
@@ -1120,7 +1128,7 @@ static int ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int6
     }
     if (t->spec.combine == IT_COMBINE_CUSTOM)
         for (int64_t r = 0; r < nregions && rc == IT_OK; r++)
-            rc = flush_region(ctx, t, starts + r * t->ndim, stops + r * t->ndim);
+            rc = finish_region(ctx, t, starts + r * t->ndim, stops + r * t->ndim);
     if (rc == IT_OK && t->generation != gen)
         rc = it_error_set(IT_ESTATE, CLEARED_MSG);
 done:

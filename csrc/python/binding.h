@@ -35,6 +35,12 @@ typedef struct module_state {
     PyObject *DtypeMismatchError;
 } module_state;
 
+/* _core.Cache: the core cache of a store. */
+typedef struct CacheObject {
+    PyObject_HEAD
+    it_cache *cache;
+} CacheObject;
+
 /* A DLPack tensor we imported and must release (legacy or versioned). */
 typedef struct dl_hold {
     void *managed;

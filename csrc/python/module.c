@@ -11,11 +11,6 @@
 
 #include <string.h>
 
-typedef struct {
-    PyObject_HEAD
-    it_cache *cache;
-} CacheObject;
-
 module_state *state_of_type(PyTypeObject *tp)
 {
     return (module_state *)PyType_GetModuleState(tp);

@@ -39,11 +39,6 @@ typedef struct {
     it_cache *cache;
 } TensorObject;
 
-typedef struct {
-    PyObject_HEAD
-    it_cache *cache;
-} CacheView; /* layout prefix shared with module.c's CacheObject */
-
 static _Thread_local int read_depth;
 static _Thread_local int grad_off_by_us;
 
@@ -594,14 +589,14 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
         user_free(u);
         return NULL;
     }
-    int rc = it_tensor_create(((CacheView *)cache)->cache, &spec, &tensor_ops, u, &self->t);
+    int rc = it_tensor_create(((CacheObject *)cache)->cache, &spec, &tensor_ops, u, &self->t);
     if (rc) {
         user_free(u);
         Py_DECREF(self);
         return raise_core(st, rc);
     }
     u->t = self->t;
-    self->cache = ((CacheView *)cache)->cache;
+    self->cache = ((CacheObject *)cache)->cache;
     it_cache_ref(self->cache);
     return (PyObject *)self;
 }
