@@ -65,9 +65,11 @@ float it_bf16_to_float(uint16_t h);
 uint16_t it_float_to_bf16(float f);
 
 /*
- * dst[i] (op)= src[i] over an ndim region of the given shape.  Strides are in
- * bytes and may be negative or zero for the source (broadcast).  Returns
- * IT_EDTYPE if op is not supported for dt.  ndim may be 0 (one element).
+ * dst[i] (op)= src[i] over an ndim region of the given shape (ndim 0 to 16:
+ * 0 is one element).  Strides are in bytes; the source's may be negative or
+ * zero (broadcast), the destination's negative but not zero.  Returns
+ * IT_EDTYPE if op is not supported for dt, IT_EINVAL beyond 16 dims (the
+ * copy and fill kernels then do nothing).
  */
 int it_combine_nd(it_combine op, it_dtype dt, int ndim, const int64_t *shape,
                   void *dst, const int64_t *dst_strides,

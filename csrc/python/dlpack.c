@@ -115,8 +115,20 @@ void release_hold(dl_hold *hold)
 /* Take ownership of the tensor inside a capsule. */
 static int take_capsule(PyObject *cap, dl_hold *hold, DLTensor **dl)
 {
-    if (PyCapsule_IsValid(cap, "dltensor_versioned")) {
-        DLManagedTensorVersioned *m = PyCapsule_GetPointer(cap, "dltensor_versioned");
+    const char *name = PyCapsule_CheckExact(cap) ? PyCapsule_GetName(cap) : NULL;
+    if (name && strcmp(name, "dltensor") == 0) {
+        DLManagedTensor *m = PyCapsule_GetPointer(cap, name);
+        if (!m || PyCapsule_SetName(cap, "used_dltensor") < 0)
+            return -1;
+        hold->managed = m;
+        hold->versioned = 0;
+        *dl = &m->dl_tensor;
+        return 0;
+    }
+    if (name && strcmp(name, "dltensor_versioned") == 0) {
+        DLManagedTensorVersioned *m = PyCapsule_GetPointer(cap, name);
+        if (!m)
+            return -1;
         if (m->version.major > IT_DLPACK_MAJOR) {
             PyErr_Format(PyExc_BufferError, "DLPack version %u.%u is newer than supported %d.%d",
                          m->version.major, m->version.minor, IT_DLPACK_MAJOR, IT_DLPACK_MINOR);
@@ -129,16 +141,8 @@ static int take_capsule(PyObject *cap, dl_hold *hold, DLTensor **dl)
         *dl = &m->dl_tensor;
         return 0;
     }
-    if (PyCapsule_IsValid(cap, "dltensor")) {
-        DLManagedTensor *m = PyCapsule_GetPointer(cap, "dltensor");
-        if (PyCapsule_SetName(cap, "used_dltensor") < 0)
-            return -1;
-        hold->managed = m;
-        hold->versioned = 0;
-        *dl = &m->dl_tensor;
-        return 0;
-    }
-    PyErr_SetString(PyExc_BufferError, "to_dlpack did not return a DLPack capsule");
+    PyErr_Clear();
+    PyErr_SetString(PyExc_BufferError, "to_dlpack did not return an unconsumed DLPack capsule");
     return -1;
 }
 
