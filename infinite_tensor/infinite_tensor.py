@@ -138,6 +138,8 @@ class InfiniteTensor:
             raise ValidationError(f"blend_init must be int, float, or None, got {type(blend_init).__name__}")
         args = list(args) if args is not None else []
         args_windows = list(args_windows) if args_windows is not None else []
+        if len(args) > 63:
+            raise ValidationError(f"a tensor takes at most 63 args, got {len(args)}")
         if len(args_windows) != len(args) and (args_windows or args):
             raise ValidationError(f"args_windows length {len(args_windows)} must match args length {len(args)}")
         if tile_store is None:

@@ -50,7 +50,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#define TILE_TARGET_ELEMS 16384
+#define TILE_TARGET_ELEMS 4096
 #define TILE_MAX_BYTES (((int64_t)1) << 40)
 
 struct it_tensor {
@@ -72,9 +72,11 @@ struct it_tensor {
     int64_t ntiles;
     int64_t bytes;
     uint64_t generation; /* bumped by it_tensor_clear: reads in flight notice */
+    uint64_t mutations;  /* bumped by every change to tiles: retype notices */
 };
 
 #define CLEARED_MSG "the cache of a tensor this read uses was cleared during the read"
+#define BUSY_MSG "another read is combining these tiles with a custom blend right now; read again"
 
 typedef struct read_ctx {
     uint64_t serial;
@@ -152,6 +154,7 @@ static void table_unlink(it_tensor *t, it_tile *tile)
     *pp = tile->hnext;
     tile->hnext = NULL;
     t->ntiles--;
+    t->mutations++;
     t->bytes -= (int64_t)tile->buf->nbytes + tile->extra_bytes;
     it__cache_account(t->cache, tile, -1);
 }
@@ -242,6 +245,7 @@ static int tile_create(it_tensor *t, const int64_t *coord, it_tile **out)
     tile->hnext = t->buckets[slot];
     t->buckets[slot] = tile;
     t->ntiles++;
+    t->mutations++;
     t->bytes += (int64_t)tile->buf->nbytes;
     it__cache_account(t->cache, tile, +1);
     *out = tile;
@@ -301,6 +305,8 @@ static void ctx_release(read_ctx *ctx)
         it_cache *c = tile->owner->cache;
         if (tile->pin_serial == ctx->serial)
             tile->pin_serial = 0;
+        if (tile->mark == ctx->serial)
+            tile->mark = 0; /* no longer being completed */
         it__tile_unpin(tile);
         if (c != last) {
             if (last)
@@ -604,6 +610,7 @@ static int defer_part(it_tensor *t, it_tile *tile, const int64_t *w, const int64
     d->next = *pp;
     *pp = d;
     tile_extra(t, tile, (int64_t)d->part->capacity);
+    t->mutations++;
     return IT_OK;
 }
 
@@ -612,21 +619,26 @@ static int defer_part(it_tensor *t, it_tile *tile, const int64_t *w, const int64
 static int flush_deferred(it_tensor *t, it_tile *tile, const int64_t *before)
 {
     while (tile->deferred && (!before || lex_less(tile->deferred->coords, before, t->ncoords))) {
+        /* unlinked before the blend callback: nothing refers to it then */
         it_deferred *d = tile->deferred;
+        tile->deferred = d->next;
+        tile_extra(t, tile, -(int64_t)d->part->capacity);
+        t->mutations++;
         int64_t bit = bit_index(t, tile, d->coords);
+        int rc = IT_OK;
         if (bit >= 0 && !has_bit(tile, bit)) {
             char *dst = tile->buf->data;
             for (int i = 0; i < t->ndim; i++)
                 dst += d->start[i] * t->tstrides[i];
-            int rc = blend_custom(t, dst, d->part->shape, d->part->data, d->part->strides);
-            if (rc)
-                return rc;
-            tile->bits[bit >> 6] |= (uint64_t)1 << (bit & 63);
-            tile->ncontrib++;
+            /* on failure the window is simply missing again: recomputed later */
+            if ((rc = blend_custom(t, dst, d->part->shape, d->part->data, d->part->strides)) == IT_OK) {
+                tile->bits[bit >> 6] |= (uint64_t)1 << (bit & 63);
+                tile->ncontrib++;
+            }
         }
-        tile->deferred = d->next;
-        tile_extra(t, tile, -(int64_t)d->part->capacity);
         deferred_free(d);
+        if (rc)
+            return rc;
     }
     return IT_OK;
 }
@@ -650,6 +662,8 @@ static int contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_vi
         int completing = 0;
         if ((rc = get_tile(ctx, t, tc, 1, &tile)))
             return rc;
+        if (only_marked && tile->mark != 0 && tile->mark != ctx->serial)
+            return it_error_set(IT_ESTATE, BUSY_MSG);
         if (only_marked && tile->mark == ctx->serial) {
             completing = 1;
             /* parts of earlier windows go first; a part of w itself is
@@ -693,6 +707,7 @@ static int contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_vi
             return rc;
         tile->bits[bit >> 6] |= (uint64_t)1 << (bit & 63);
         tile->ncontrib++;
+        t->mutations++;
     } while (tiles_next(&tw));
     return IT_OK;
 }
@@ -966,7 +981,9 @@ static int plan_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const
         if (tile && tile->ncontrib == tile->ntotal)
             continue;
         tile_box(t, tc, ts, te);
-        if (custom) {
+        if (custom && !(ctx->flags & IT_READ_NO_COMPUTE)) {
+            if (tile && tile->mark != 0 && tile->mark != ctx->serial)
+                return it_error_set(IT_ESTATE, BUSY_MSG);
             if (!tile) {
                 int64_t lo[IT_MAX_DIMS], n[IT_MAX_DIMS], total;
                 if ((rc = it_window_domain(&t->spec.window, t->spec.shape, ts, te, lo, n, &total)))
@@ -977,7 +994,7 @@ static int plan_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const
                     return rc;
             }
             tile->mark = ctx->serial;
-        } else {
+        } else if (!custom) {
             for (int d = 0; d < t->ndim; d++) {
                 ts[d] = IT_MAX(ts[d], start[d]);
                 te[d] = IT_MIN(te[d], stop[d]);
@@ -999,7 +1016,7 @@ static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
     it_buffer **argbufs = NULL;
     it_view *outs = NULL;
     int64_t *astart = NULL, *astop = NULL;
-    uint64_t arg_gen[64];
+    uint64_t arg_gen[IT_MAX_ARGS];
 
     /* upstream first: every region the pending windows read, in one plan */
     if (nargs > 0) {
@@ -1009,6 +1026,8 @@ static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
             rc = it_error_set(IT_ENOMEM, "out of memory planning upstream reads");
             goto done;
         }
+        for (int a = 0; a < nargs; a++) /* before any upstream f runs */
+            arg_gen[a] = t->args[a]->generation;
         for (int a = 0; a < nargs; a++) {
             const it_window *aw = &t->arg_windows[a];
             for (int64_t i = 0; i < npend; i++)
@@ -1018,8 +1037,6 @@ static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
             if ((rc = ensure(ctx, t->args[a], astart, astop, npend)))
                 goto done;
         }
-        for (int a = 0; a < nargs && a < 64; a++)
-            arg_gen[a] = t->args[a]->generation;
     }
 
     int64_t nb = IT_MIN(bs, npend);
@@ -1034,7 +1051,7 @@ static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
         const int64_t *coords = pending->tuples + first * K;
         for (int a = 0; a < nargs; a++) {
             const it_window *aw = &t->arg_windows[a];
-            if (a < 64 && t->args[a]->generation != arg_gen[a]) {
+            if (t->args[a]->generation != arg_gen[a]) {
                 rc = it_error_set(IT_ESTATE, CLEARED_MSG);
                 goto done;
             }
@@ -1242,8 +1259,8 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
                             spec->window.ndim, spec->ndim);
     if ((rc = it_window_check(&spec->window)))
         return rc;
-    if (spec->nargs < 0 || spec->nargs > 64)
-        return it_error_set(IT_EINVAL, "a tensor takes 0 to 64 args, got %d", spec->nargs);
+    if (spec->nargs < 0 || spec->nargs > IT_MAX_ARGS)
+        return it_error_set(IT_EINVAL, "a tensor takes 0 to %d args, got %d", IT_MAX_ARGS, spec->nargs);
     if (spec->nargs > 0 && (!spec->args || !spec->arg_windows))
         return it_error_set(IT_EINVAL, "args and their windows must be given together");
     for (int a = 0; a < spec->nargs; a++) {
@@ -1456,40 +1473,76 @@ int it_tensor_retype(it_tensor *t, it_dtype dt, const void *fill, it_convert_fn 
         return it_error_set(IT_EDTYPE, "invalid dtype %d", (int)dt);
     if (t->spec.combine != IT_COMBINE_CUSTOM && !it_dtype_supports(dt, t->spec.combine))
         return it_error_set(IT_EDTYPE, "this blend is not available for %s", it_dtype_name(dt));
-    it_buffer **fresh = it_calloc((size_t)t->ntiles + 1, sizeof *fresh);
-    if (!fresh)
-        return it_error_set(IT_ENOMEM, "out of memory converting tiles");
-    int64_t k = 0;
-    for (size_t i = 0; i < t->nbuckets && rc == IT_OK; i++) {
-        for (it_tile *p = t->buckets[i]; p && rc == IT_OK; p = p->hnext, k++) {
-            it_view src;
-            it_buffer_view(p->buf, &src);
-            if ((rc = it_buffer_create(dt, t->ndim, t->tshape, &fresh[k])) == IT_OK)
-                rc = convert(cctx, &src, fresh[k]);
+    /* the tiles and the deferred parts to convert, pinned while convert (a
+     * callback) runs; nothing may be reading the tensor meanwhile */
+    int64_t ntiles = t->ntiles, nparts = 0, k = 0;
+    for (size_t i = 0; i < t->nbuckets; i++)
+        for (it_tile *p = t->buckets[i]; p; p = p->hnext) {
+            if (p->pins > 0)
+                return it_error_set(IT_ESTATE, "a read of this tensor is in progress; convert it afterwards");
+            for (it_deferred *d = p->deferred; d; d = d->next)
+                nparts++;
+        }
+    it_tile **tiles = it_calloc((size_t)ntiles + 1, sizeof *tiles);
+    it_buffer **fresh = it_calloc((size_t)(ntiles + nparts) + 1, sizeof *fresh);
+    read_ctx ctx;
+    ctx_init(&ctx, 0);
+    if (!tiles || !fresh)
+        rc = it_error_set(IT_ENOMEM, "out of memory converting tiles");
+    for (size_t i = 0; i < t->nbuckets && rc == IT_OK; i++)
+        for (it_tile *p = t->buckets[i]; p && rc == IT_OK; p = p->hnext) {
+            tiles[k++] = p;
+            rc = ctx_pin(&ctx, p);
+        }
+    uint64_t gen = t->generation, mut = t->mutations;
+    int64_t f = 0;
+    for (int64_t i = 0; i < ntiles && rc == IT_OK; i++) {
+        it_tile *p = tiles[i];
+        it_view src;
+        it_buffer_view(p->buf, &src);
+        if ((rc = it_buffer_create(dt, t->ndim, t->tshape, &fresh[f])) == IT_OK)
+            rc = convert(cctx, &src, fresh[f]);
+        f++;
+        for (it_deferred *d = p->deferred; d && rc == IT_OK; d = d->next, f++) {
+            it_buffer_view(d->part, &src);
+            if ((rc = it_buffer_create(dt, t->ndim, d->part->shape, &fresh[f])) == IT_OK)
+                rc = convert(cctx, &src, fresh[f]);
         }
     }
-    if (rc) {
-        for (int64_t j = 0; j < t->ntiles; j++)
-            it_buffer_free(fresh[j]);
-        it_free(fresh);
-        return rc;
-    }
-    k = 0;
-    for (size_t i = 0; i < t->nbuckets; i++) {
-        for (it_tile *p = t->buckets[i]; p; p = p->hnext, k++) {
-            int64_t delta = (int64_t)fresh[k]->nbytes - (int64_t)p->buf->nbytes;
+    if (rc == IT_OK && (t->generation != gen || t->mutations != mut || t->ntiles != ntiles))
+        rc = it_error_set(IT_ESTATE, "the tensor changed while its tiles were converted; try again");
+    for (int64_t i = 0; i < ntiles && rc == IT_OK; i++)
+        if (tiles[i]->pins != 1)
+            rc = it_error_set(IT_ESTATE, "a read of this tensor started during the conversion; try again");
+    if (rc == IT_OK) {
+        f = 0;
+        for (int64_t i = 0; i < ntiles; i++) {
+            it_tile *p = tiles[i];
+            int64_t delta = (int64_t)fresh[f]->nbytes - (int64_t)p->buf->nbytes;
             t->cache->bytes += delta;
             t->bytes += delta;
             it_buffer_free(p->buf);
-            p->buf = fresh[k];
+            p->buf = fresh[f];
+            fresh[f++] = NULL;
+            for (it_deferred *d = p->deferred; d; d = d->next) {
+                tile_extra(t, p, (int64_t)fresh[f]->capacity - (int64_t)d->part->capacity);
+                it_buffer_free(d->part);
+                d->part = fresh[f];
+                fresh[f++] = NULL;
+            }
         }
+        t->window_bytes = t->window_bytes / (int64_t)t->elsize * (int64_t)es;
+        t->spec.dtype = dt;
+        t->elsize = es;
+        memcpy(t->spec.fill, fill, es);
+        it_contiguous_strides(es, t->ndim, t->tshape, t->tstrides);
+        t->mutations++;
     }
+    if (fresh)
+        for (int64_t i = 0; i < ntiles + nparts; i++)
+            it_buffer_free(fresh[i]);
     it_free(fresh);
-    t->window_bytes = t->window_bytes / (int64_t)t->elsize * (int64_t)es;
-    t->spec.dtype = dt;
-    t->elsize = es;
-    memcpy(t->spec.fill, fill, es);
-    it_contiguous_strides(es, t->ndim, t->tshape, t->tstrides);
-    it_cache_trim(t->cache);
-    return IT_OK;
+    it_free(tiles);
+    ctx_release(&ctx);
+    return rc;
 }

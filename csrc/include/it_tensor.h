@@ -34,6 +34,8 @@ extern "C" {
 
 typedef struct it_tensor it_tensor;
 
+#define IT_MAX_ARGS 63 /* upstream tensors per tensor */
+
 /* A batch of windows to compute, handed to ops->compute. */
 typedef struct it_batch {
     int64_t n;             /* windows in the batch */
@@ -131,10 +133,11 @@ int it_tensor_window_done(it_tensor *t, const int64_t *coords, int *done);
  * window's, until a read completes each tile in lexicographic order. */
 int it_tensor_contribute(it_tensor *t, const int64_t *coords, const it_view *out);
 
-/* Convert every cached tile to dtype dt through convert(ctx, src, dst): src
- * is a view of the old tile, dst a buffer of the new dtype and the same shape
- * to fill.  All or nothing: on any failure nothing changes.  fill is the new
- * fill element. */
+/* Convert every cached tile (and deferred custom-blend part) to dtype dt
+ * through convert(ctx, src, dst): src is a view of the old values, dst a
+ * buffer of the new dtype and the same shape to fill.  All or nothing: on any
+ * failure nothing changes.  fill is the new fill element.  IT_ESTATE if a
+ * read of the tensor is in progress or starts while convert runs. */
 typedef int (*it_convert_fn)(void *ctx, const it_view *src, it_buffer *dst);
 int it_tensor_retype(it_tensor *t, it_dtype dt, const void *fill,
                      it_convert_fn convert, void *ctx);

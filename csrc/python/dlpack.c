@@ -34,12 +34,10 @@ static void capsule_destructor(PyObject *capsule)
 {
     /* torch renames a consumed capsule; anything still named "dltensor" was
      * never consumed and still owns its tensor */
-    if (PyCapsule_IsValid(capsule, "dltensor")) {
+    if (PyCapsule_IsValid(capsule, "dltensor")) { /* sets no exception either way */
         DLManagedTensor *mt = PyCapsule_GetPointer(capsule, "dltensor");
         if (mt && mt->deleter)
             mt->deleter(mt);
-    } else {
-        PyErr_Clear();
     }
 }
 

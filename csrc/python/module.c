@@ -262,6 +262,10 @@ static int window_from_lists(PyObject *size, PyObject *stride, PyObject *offset,
     w->ndim = (int)n;
     w->ncoords = ncoords;
     for (int d = 0; d < n; d++) {
+        if (vals[3][d] < IT_MAP_FIXED || vals[3][d] >= IT_MAX_DIMS) {
+            PyErr_Format(PyExc_ValueError, "dimension_map entry %lld is out of range", (long long)vals[3][d]);
+            return -1;
+        }
         w->size[d] = vals[0][d];
         w->stride[d] = vals[1][d];
         w->offset[d] = vals[2][d];

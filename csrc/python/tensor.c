@@ -23,6 +23,7 @@
 #include <string.h>
 
 typedef struct tensor_user {
+    Py_ssize_t refs;    /* the node's, plus one per callback in progress */
     module_state *st;
     it_tensor *t;       /* the node owning this struct (borrowed) */
     PyObject *f;
@@ -44,9 +45,14 @@ static _Thread_local int grad_off_by_us;
 
 /* ---- user struct --------------------------------------------------------- */
 
+/* Drop a reference to a user struct (the core's user_free drops the node's).
+ * Callbacks hold their own: a re-registration may replace the struct while f
+ * runs, and the running call must keep the struct it started with. */
 static void user_free(void *p)
 {
     tensor_user *u = p;
+    if (--u->refs > 0)
+        return;
     Py_XDECREF(u->f);
     Py_XDECREF(u->blend);
     Py_XDECREF(u->device);
@@ -63,6 +69,7 @@ static tensor_user *user_new(module_state *st, PyObject *f, PyObject *blend, PyO
         PyErr_NoMemory();
         return NULL;
     }
+    u->refs = 1;
     u->st = st;
     Py_INCREF(f);
     u->f = f;
@@ -286,19 +293,14 @@ static void free_outputs(outputs *outs)
     PyMem_Free(outs);
 }
 
-static int cb_compute(void *user, it_batch *b)
+static int compute_batch(tensor_user *u, PyObject *f, it_batch *b)
 {
-    tensor_user *u = user;
     module_state *st = u->st;
-    PyObject *argv[64] = {NULL};
+    PyObject *argv[1 + IT_MAX_ARGS] = {NULL};
     PyObject *result = NULL;
     int nargs = b->nargs, ok = 0;
-    if (!u->f) {
-        PyErr_SetString(st->TileAccessError, "this tensor's f was released by the garbage collector");
-        return IT_ECALLBACK;
-    }
-    if (nargs > 63) {
-        PyErr_SetString(PyExc_ValueError, "at most 63 args are supported");
+    if (nargs > IT_MAX_ARGS) {
+        PyErr_Format(PyExc_ValueError, "at most %d args are supported", IT_MAX_ARGS);
         return IT_ECALLBACK;
     }
     outputs *outs = PyMem_Calloc(1, sizeof(outputs) + sizeof(dl_hold) * (size_t)(b->n + 1));
@@ -334,7 +336,7 @@ static int cb_compute(void *user, it_batch *b)
             }
         }
     }
-    result = PyObject_Vectorcall(u->f, argv, (size_t)(1 + nargs), NULL);
+    result = PyObject_Vectorcall(f, argv, (size_t)(1 + nargs), NULL);
     if (!result)
         goto done;
     if (u->batched)
@@ -353,6 +355,22 @@ done:
     return IT_OK;
 }
 
+static int cb_compute(void *user, it_batch *b)
+{
+    tensor_user *u = user;
+    PyObject *f = u->f;
+    if (!f) {
+        PyErr_SetString(u->st->TileAccessError, "this tensor's f was released by the garbage collector");
+        return IT_ECALLBACK;
+    }
+    u->refs++;
+    Py_INCREF(f);
+    int rc = compute_batch(u, f, b);
+    Py_DECREF(f);
+    user_free(u);
+    return rc;
+}
+
 static void cb_release(void *user, it_batch *b)
 {
     (void)user;
@@ -360,9 +378,9 @@ static void cb_release(void *user, it_batch *b)
     b->out_owner = NULL;
 }
 
-static int cb_blend(void *user, it_buffer **existing, it_buffer **incoming, it_view *result, void **owner)
+static int blend_pair(tensor_user *u, PyObject *blend, it_buffer **existing, it_buffer **incoming,
+                      it_view *result, void **owner)
 {
-    tensor_user *u = user;
     module_state *st = u->st;
     const it_tensor_spec *spec = it_tensor_get_spec(u->t);
     int64_t shape[IT_MAX_DIMS];
@@ -371,9 +389,12 @@ static int cb_blend(void *user, it_buffer **existing, it_buffer **incoming, it_v
     *owner = NULL;
     PyObject *a = export_buffer(st, *existing, ndim, shape);
     *existing = NULL;
-    PyObject *b = export_buffer(st, *incoming, ndim, shape);
-    *incoming = NULL;
-    PyObject *r = (a && b) ? PyObject_CallFunctionObjArgs(u->blend, a, b, NULL) : NULL;
+    PyObject *b = NULL;
+    if (a) {
+        b = export_buffer(st, *incoming, ndim, shape);
+        *incoming = NULL;
+    }
+    PyObject *r = (a && b) ? PyObject_CallFunctionObjArgs(blend, a, b, NULL) : NULL;
     Py_XDECREF(a);
     Py_XDECREF(b);
     if (!r)
@@ -431,6 +452,23 @@ static int cb_blend(void *user, it_buffer **existing, it_buffer **incoming, it_v
     return IT_OK;
 }
 
+static int cb_blend(void *user, it_buffer **existing, it_buffer **incoming, it_view *result, void **owner)
+{
+    tensor_user *u = user;
+    PyObject *blend = u->blend;
+    *owner = NULL;
+    if (!blend) {
+        PyErr_SetString(u->st->TileAccessError, "this tensor's blend was released by the garbage collector");
+        return IT_ECALLBACK;
+    }
+    u->refs++;
+    Py_INCREF(blend);
+    int rc = blend_pair(u, blend, existing, incoming, result, owner);
+    Py_DECREF(blend);
+    user_free(u);
+    return rc;
+}
+
 static void cb_release_view(void *user, void *owner)
 {
     (void)user;
@@ -486,8 +524,13 @@ static int parse_window(PyObject *obj, int ncoords, it_window *w)
     }
     w->ndim = n;
     w->ncoords = ncoords;
-    for (int d = 0; d < n; d++)
+    for (int d = 0; d < n; d++) {
+        if (m[d] < IT_MAP_FIXED || m[d] >= IT_MAX_DIMS) {
+            PyErr_Format(PyExc_ValueError, "dimension_map entry %lld is out of range", (long long)m[d]);
+            return -1;
+        }
         w->map[d] = (int)m[d];
+    }
     return 0;
 }
 
@@ -541,12 +584,12 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     if (parse_window(window, nd, &spec.window) < 0)
         return NULL;
     Py_ssize_t nargs = PyTuple_GET_SIZE(targs);
-    if (nargs != PyTuple_GET_SIZE(twins) || nargs > 63) {
-        PyErr_SetString(PyExc_ValueError, "args and arg_windows must match (at most 63)");
+    if (nargs != PyTuple_GET_SIZE(twins) || nargs > IT_MAX_ARGS) {
+        PyErr_Format(PyExc_ValueError, "args and arg_windows must match (at most %d)", IT_MAX_ARGS);
         return NULL;
     }
-    it_tensor *upstream[64];
-    it_window awins[64];
+    it_tensor *upstream[IT_MAX_ARGS];
+    it_window awins[IT_MAX_ARGS];
     for (Py_ssize_t a = 0; a < nargs; a++) {
         PyObject *o = PyTuple_GET_ITEM(targs, a);
         if (!PyObject_TypeCheck(o, st->Tensor_type)) {
@@ -562,6 +605,10 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     spec.arg_windows = awins;
     spec.batch_size = batch > 0 ? batch : 1;
     spec.combine = (it_combine)combine;
+    if (spec.combine == IT_COMBINE_CUSTOM && blend == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "a custom-blend node needs a blend");
+        return NULL;
+    }
     if (read_fill(st, fill, spec.dtype, spec.fill) < 0)
         return NULL;
     if (tile_shape != Py_None) {
@@ -825,14 +872,20 @@ static PyObject *Tensor_set_callbacks(TensorObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOL", &f, &blend, &batch))
         return NULL;
     tensor_user *old = it_tensor_get_user(self->t);
-    int rc = it_tensor_set_batch_size(self->t, batch > 0 ? batch : 1);
-    if (rc)
-        return raise_core(st, rc);
+    if (it_tensor_get_spec(self->t)->combine == IT_COMBINE_CUSTOM && blend == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "a custom-blend node needs a blend");
+        return NULL;
+    }
     tensor_user *u = user_new(st, f, blend, old->device, old->dtype, old->size, batch > 0);
     if (!u)
         return NULL;
     u->t = self->t;
-    it_tensor_set_user(self->t, u);
+    int rc = it_tensor_set_batch_size(self->t, batch > 0 ? batch : 1);
+    if (rc) {
+        user_free(u);
+        return raise_core(st, rc);
+    }
+    it_tensor_set_user(self->t, u); /* a callback in progress keeps the old one */
     Py_RETURN_NONE;
 }
 
