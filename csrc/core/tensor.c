@@ -50,7 +50,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#define TILE_TARGET_ELEMS 4096
+#define TILE_TARGET_ELEMS 8192
 #define TILE_MAX_BYTES (((int64_t)1) << 40)
 
 struct it_tensor {

@@ -81,7 +81,7 @@ typedef struct it_tensor_spec {
     it_combine combine;          /* SUM, MAX, MIN or CUSTOM */
     unsigned char fill[16];      /* one element of dtype: the value before any window */
     /* Tile extent per dim; only infinite dims are read, 0 there means "pick
-     * one" (a multiple of the window stride near 16K elements per tile). */
+     * one" (a multiple of the window stride near 8K elements per tile). */
     int64_t tile_shape[IT_MAX_DIMS];
 } it_tensor_spec;
 
