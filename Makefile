@@ -4,6 +4,7 @@
 #   make test    set up, then run the C unit tests and the Python tests
 #   make bench   set up, then run the benchmarks (prints numbers)
 #   make ctest   C unit tests only (CMocka)
+#   make sanitize  the C unit tests under AddressSanitizer and UBSan
 #
 # Set-up is idempotent: missing Debian packages are installed with apt-get
 # (as root, or through sudo), the virtual environment is created once with
@@ -28,7 +29,7 @@ CTEST_HDR := $(wildcard csrc/tests/*.h)
 CTEST_BIN := $(patsubst csrc/tests/%.c,$(BUILD)/%,$(CTEST_SRC))
 EXT_STAMP := $(BUILD)/.ext-stamp
 
-.PHONY: demo test ctest pytest bench build sysdeps venv clean
+.PHONY: demo test ctest pytest bench build sysdeps venv clean sanitize
 
 demo: build
 	$(VPY) examples/demo.py
@@ -73,6 +74,10 @@ $(BUILD)/test_%: csrc/tests/test_%.c $(CTEST_HDR) $(CORE_SRC) $(CORE_HDR) | $(BU
 
 ctest: $(CTEST_BIN)
 	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; ./$$t; done
+
+sanitize: $(BUILD)/.sysdeps-stamp
+	SANITIZE=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
+	  sh csrc/tests/run.sh
 
 clean:
 	rm -rf $(BUILD) infinite_tensor/*.so

@@ -153,7 +153,7 @@ int it_window_domain(const it_window *w, const int64_t *shape,
     for (int c = 0; c < w->ncoords; c++) {
         if (!used[c])
             lo[c] = hi[c] = 0;
-        if (hi[c] - lo[c] >= INT64_MAX) /* no overflow: |lo|, |hi| < 2^62 */
+        if ((uint64_t)hi[c] - (uint64_t)lo[c] >= (uint64_t)INT64_MAX) /* hi >= lo here */
             return it_error_set(IT_ETOOBIG, "the region meets too many windows to enumerate");
         count[c] = hi[c] - lo[c] + 1;
         if (n > INT64_MAX / count[c])

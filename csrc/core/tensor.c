@@ -855,7 +855,9 @@ static void copy_tiles(const it_tensor *t, const it_box *box, const int64_t *sha
             n[d] = i1 - i0;
             src += (box->start[d] + i0 * step - ts[d]) * t->tstrides[d];
             dst += i0 * buf->strides[d];
-            ss[d] = t->tstrides[d] * step;
+            /* a step longer than the tile leaves one sample here: its stride
+             * is never used (and the product could overflow) */
+            ss[d] = n[d] > 1 ? t->tstrides[d] * step : 0;
         }
         if (!skip)
             it_copy_nd(t->elsize, t->ndim, n, dst, buf->strides, src, ss);

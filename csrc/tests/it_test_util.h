@@ -810,7 +810,8 @@ static inline void tu_contig_strides(int nd, const int64_t *shape, size_t es, in
     int64_t s = (int64_t)es;
     for (int d = nd - 1; d >= 0; d--) {
         st[d] = s;
-        s *= shape[d] > 0 ? shape[d] : 1;
+        if (d > 0) /* the product past dim 0 is never used (and may overflow) */
+            s *= shape[d] > 0 ? shape[d] : 1;
     }
 }
 
