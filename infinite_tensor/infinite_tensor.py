@@ -185,7 +185,13 @@ class InfiniteTensor:
         self._batch_size = batch_size
         self._blend = blend
         self._blend_init = blend_init
+        if not hasattr(tile_store, "register_tensor"):
+            raise ValidationError(f"tile_store must be a TileStore, got {type(tile_store).__name__}")
         tile_store.register_tensor(self)
+        if self._node is None:
+            raise ValidationError(
+                f"{type(tile_store).__name__}.register_tensor did not attach the tensor to the engine; "
+                "stores must derive from MemoryTileStore")
 
     # -- read-only configuration ---------------------------------------
     shape = property(lambda self: self._shape)

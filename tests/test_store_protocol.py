@@ -1,0 +1,47 @@
+"""What a tile_store must be, and limits of the constructor."""
+import pytest
+import torch
+
+import infinite_tensor as it
+from infinite_tensor.tilestore import TileStore
+
+
+class BareStore(TileStore):
+    """Implements the abstract protocol but attaches nothing to the engine."""
+
+    def register_tensor(self, tensor):
+        pass
+
+    def clear_tensor(self, tensor_id):
+        pass
+
+    def is_window_processed(self, tensor_id, window_index):
+        return False
+
+    def notify_window_processed(self, tensor_id, window_index, output):
+        pass
+
+    def read_pixels(self, tensor_id, pixel_slices):
+        return None
+
+    def migrate(self, tensor_id, old_device, old_dtype):
+        pass
+
+
+def test_a_store_that_does_not_attach_the_tensor_is_refused():
+    with pytest.raises(it.ValidationError, match="did not attach"):
+        it.InfiniteTensor((None,), lambda c: torch.ones(2), it.TensorWindow((2,)), tile_store=BareStore())
+
+
+def test_a_non_store_is_refused():
+    with pytest.raises(it.ValidationError, match="must be a TileStore"):
+        it.InfiniteTensor((None,), lambda c: torch.ones(2), it.TensorWindow((2,)), tile_store="memory")
+
+
+def test_at_most_63_args():
+    base = it.InfiniteTensor((None,), lambda c: torch.ones(2), it.TensorWindow((2,)))
+    w = it.TensorWindow((2,))
+    ok = it.InfiniteTensor((None,), lambda c, *xs: sum(xs), w, args=[base] * 63, args_windows=[w] * 63)
+    assert ok[0:4].tolist() == [63.0] * 4
+    with pytest.raises(it.ValidationError, match="at most 63 args"):
+        it.InfiniteTensor((None,), lambda c, *xs: sum(xs), w, args=[base] * 64, args_windows=[w] * 64)
