@@ -45,3 +45,14 @@ def test_at_most_63_args():
     assert ok[0:4].tolist() == [63.0] * 4
     with pytest.raises(it.ValidationError, match="at most 63 args"):
         it.InfiniteTensor((None,), lambda c, *xs: sum(xs), w, args=[base] * 64, args_windows=[w] * 64)
+
+
+def test_to_through_one_of_two_objects_sharing_a_node():
+    store = it.MemoryTileStore()
+    w = it.TensorWindow((4,))
+    a = it.InfiniteTensor((None,), lambda c: torch.ones(4, dtype=a.dtype), w, tile_store=store, tensor_id="x")
+    b = it.InfiniteTensor((None,), lambda c: torch.ones(4, dtype=b.dtype), w, tile_store=store, tensor_id="x")
+    a[0:8]
+    b.to(torch.float64)
+    assert b.dtype == torch.float64 and a.dtype == torch.float64  # they share the cached values
+    assert b[0:12].dtype == torch.float64 and b[0:12].tolist() == [1.0] * 12

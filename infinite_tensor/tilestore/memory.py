@@ -139,7 +139,9 @@ class MemoryTileStore(TileStore):
         entry = self._tensor_store.get(str(tensor_id))
         if entry is None:
             raise TileAccessError(_DELETED)
-        tensor = next((v for v in entry.views if v._node is entry.node), None)
+        # the object whose .to() called us: it already declares the new values
+        tensor = next((v for v in entry.views
+                       if v._node is entry.node and (v.device, v.dtype) != (old_device, old_dtype)), None)
         if tensor is None:
             return
         if tensor.device != old_device and tensor.device.type != "cpu":
