@@ -260,6 +260,19 @@ class InfiniteTensor:
             raise TileAccessError(TILE_DELETED_MESSAGE)
         return node[key]
 
+    # -- 0.3's private helpers, kept for code that called them -----------
+    def _ensure_processed_range(self, ranges):
+        """Compute every window meeting each region (a tuple of slices)."""
+        for region in ranges:
+            self[tuple(region)]
+
+    def _ensure_processed(self, window_indices):
+        """Compute the given windows (and any other window meeting their
+        bounds, which the engine computes together)."""
+        self._ensure_processed_range(self._output_window.get_bounds(w) for w in window_indices)
+
+    _process_windows = _ensure_processed
+
     def clear_cache(self):
         """Forget this tensor's cached values (recomputed on the next read)."""
         self._store.clear_cache(self._uuid)

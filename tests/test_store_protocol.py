@@ -56,3 +56,17 @@ def test_to_through_one_of_two_objects_sharing_a_node():
     b.to(torch.float64)
     assert b.dtype == torch.float64 and a.dtype == torch.float64  # they share the cached values
     assert b[0:12].dtype == torch.float64 and b[0:12].tolist() == [1.0] * 12
+
+
+def test_0_3_private_helpers_still_work():
+    calls = []
+    t = it.InfiniteTensor((None, 2), lambda c: calls.append(c) or torch.ones(4, 2), it.TensorWindow((4, 2)))
+    t._ensure_processed_range([(slice(0, 8), slice(0, 2))])
+    assert sorted(calls) == [(0, 0), (1, 0)]
+    t._ensure_processed([(5, 0)])
+    assert (5, 0) in calls and len(calls) == 3
+    store = t._store
+    before = store._bytes
+    assert before > 0
+    t.to(torch.float64)
+    assert store._bytes == 2 * before  # 0.3's tests checked the byte counter doubles

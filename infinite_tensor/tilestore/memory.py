@@ -77,6 +77,11 @@ class MemoryTileStore(TileStore):
         self._limits[1] = value
         self._apply_limits()
 
+    @property
+    def _bytes(self):
+        """Bytes held by the cache (0.3 kept this counter under this name)."""
+        return self._cache.info()["bytes"]
+
     def cache_info(self):
         """Counters of the shared cache: bytes, tiles, weight, pinned."""
         info = self._cache.info()
