@@ -1404,4 +1404,25 @@ static inline int64_t tu_window_bytes(const it_tensor *t)
     return n;
 }
 
+/* Shared by the test files. */
+#define INF IT_DIM_INFINITE
+
+/* Every core block allocated between LEAK_BEGIN and LEAK_END is freed. */
+#define LEAK_BEGIN long live0_ = it_alloc_live_blocks()
+#define LEAK_END                                                                            \
+    do {                                                                                    \
+        if (it_alloc_live_blocks() != live0_)                                               \
+            fail_msg("%ld core blocks leaked", it_alloc_live_blocks() - live0_);            \
+    } while (0)
+
+/* A new cache with these limits (< 0: none), its invariants checked. */
+static inline it_cache *mkcache(int64_t bytes, int64_t weight)
+{
+    it_cache *c = NULL;
+    EXPECT_OK(it_cache_create(bytes, weight, &c));
+    assert_non_null(c);
+    tu_cache_ok(c);
+    return c;
+}
+
 #endif

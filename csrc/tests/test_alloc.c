@@ -15,7 +15,6 @@
 
 #include <threads.h>
 
-#define INF IT_DIM_INFINITE
 
 /* ------------------------------------------------------------------ */
 /* errors                                                               */

@@ -10,23 +10,8 @@
  */
 #include "it_test_util.h"
 
-#define INF IT_DIM_INFINITE
 
-#define LEAK_BEGIN long live0_ = it_alloc_live_blocks()
-#define LEAK_END                                                                            \
-    do {                                                                                    \
-        if (it_alloc_live_blocks() != live0_)                                               \
-            fail_msg("%ld core blocks leaked", it_alloc_live_blocks() - live0_);            \
-    } while (0)
 
-static it_cache *mkcache(int64_t bytes, int64_t weight)
-{
-    it_cache *c = NULL;
-    EXPECT_OK(it_cache_create(bytes, weight, &c));
-    assert_non_null(c);
-    tu_cache_ok(c);
-    return c;
-}
 
 static ft *mk1d(it_cache *c, it_dtype dt, int64_t size, int64_t stride, int64_t tile, uint64_t seed)
 {

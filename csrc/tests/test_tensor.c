@@ -11,23 +11,9 @@
  */
 #include "it_test_util.h"
 
-#define INF IT_DIM_INFINITE
 #define L IT_COORD_LIMIT
 
-#define LEAK_BEGIN long live0_ = it_alloc_live_blocks()
-#define LEAK_END                                                                            \
-    do {                                                                                    \
-        if (it_alloc_live_blocks() != live0_)                                               \
-            fail_msg("%ld core blocks leaked", it_alloc_live_blocks() - live0_);            \
-    } while (0)
 
-static it_cache *mkcache(int64_t bytes, int64_t weight)
-{
-    it_cache *c = NULL;
-    EXPECT_OK(it_cache_create(bytes, weight, &c));
-    assert_non_null(c);
-    return c;
-}
 
 /* A 1-d infinite float64 tensor: window size 4, stride 2, offset -1. */
 static ft *mk1d(it_cache *c, int64_t size, int64_t stride, int64_t offset, int64_t tile)
