@@ -66,13 +66,12 @@ PyObject *export_buffer(module_state *st, it_buffer *buf, int ndim, const int64_
         it_buffer_free(buf);
         return PyErr_NoMemory();
     }
-    int64_t es = (int64_t)it_dtype_size(buf->dtype), s = 1;
+    int64_t s = 1; /* DLPack strides count elements */
     for (int d = ndim - 1; d >= 0; d--) {
         blk->shape[d] = shape[d];
         blk->strides[d] = s;
         s *= shape[d] ? shape[d] : 1;
     }
-    (void)es;
     DLTensor *dl = &blk->mt.dl_tensor;
     dl->data = buf->data;
     dl->device.device_type = kDLCPU;

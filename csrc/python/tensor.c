@@ -227,7 +227,7 @@ static PyObject *export_arg(module_state *st, it_batch *b, int a, int64_t i)
 
 typedef struct outputs {
     int64_t n;
-    dl_hold holds[]; /* n + 1: the last one for a stacked batch */
+    dl_hold holds[]; /* one per output */
 } outputs;
 
 /* Check a batched result and import its outputs; -1 with an exception. */
@@ -288,7 +288,7 @@ static void free_outputs(outputs *outs)
 {
     if (!outs)
         return;
-    for (int64_t i = 0; i <= outs->n; i++)
+    for (int64_t i = 0; i < outs->n; i++)
         release_hold(&outs->holds[i]);
     PyMem_Free(outs);
 }
@@ -303,7 +303,7 @@ static int compute_batch(tensor_user *u, PyObject *f, it_batch *b)
         PyErr_Format(PyExc_ValueError, "at most %d args are supported", IT_MAX_ARGS);
         return IT_ECALLBACK;
     }
-    outputs *outs = PyMem_Calloc(1, sizeof(outputs) + sizeof(dl_hold) * (size_t)(b->n + 1));
+    outputs *outs = PyMem_Calloc(1, sizeof(outputs) + sizeof(dl_hold) * (size_t)b->n);
     if (!outs) {
         PyErr_NoMemory();
         return IT_ECALLBACK;
