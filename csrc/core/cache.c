@@ -27,6 +27,7 @@ int it_cache_create(int64_t byte_limit, int64_t weight_limit, it_cache **out)
     c->refs = 1;
     c->byte_limit = byte_limit;
     c->weight_limit = weight_limit;
+    c->tile_limit = -1;
     *out = c;
     return IT_OK;
 }
@@ -46,6 +47,12 @@ void it_cache_set_limits(it_cache *c, int64_t byte_limit, int64_t weight_limit)
     it_cache_trim(c);
 }
 
+void it_cache_set_tile_limit(it_cache *c, int64_t tile_limit)
+{
+    c->tile_limit = tile_limit;
+    it_cache_trim(c);
+}
+
 void it_cache_limits(const it_cache *c, int64_t *byte_limit, int64_t *weight_limit)
 {
     *byte_limit = c->byte_limit;
@@ -55,13 +62,24 @@ void it_cache_limits(const it_cache *c, int64_t *byte_limit, int64_t *weight_lim
 static int over_budget(const it_cache *c)
 {
     return (c->byte_limit >= 0 && c->bytes > c->byte_limit) ||
-           (c->weight_limit >= 0 && c->weight > c->weight_limit);
+           (c->weight_limit >= 0 && c->weight > c->weight_limit) ||
+           (c->tile_limit >= 0 && c->tiles > c->tile_limit);
 }
 
+/* A dirty tile (persistent tensors) is written back before it goes.  If
+ * that fails the trim stops there: the tile stays cached and dirty, so no
+ * data is lost, and the next flush reports the error.  The guard bounds the
+ * work when the write-back callback itself dirties tiles. */
 void it_cache_trim(it_cache *c)
 {
-    while (c->lru_head && over_budget(c))
-        it__tile_evict(c->lru_head);
+    int64_t guard = 2 * c->tiles + 2;
+    while (c->lru_head && over_budget(c) && guard-- > 0) {
+        it_tile *tile = c->lru_head;
+        if (!(tile->flags & TILE_DIRTY))
+            it__tile_evict(tile);
+        else if (it__tile_writeback(tile, 1) != IT_OK)
+            return;
+    }
 }
 
 int64_t it_cache_bytes(const it_cache *c) { return c->bytes; }

@@ -8,6 +8,7 @@
 
 #define TILE_ORPHAN 1u /* dropped from its tensor while pinned; freed at unpin */
 #define TILE_LISTED 2u /* on its cache's LRU list */
+#define TILE_DIRTY 4u  /* changed since loaded from / written to the backend */
 
 typedef struct it_tile it_tile;
 
@@ -44,6 +45,7 @@ struct it_tile {
 struct it_cache {
     int refs;
     int64_t byte_limit, weight_limit; /* < 0: none */
+    int64_t tile_limit;               /* < 0: none */
     int64_t bytes, tiles, weight, pinned;
     it_tile *lru_head, *lru_tail; /* head: least recently used */
 };
@@ -59,6 +61,9 @@ void it__tile_unpin(it_tile *tile);
 it_cache *it__tensor_cache(const it_tensor *t);
 /* Unlink an unpinned, cached tile from its tensor and free it. */
 void it__tile_evict(it_tile *tile);
+/* Write a dirty tile to its tensor's backend (pinned meanwhile); with
+ * evict, evict it afterwards if it is clean and unpinned. */
+int it__tile_writeback(it_tile *tile, int evict);
 /* Free a tile's memory (already unlinked). */
 void it__tile_free(it_tile *tile);
 

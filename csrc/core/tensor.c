@@ -73,6 +73,10 @@ struct it_tensor {
     int64_t bytes;
     uint64_t generation; /* bumped by it_tensor_clear: reads in flight notice */
     uint64_t mutations;  /* bumped by every change to tiles: retype notices */
+    it_backend backend;  /* backend.load == NULL: none */
+    void *bctx;
+    int bflags;
+    int64_t ndirty;
 };
 
 #define CLEARED_MSG "the cache of a tensor this read uses was cleared during the read"
@@ -153,6 +157,10 @@ static void table_unlink(it_tensor *t, it_tile *tile)
         pp = &(*pp)->hnext;
     *pp = tile->hnext;
     tile->hnext = NULL;
+    if (tile->flags & TILE_DIRTY) {
+        tile->flags &= ~TILE_DIRTY;
+        t->ndirty--;
+    }
     t->ntiles--;
     t->mutations++;
     t->bytes -= (int64_t)tile->buf->nbytes + tile->extra_bytes;
@@ -185,6 +193,50 @@ void it__tile_evict(it_tile *tile)
     it__tile_free(tile);
 }
 
+static void mark_dirty(it_tensor *t, it_tile *tile)
+{
+    if (t->backend.store && !(tile->flags & (TILE_DIRTY | TILE_ORPHAN))) {
+        tile->flags |= TILE_DIRTY;
+        t->ndirty++;
+    }
+}
+
+static void tile_io(const it_tensor *t, it_tile *tile, it_tile_io *io)
+{
+    io->ninf = t->ninf;
+    io->coord = tile->coord;
+    io->buf = tile->buf;
+    io->ncoords = t->ncoords;
+    io->dom_lo = tile->dom_lo;
+    io->dom_n = tile->dom_n;
+    io->bits = tile->bits;
+    io->nbits = tile->ntotal;
+}
+
+/* The store callback may run arbitrary code (a Python store), even reads
+ * that contribute to this very tile or clear the tensor: the tile is pinned
+ * meanwhile, is marked clean before the call (so a change during it marks
+ * it dirty again), and is freed by the unpin if it was dropped. */
+int it__tile_writeback(it_tile *tile, int evict)
+{
+    it_tensor *t = tile->owner;
+    it_tile_io io;
+    if (!(tile->flags & TILE_DIRTY))
+        return IT_OK;
+    it__tile_pin(tile);
+    tile->flags &= ~TILE_DIRTY;
+    t->ndirty--;
+    tile_io(t, tile, &io);
+    int rc = t->backend.store(t->bctx, &io);
+    if (rc != IT_OK)
+        mark_dirty(t, tile);
+    int orphan = (tile->flags & TILE_ORPHAN) != 0;
+    it__tile_unpin(tile);
+    if (!orphan && evict && rc == IT_OK && tile->pins == 0 && !(tile->flags & TILE_DIRTY))
+        it__tile_evict(tile);
+    return rc;
+}
+
 /* Pixel box of a tile. */
 static void tile_box(const it_tensor *t, const int64_t *coord, int64_t *start, int64_t *stop)
 {
@@ -203,7 +255,8 @@ static void tile_box(const it_tensor *t, const int64_t *coord, int64_t *start, i
 /* Create a tile (not pinned, not on the LRU list: the caller pins it). */
 static int tile_create(it_tensor *t, const int64_t *coord, it_tile **out)
 {
-    int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS], lo[IT_MAX_DIMS], n[IT_MAX_DIMS], total;
+    /* it_window_domain leaves lo and n alone when no window meets the tile */
+    int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS], lo[IT_MAX_DIMS] = {0}, n[IT_MAX_DIMS] = {0}, total;
     int rc;
     *out = NULL;
     tile_box(t, coord, start, stop);
@@ -321,13 +374,61 @@ static void ctx_release(read_ctx *ctx)
     ctx->npins = ctx->cap = 0;
 }
 
+/* A tile missing from the cache, from the backend: *out is the loaded tile
+ * (pinned once, not on the LRU list), or a fresh one if none is stored and
+ * create is set, or NULL.  The load callback may run arbitrary code, hence
+ * the pin (see it__tile_writeback). */
+static int tile_load(it_tensor *t, const int64_t *coord, int create, it_tile **out)
+{
+    it_tile *tile;
+    it_tile_io io;
+    int found = 0, rc;
+    *out = NULL;
+    if ((rc = tile_create(t, coord, &tile)))
+        return rc;
+    it__tile_pin(tile);
+    tile_io(t, tile, &io);
+    /* a tile no window can touch is never stored */
+    rc = tile->ntotal > 0 ? t->backend.load(t->bctx, &io, &found) : IT_OK;
+    if (rc == IT_OK && (tile->flags & TILE_ORPHAN))
+        rc = it_error_set(IT_ESTATE, CLEARED_MSG);
+    if (rc == IT_OK && found) {
+        int64_t n = 0, nw = (tile->ntotal + 63) / 64;
+        if (tile->ntotal % 64)
+            tile->bits[nw - 1] &= ((uint64_t)1 << (tile->ntotal % 64)) - 1;
+        for (int64_t i = 0; i < nw; i++)
+            n += __builtin_popcountll(tile->bits[i]);
+        tile->ncontrib = n;
+    }
+    if (rc != IT_OK || (!found && !create)) {
+        /* never keep a tile that failed to load: written back later, it
+         * would replace the stored one */
+        if (!(tile->flags & TILE_ORPHAN)) {
+            table_unlink(t, tile);
+            tile->flags |= TILE_ORPHAN;
+        }
+        it__tile_unpin(tile);
+        return rc;
+    }
+    *out = tile;
+    return IT_OK;
+}
+
 /* Find or create (and pin) a tile. */
 static int get_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, int create, it_tile **out)
 {
     it_tile *tile = lookup(t, coord);
     int rc;
     *out = NULL;
-    if (!tile) {
+    if (!tile && t->backend.load) {
+        if ((rc = tile_load(t, coord, create, &tile)) || !tile)
+            return rc;
+        rc = ctx_pin(ctx, tile);
+        it__tile_unpin(tile); /* the context's pin holds it now */
+        if (rc)
+            return rc;
+        it_cache_trim(t->cache);
+    } else if (!tile) {
         if (!create)
             return IT_OK;
         if ((rc = tile_create(t, coord, &tile)))
@@ -634,6 +735,7 @@ static int flush_deferred(it_tensor *t, it_tile *tile, const int64_t *before)
             if ((rc = blend_custom(t, dst, d->part->shape, d->part->data, d->part->strides)) == IT_OK) {
                 tile->bits[bit >> 6] |= (uint64_t)1 << (bit & 63);
                 tile->ncontrib++;
+                mark_dirty(t, tile);
             }
         }
         deferred_free(d);
@@ -708,6 +810,7 @@ static int contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_vi
         tile->bits[bit >> 6] |= (uint64_t)1 << (bit & 63);
         tile->ncontrib++;
         t->mutations++;
+        mark_dirty(t, tile);
     } while (tiles_next(&tw));
     return IT_OK;
 }
@@ -1138,6 +1241,12 @@ static int ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int6
                               (long long)pending.n);
             goto done;
         }
+        if (t->bflags & IT_BACKEND_READONLY) {
+            rc = it_error_set(IT_ESTATE, "the region needs %lld window(s) that are not stored, and the "
+                              "store is read-only (mode 'r'): open it for writing to compute them",
+                              (long long)pending.n);
+            goto done;
+        }
         if (in_computing_stack(t)) {
             rc = it_error_set(IT_ECYCLE, "f of a tensor reads that same tensor (a cycle)");
             goto done;
@@ -1366,6 +1475,8 @@ void it_tensor_unref(it_tensor *t)
         it_tensor_unref(t->args[a]);
     if (t->ops.user_free && t->user)
         t->ops.user_free(t->user);
+    if (t->backend.free)
+        t->backend.free(t->bctx);
     it_cache_unref(t->cache);
     it_free(t->args);
     it_free(t->arg_windows);
@@ -1410,17 +1521,110 @@ void it_tensor_clear(it_tensor *t)
 
 void it_tensor_trim(it_tensor *t, int64_t byte_limit)
 {
-    it_tile *p = t->cache->lru_head;
-    while (p && t->bytes > byte_limit) {
-        it_tile *next = p->next;
-        if (p->owner == t)
+    /* rescan from the head after each step: a write-back callback may
+     * reorder the list or free tiles */
+    int64_t guard = 2 * t->ntiles + 2;
+    while (t->bytes > byte_limit && guard-- > 0) {
+        it_tile *p = t->cache->lru_head;
+        while (p && p->owner != t)
+            p = p->next;
+        if (!p)
+            return;
+        if (!(p->flags & TILE_DIRTY))
             it__tile_evict(p);
-        p = next;
+        else if (it__tile_writeback(p, 1) != IT_OK)
+            return;
     }
 }
 
 int64_t it_tensor_bytes(const it_tensor *t) { return t->bytes; }
 int64_t it_tensor_tiles(const it_tensor *t) { return t->ntiles; }
+
+int it_tensor_set_backend(it_tensor *t, const it_backend *backend, void *ctx, int flags)
+{
+    if (!backend || backend->version != IT_BACKEND_VERSION || !backend->load || !backend->store) {
+        if (backend && backend->free)
+            backend->free(ctx);
+        return it_error_set(IT_EINVAL, "a backend of version %d with load and store is required",
+                            IT_BACKEND_VERSION);
+    }
+    if (t->ntiles > 0 || t->backend.load) {
+        if (backend->free)
+            backend->free(ctx);
+        return it_error_set(IT_ESTATE, "a backend must be attached before any tile is cached, once");
+    }
+    t->backend = *backend;
+    t->bctx = ctx;
+    t->bflags = flags;
+    return IT_OK;
+}
+
+int it_tensor_flush(it_tensor *t)
+{
+    /* collect first: each write-back may run callbacks that change the table */
+    int64_t n = 0, cap = t->ndirty;
+    int rc = IT_OK;
+    if (cap == 0)
+        return IT_OK;
+    it_tile **dirty = it_calloc((size_t)cap, sizeof *dirty);
+    if (!dirty)
+        return it_error_set(IT_ENOMEM, "out of memory flushing tiles");
+    for (size_t i = 0; i < t->nbuckets && n < cap; i++)
+        for (it_tile *p = t->buckets[i]; p && n < cap; p = p->hnext)
+            if (p->flags & TILE_DIRTY) {
+                it__tile_pin(p); /* kept alive until we get to it */
+                dirty[n++] = p;
+            }
+    for (int64_t i = 0; i < n; i++) {
+        if (rc == IT_OK && !(dirty[i]->flags & TILE_ORPHAN))
+            rc = it__tile_writeback(dirty[i], 0);
+        it__tile_unpin(dirty[i]);
+    }
+    it_free(dirty);
+    if (rc == IT_OK && t->ndirty > 0) /* callbacks dirtied more: go again */
+        return it_tensor_flush(t);
+    return rc;
+}
+
+int64_t it_tensor_dirty(const it_tensor *t) { return t->ndirty; }
+
+int64_t it_tensor_max_domain(const it_tensor *t)
+{
+    /* per coordinate, the fewest windows any dim following it allows: an
+     * infinite dim lets floor((T + z - 2) / s) + 1 windows meet a tile of
+     * extent T; a finite dim allows the windows inside it (the same for
+     * every tile) */
+    int64_t per[IT_MAX_DIMS], total = 1;
+    const it_window *w = &t->spec.window;
+    for (int c = 0; c < t->ncoords; c++)
+        per[c] = -1;
+    for (int d = 0; d < t->ndim; d++) {
+        int c = w->map[d];
+        int64_t n;
+        if (c == IT_MAP_FIXED)
+            continue;
+        if (t->spec.shape[d] == IT_DIM_INFINITE) {
+            n = (t->tshape[d] + w->size[d] - 2) / w->stride[d] + 1;
+        } else {
+            int64_t E = t->spec.shape[d];
+            int64_t l = IT_MAX(it_ceildiv(-w->offset[d] - w->size[d] + 1, w->stride[d]),
+                               it_ceildiv(-w->offset[d], w->stride[d]));
+            int64_t h = IT_MIN(it_floordiv(E - 1 - w->offset[d], w->stride[d]),
+                               it_floordiv(E - w->size[d] - w->offset[d], w->stride[d]));
+            n = IT_MAX(h - l + 1, 0);
+        }
+        per[c] = per[c] < 0 ? n : IT_MIN(per[c], n);
+    }
+    for (int c = 0; c < t->ncoords; c++) {
+        int64_t n = per[c] < 0 ? 1 : per[c];
+        if (n == 0)
+            return 0;
+        if (total > INT64_MAX / n)
+            return INT64_MAX;
+        total *= n;
+    }
+    return total;
+}
 
 void it_tensor_tile_shape(const it_tensor *t, int64_t *shape)
 {
@@ -1436,17 +1640,25 @@ int it_tensor_window_done(it_tensor *t, const int64_t *coords, int *done)
         return rc;
     if (!clip_finite(t, ws, we))
         return IT_OK;
+    read_ctx ctx; /* tiles may have to come from the backend */
+    ctx_init(&ctx, IT_READ_NO_COMPUTE);
     tile_walk tw;
     tiles_first(&tw, t, ws, we);
     const int64_t *tc = tw.tc;
+    int all = 1;
     do {
-        const it_tile *tile = lookup(t, tc);
+        it_tile *tile;
+        if ((rc = get_tile(&ctx, t, tc, 0, &tile)))
+            break;
         int64_t bit = tile ? bit_index(t, tile, coords) : -1;
-        if (bit < 0 || !has_bit(tile, bit))
-            return IT_OK;
+        if (bit < 0 || !has_bit(tile, bit)) {
+            all = 0;
+            break;
+        }
     } while (tiles_next(&tw));
-    *done = 1;
-    return IT_OK;
+    ctx_release(&ctx);
+    *done = rc == IT_OK && all;
+    return rc;
 }
 
 int it_tensor_contribute(it_tensor *t, const int64_t *coords, const it_view *out)
@@ -1455,6 +1667,8 @@ int it_tensor_contribute(it_tensor *t, const int64_t *coords, const it_view *out
     int rc;
     if ((rc = it_window_bounds(&t->spec.window, coords, ws, we)))
         return rc;
+    if (t->bflags & IT_BACKEND_READONLY)
+        return it_error_set(IT_ESTATE, "the store is read-only (mode 'r'): windows cannot be added");
     for (int d = 0; d < t->ndim; d++)
         if (t->spec.shape[d] != IT_DIM_INFINITE && (ws[d] < 0 || we[d] > t->spec.shape[d]))
             return it_error_set(IT_EINVAL, "window sticks out of finite dim %d", d);
@@ -1475,6 +1689,8 @@ int it_tensor_retype(it_tensor *t, it_dtype dt, const void *fill, it_convert_fn 
         return it_error_set(IT_EDTYPE, "invalid dtype %d", (int)dt);
     if (t->spec.combine != IT_COMBINE_CUSTOM && !it_dtype_supports(dt, t->spec.combine))
         return it_error_set(IT_EDTYPE, "this blend is not available for %s", it_dtype_name(dt));
+    if (t->backend.load)
+        return it_error_set(IT_ESTATE, "the tiles of a tensor with a backend cannot change dtype");
     /* the tiles and the deferred parts to convert, pinned while convert (a
      * callback) runs; nothing may be reading the tensor meanwhile */
     int64_t ntiles = t->ntiles, nparts = 0, k = 0;

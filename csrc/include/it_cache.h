@@ -31,7 +31,11 @@ void it_cache_unref(it_cache *c);
 
 void it_cache_set_limits(it_cache *c, int64_t byte_limit, int64_t weight_limit);
 void it_cache_limits(const it_cache *c, int64_t *byte_limit, int64_t *weight_limit);
-/* Evict unpinned tiles, least recently used first, until within limits. */
+/* Limit the number of tiles held (persistent stores count tiles); < 0: none. */
+void it_cache_set_tile_limit(it_cache *c, int64_t tile_limit);
+/* Evict unpinned tiles, least recently used first, until within limits.
+ * Dirty tiles of persistent tensors are written back first; a failed write
+ * ends the trim early (the tile stays cached). */
 void it_cache_trim(it_cache *c);
 
 int64_t it_cache_bytes(const it_cache *c);  /* bytes of tile data held (deferred custom-blend parts included) */

@@ -112,7 +112,8 @@ int it_tensor_set_batch_size(it_tensor *t, int64_t batch_size);
  * or covered by no window hold the fill value. */
 int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out);
 
-/* Drop every cached tile of t (pinned ones are dropped when unpinned).  A
+/* Drop every cached tile of t (pinned ones are dropped when unpinned),
+ * without writing dirty ones to a backend (flush first to keep them).  A
  * read of t (or of a tensor downstream of it) in progress then fails with
  * IT_ESTATE rather than return values from a half-cleared cache. */
 void it_tensor_clear(it_tensor *t);
@@ -142,6 +143,61 @@ typedef int (*it_convert_fn)(void *ctx, const it_view *src, it_buffer *dst);
 int it_tensor_retype(it_tensor *t, it_dtype dt, const void *fill,
                      it_convert_fn convert, void *ctx);
 
+/* ---- persistent tiles ------------------------------------------------------
+ *
+ * A tensor may have a backend: a store that keeps tiles beyond the cache.
+ * With one, a tile missing from the cache is first looked up in the backend
+ * (values and contribution bitmap together), and a tile changed since it was
+ * loaded or last written ("dirty") is written back before the cache evicts
+ * it and when the tensor is flushed.  A tile is always stored as one record
+ * of values plus bitmap, so whatever is stored is self-consistent: a window
+ * whose bit is set has its values in that tile, and one whose bit is clear
+ * has not.  That is the whole crash-safety argument on the core's side: a
+ * backend that makes each record atomic (and commits in the order it is
+ * given them) can lose a window only where it was not yet written, and the
+ * window is then recomputed and added only to the tiles that lack it.
+ *
+ * Custom blends: parts of windows waiting for a tile's completion (see
+ * tensor.c) are not stored; their windows are recomputed when needed.
+ */
+#define IT_BACKEND_VERSION 1
+
+/* One tile as the backend sees it. */
+typedef struct it_tile_io {
+    int ninf;
+    const int64_t *coord;  /* ninf tile coordinates */
+    it_buffer *buf;        /* values: the tensor's tile shape and dtype */
+    int ncoords;
+    const int64_t *dom_lo; /* the windows that can touch the tile: ncoords */
+    const int64_t *dom_n;  /*   ranges, first index and count */
+    uint64_t *bits;        /* bitmap over that domain, row-major, nbits bits */
+    int64_t nbits;
+} it_tile_io;
+
+typedef struct it_backend {
+    int version; /* IT_BACKEND_VERSION */
+    /* Fill io->buf and io->bits with the stored tile at io->coord (on entry
+     * buf holds the fill value and bits are clear).  *found = 0 when none is
+     * stored.  Must not touch the tensor (it runs in the middle of a read). */
+    int (*load)(void *ctx, it_tile_io *io, int *found);
+    /* Store the tile (values and bitmap as one record). */
+    int (*store)(void *ctx, const it_tile_io *io);
+    /* Free ctx (the tensor is destroyed or gets another backend). */
+    void (*free)(void *ctx);
+} it_backend;
+
+#define IT_BACKEND_READONLY 1 /* windows cannot be computed: reads of missing ones fail */
+
+/* Give t a backend (copied; ctx owned from now on, even on failure).
+ * IT_ESTATE if t already caches tiles (they would shadow stored ones). */
+int it_tensor_set_backend(it_tensor *t, const it_backend *backend, void *ctx, int flags);
+/* Write every dirty tile of t to its backend.  On failure the unwritten
+ * tiles stay dirty and cached; a later flush retries them. */
+int it_tensor_flush(it_tensor *t);
+/* Dirty tiles of t right now. */
+int64_t it_tensor_dirty(const it_tensor *t);
+/* An upper bound of the windows that can touch one tile (bitmap bits). */
+int64_t it_tensor_max_domain(const it_tensor *t);
 #ifdef __cplusplus
 }
 #endif
