@@ -20,6 +20,9 @@ DEB_PKGS := libhdf5-dev libcmocka-dev pkg-config
 BUILD := build
 CC ?= cc
 CFLAGS_CORE := -std=c11 -O3 -g -Wall -Wextra -Werror -Wno-unused-parameter -Icsrc/include
+# HDF5 flags are looked up when a recipe runs (pkg-config may arrive with sysdeps)
+H5_CFLAGS = $(shell pkg-config --cflags hdf5)
+H5_LIBS = $(shell pkg-config --libs hdf5)
 
 CORE_SRC := $(wildcard csrc/core/*.c)
 CORE_HDR := $(wildcard csrc/include/*.h csrc/core/*.h)
@@ -70,7 +73,7 @@ $(EXT_STAMP): $(VENV)/.deps-stamp $(CORE_SRC) $(CORE_HDR) $(BIND_SRC) setup.py s
 	@touch $@
 
 $(BUILD)/test_%: csrc/tests/test_%.c $(CTEST_HDR) $(CORE_SRC) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
-	$(CC) $(CFLAGS_CORE) $< $(CORE_SRC) -lcmocka -lm -o $@
+	$(CC) $(CFLAGS_CORE) $(H5_CFLAGS) $< $(CORE_SRC) -lcmocka $(H5_LIBS) -lm -o $@
 
 ctest: $(CTEST_BIN)
 	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; ./$$t; done

@@ -8,8 +8,11 @@
 #   (IT_TEST_SKIP skips those matching a pattern)
 #
 # Each test is built exactly as documented:
-#   cc -std=c11 -O1 -g -Wall -Wextra -Icsrc/include csrc/tests/test_X.c \
-#      csrc/core/*.c -lcmocka -lm -o build/test_X
+#   cc -std=c11 -O1 -g -Wall -Wextra -Icsrc/include $(pkg-config --cflags hdf5) \
+#      csrc/tests/test_X.c csrc/core/*.c -lcmocka $(pkg-config --libs hdf5) -lm \
+#      -o build/test_X
+# (every test links the whole core, and the core holds the HDF5 driver, so
+# every test gets the HDF5 flags).
 # Exits non-zero if any build or test fails.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
@@ -22,6 +25,10 @@ if [ "${SANITIZE:-0}" = 1 ]; then
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 fi
 mkdir -p "$OUT"
+if ! HDF5_CFLAGS=$(pkg-config --cflags hdf5) || ! HDF5_LIBS=$(pkg-config --libs hdf5); then
+    echo "pkg-config cannot find hdf5 (install libhdf5-dev and pkg-config)"
+    exit 2
+fi
 if [ $# -gt 0 ]; then
     TESTS="$*"
 else
@@ -29,7 +36,9 @@ else
 fi
 status=0
 for t in $TESTS; do
-    if ! $CC $FLAGS -Icsrc/include "csrc/tests/test_$t.c" csrc/core/*.c -lcmocka -lm -o "$OUT/test_$t"; then
+    # shellcheck disable=SC2086 # the pkg-config flags are word lists
+    if ! $CC $FLAGS -Icsrc/include $HDF5_CFLAGS "csrc/tests/test_$t.c" csrc/core/*.c -lcmocka \
+        $HDF5_LIBS -lm -o "$OUT/test_$t"; then
         echo "BUILD FAILED: test_$t"
         status=1
         continue
