@@ -6,6 +6,8 @@ persistent store is built.
 """
 import glob
 import os
+import shlex
+import subprocess
 
 from setuptools import Extension, setup
 
@@ -21,12 +23,34 @@ extra = ["-std=c11", "-O3", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-un
 if os.environ.get("IT_SANITIZE"):
     extra += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
 
+
+def hdf5_flags():
+    """Include dirs, library dirs and libraries of the HDF5 C library, from
+    pkg-config (Debian: libhdf5-dev), or HDF5_DIR when set."""
+    root = os.environ.get("HDF5_DIR")
+    if root:
+        return [os.path.join(root, "include")], [os.path.join(root, "lib")], ["hdf5"]
+    try:
+        out = subprocess.run(["pkg-config", "--cflags", "--libs", "hdf5"], check=True,
+                             capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SystemExit("infinite_tensor needs the HDF5 C library: install libhdf5-dev (and "
+                         f"pkg-config), or set HDF5_DIR ({e})")
+    words = shlex.split(out)
+    return ([w[2:] for w in words if w.startswith("-I")], [w[2:] for w in words if w.startswith("-L")],
+            [w[2:] for w in words if w.startswith("-l")])
+
+
+h5_inc, h5_libdirs, h5_libs = hdf5_flags()
+
 core = Extension(
     "infinite_tensor._core",
     sources=sources("core") + sources("python"),
-    include_dirs=[os.path.join("csrc", "include"), os.path.join("csrc", "python")],
+    include_dirs=[os.path.join("csrc", "include"), os.path.join("csrc", "python")] + h5_inc,
+    library_dirs=h5_libdirs,
+    runtime_library_dirs=h5_libdirs,
     extra_compile_args=extra,
-    libraries=["m"],
+    libraries=h5_libs + ["m"],
 )
 
 setup(ext_modules=[core])

@@ -18,7 +18,7 @@ from .errors import (
 )
 from .infinite_tensor import InfiniteTensor
 from .tensor_window import TensorWindow
-from .tilestore import MemoryTileStore
+from .tilestore import HDF5TileStore, MemoryTileStore
 
 try:
     __version__ = _metadata.version("infinite-tensor")
@@ -35,4 +35,5 @@ __all__ = [
     "ValidationError",
     "TensorWindow",
     "MemoryTileStore",
+    "HDF5TileStore",
 ]

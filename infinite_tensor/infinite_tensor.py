@@ -191,7 +191,7 @@ class InfiniteTensor:
         if self._node is None:
             raise ValidationError(
                 f"{type(tile_store).__name__}.register_tensor did not attach the tensor to the engine; "
-                "stores must derive from MemoryTileStore")
+                "stores must derive from MemoryTileStore or PersistentTileStore")
 
     # -- read-only configuration ---------------------------------------
     shape = property(lambda self: self._shape)

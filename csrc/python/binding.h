@@ -20,6 +20,7 @@
 typedef struct module_state {
     PyTypeObject *Cache_type;
     PyTypeObject *Tensor_type;
+    PyTypeObject *H5File_type;
     /* torch entry points, set by _configure */
     PyObject *from_dlpack;      /* capsule -> torch.Tensor */
     PyObject *to_dlpack;        /* torch.Tensor -> capsule (legacy or versioned) */
@@ -40,6 +41,13 @@ typedef struct CacheObject {
     PyObject_HEAD
     it_cache *cache;
 } CacheObject;
+
+/* _core.Tensor: a tensor node. */
+typedef struct TensorObject {
+    PyObject_HEAD
+    it_tensor *t;
+    it_cache *cache;
+} TensorObject;
 
 /* A DLPack tensor we imported and must release (legacy or versioned). */
 typedef struct dl_hold {
@@ -70,5 +78,8 @@ int parse_index(PyObject *key, int ndim, const int64_t *shape, it_box *box, uint
 
 /* tensor.c */
 int tensor_type_init(PyObject *module, module_state *st);
+
+/* store.c: the H5File type and attaching backends to tensors */
+int store_init(PyObject *module, module_state *st);
 
 #endif

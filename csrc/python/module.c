@@ -43,7 +43,8 @@ PyObject *raise_core(module_state *st, int rc)
     case IT_ESHAPE: exc = st->ShapeMismatchError; break;
     case IT_EDTYPE: exc = st->DtypeMismatchError; break;
     case IT_EDEVICE: exc = st->DeviceMismatchError; break;
-    case IT_ESTATE: exc = st->TileAccessError; break;
+    case IT_ESTATE:
+    case IT_EIO: exc = st->TileAccessError; break;
     default: exc = st->InfiniteTensorError; break;
     }
     PyErr_SetString(exc ? exc : PyExc_RuntimeError, msg[0] ? msg : "infinite_tensor core error");
@@ -86,6 +87,15 @@ static PyObject *Cache_set_limits(CacheObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *Cache_set_tile_limit(CacheObject *self, PyObject *arg)
+{
+    long long n = PyLong_AsLongLong(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    it_cache_set_tile_limit(self->cache, n);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Cache_trim(CacheObject *self, PyObject *unused)
 {
     (void)unused;
@@ -116,6 +126,7 @@ static PyObject *Cache_info(CacheObject *self, PyObject *unused)
 
 static PyMethodDef Cache_methods[] = {
     {"set_limits", (PyCFunction)Cache_set_limits, METH_VARARGS, "set_limits(byte_limit, weight_limit); -1: none"},
+    {"set_tile_limit", (PyCFunction)Cache_set_tile_limit, METH_O, "set_tile_limit(n); -1: none"},
     {"trim", (PyCFunction)Cache_trim, METH_NOARGS, "Evict unpinned tiles until within limits."},
     {"check", (PyCFunction)Cache_check, METH_NOARGS, "Verify the cache's invariants."},
     {"info", (PyCFunction)Cache_info, METH_NOARGS, "Counters and limits as a dict."},
@@ -375,7 +386,7 @@ static int module_exec(PyObject *module)
         Py_DECREF(st->Cache_type);
         return -1;
     }
-    if (tensor_type_init(module, st) < 0)
+    if (tensor_type_init(module, st) < 0 || store_init(module, st) < 0)
         return -1;
     if (PyModule_AddIntConstant(module, "DLPACK_MAJOR", IT_DLPACK_MAJOR) < 0 ||
         PyModule_AddIntConstant(module, "COMBINE_SUM", IT_COMBINE_SUM) < 0 ||
@@ -407,6 +418,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     module_state *st = PyModule_GetState(module);
     Py_VISIT(st->Cache_type);
     Py_VISIT(st->Tensor_type);
+    Py_VISIT(st->H5File_type);
     Py_VISIT(st->from_dlpack);
     Py_VISIT(st->to_dlpack);
     Py_VISIT(st->torch_tensor);
@@ -426,6 +438,7 @@ static int module_clear(PyObject *module)
     module_state *st = PyModule_GetState(module);
     Py_CLEAR(st->Cache_type);
     Py_CLEAR(st->Tensor_type);
+    Py_CLEAR(st->H5File_type);
     Py_CLEAR(st->from_dlpack);
     Py_CLEAR(st->to_dlpack);
     Py_CLEAR(st->torch_tensor);

@@ -34,11 +34,6 @@ typedef struct tensor_user {
     int batched;
 } tensor_user;
 
-typedef struct {
-    PyObject_HEAD
-    it_tensor *t;
-    it_cache *cache;
-} TensorObject;
 
 static _Thread_local int read_depth;
 static _Thread_local int grad_off_by_us;
@@ -739,6 +734,15 @@ static PyObject *Tensor_clear_cache(TensorObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *Tensor_flush(TensorObject *self, PyObject *unused)
+{
+    (void)unused;
+    int rc = it_tensor_flush(self->t);
+    if (rc)
+        return raise_core(state_of_type(Py_TYPE(self)), rc);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Tensor_trim(TensorObject *self, PyObject *arg)
 {
     long long limit = PyLong_AsLongLong(arg);
@@ -895,6 +899,12 @@ static PyObject *Tensor_get_nbytes(TensorObject *self, void *c)
     return PyLong_FromLongLong(it_tensor_bytes(self->t));
 }
 
+static PyObject *Tensor_get_ndirty(TensorObject *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLongLong(it_tensor_dirty(self->t));
+}
+
 static PyObject *Tensor_get_ntiles(TensorObject *self, void *c)
 {
     (void)c;
@@ -917,6 +927,7 @@ static PyMethodDef Tensor_methods[] = {
     {"read_cached", (PyCFunction)Tensor_read_cached, METH_O,
      "Assemble a region from cached tiles only (TileAccessError if a window is missing)."},
     {"clear", (PyCFunction)Tensor_clear_cache, METH_NOARGS, "Drop every cached tile."},
+    {"flush", (PyCFunction)Tensor_flush, METH_NOARGS, "Write dirty tiles to the backend."},
     {"trim", (PyCFunction)Tensor_trim, METH_O, "Evict LRU tiles until at most this many bytes remain."},
     {"window_done", (PyCFunction)Tensor_window_done, METH_O, "Whether a window is in every tile it touches."},
     {"contribute", (PyCFunction)(void (*)(void))Tensor_contribute, METH_FASTCALL,
@@ -929,6 +940,7 @@ static PyMethodDef Tensor_methods[] = {
 static PyGetSetDef Tensor_getset[] = {
     {"nbytes", (getter)Tensor_get_nbytes, NULL, "Bytes of cached tiles.", NULL},
     {"ntiles", (getter)Tensor_get_ntiles, NULL, "Cached tiles.", NULL},
+    {"ndirty", (getter)Tensor_get_ndirty, NULL, "Cached tiles not yet written to the backend.", NULL},
     {"tile_shape", (getter)Tensor_get_tile_shape, NULL, "Tile extent per dim.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

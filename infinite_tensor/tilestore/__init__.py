@@ -1,7 +1,9 @@
 """Tile stores: where an InfiniteTensor's computed values live.
 
 TileStore is the abstract interface (with the deprecated 0.2 entry points);
-MemoryTileStore keeps values in memory in the C core's tile cache.
+MemoryTileStore keeps values in memory in the C core's tile cache;
+PersistentTileStore adds a backend under that cache (HDF5TileStore: an HDF5
+file written by the core; or a Python subclass).
 """
 import abc
 import warnings
@@ -77,3 +79,5 @@ class TileStore(abc.ABC):
 
 
 from .memory import MemoryTileStore  # noqa: E402  (needs TileStore)
+from .persistent import PersistentTileStore  # noqa: E402
+from .hdf5_tilestore import HDF5TileStore  # noqa: E402

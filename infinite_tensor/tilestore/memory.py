@@ -8,54 +8,23 @@ used first, to cache_size_bytes and cache_size_windows (a tile counts as
 ceil(tile bytes / window bytes) windows).
 """
 import warnings
-import weakref
-
-import torch
 
 from .. import _bridge, _core
-from ..errors import TileAccessError, ValidationError
-from . import TileStore
-
-_DELETED = ("Tile has been deleted. This indicates either a bug or an attempt to access a tensor "
-            "after cleanup.")
+from ..errors import ValidationError
+from ._engine import EngineStore, Entry, check_limit
 
 
-def _check_limit(name, value):
-    if value is None:
-        return -1
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"{name} must be None or an int >= 0, got {value!r}")
-    return value
-
-
-class _Entry:
-    """What a store keeps for one tensor id.  Not the InfiniteTensor itself:
-    a tensor holds its store, so a store holding its tensors would make every
-    tensor with a private store a reference cycle, freed only by the garbage
-    collector, with all its cached tiles."""
-
-    __slots__ = ("meta", "node", "rule", "views")
-
-    def __init__(self, tensor, node):
-        self.meta = tensor.to_json()
-        self.node = node
-        self.rule = (tensor._combine(), tensor._blend_init)
-        self.views = weakref.WeakSet()  # the InfiniteTensor objects reading through node
-
-
-class MemoryTileStore(TileStore):
+class MemoryTileStore(EngineStore):
     """An in-memory store with one LRU cache shared by all its tensors."""
 
     def __init__(self, cache_size_bytes=None, cache_size_windows=None):
-        self._cache = _core.Cache(_check_limit("cache_size_bytes", cache_size_bytes),
-                                  _check_limit("cache_size_windows", cache_size_windows))
+        self._init_engine(cache_size_bytes, cache_size_windows)
         self._limits = [cache_size_bytes, cache_size_windows]
-        self._tensor_store = {}  # id -> _Entry
 
     # -- limits (0.3 kept them as attributes; the 0.2 shim assigns them) -----
     def _apply_limits(self):
-        self._cache.set_limits(_check_limit("cache_size_bytes", self._limits[0]),
-                               _check_limit("cache_size_windows", self._limits[1]))
+        self._cache.set_limits(check_limit("cache_size_bytes", self._limits[0]),
+                               check_limit("cache_size_windows", self._limits[1]))
 
     @property
     def _cache_size_bytes(self):
@@ -63,7 +32,7 @@ class MemoryTileStore(TileStore):
 
     @_cache_size_bytes.setter
     def _cache_size_bytes(self, value):
-        _check_limit("cache_size_bytes", value)
+        check_limit("cache_size_bytes", value)
         self._limits[0] = value
         self._apply_limits()
 
@@ -73,19 +42,9 @@ class MemoryTileStore(TileStore):
 
     @_cache_size_windows.setter
     def _cache_size_windows(self, value):
-        _check_limit("cache_size_windows", value)
+        check_limit("cache_size_windows", value)
         self._limits[1] = value
         self._apply_limits()
-
-    @property
-    def _bytes(self):
-        """Bytes held by the cache (0.3 kept this counter under this name)."""
-        return self._cache.info()["bytes"]
-
-    def cache_info(self):
-        """Counters of the shared cache: bytes, tiles, weight, pinned."""
-        info = self._cache.info()
-        return {k: info[k] for k in ("bytes", "tiles", "weight", "pinned")}
 
     # -- registration ----------------------------------------------------------
     def register_tensor(self, tensor):
@@ -94,10 +53,7 @@ class MemoryTileStore(TileStore):
         tid = tensor.uuid
         entry = self._tensor_store.get(tid)
         if entry is not None:
-            new = tensor.to_json()
-            if entry.meta != new:
-                raise ValidationError(
-                    f"Tensor {tid} re-registered with mismatched metadata: existing={entry.meta}, new={new}")
+            self._check_same_meta(tid, entry.meta, tensor.to_json())
             if entry.rule != (tensor._combine(), tensor._blend_init):
                 # combined values cannot be reused under another combining rule
                 entry.node = _core.Tensor(self._cache, **tensor._node_config())
@@ -107,16 +63,9 @@ class MemoryTileStore(TileStore):
             else:
                 entry.node.set_callbacks(tensor.f, tensor.blend, tensor.batch_size or 0)
         else:
-            entry = _Entry(tensor, _core.Tensor(self._cache, **tensor._node_config()))
+            entry = Entry(tensor, _core.Tensor(self._cache, **tensor._node_config()))
             self._tensor_store[tid] = entry
-        tensor._node = entry.node
-        entry.views.add(tensor)
-
-    def _node(self, tensor_id):
-        entry = self._tensor_store.get(str(tensor_id))
-        if entry is None:
-            raise TileAccessError(_DELETED)
-        return entry.node
+        entry.bind(tensor)
 
     def clear_tensor(self, tensor_id):
         entry = self._tensor_store.pop(str(tensor_id), None)
@@ -131,19 +80,8 @@ class MemoryTileStore(TileStore):
         if entry is not None:
             entry.node.clear()
 
-    def is_window_processed(self, tensor_id, window_index):
-        return self._node(tensor_id).window_done(tuple(window_index))
-
-    def notify_window_processed(self, tensor_id, window_index, output):
-        self._node(tensor_id).contribute(tuple(window_index), output)
-
-    def read_pixels(self, tensor_id, pixel_slices):
-        return self._node(tensor_id).read_cached(tuple(pixel_slices))
-
     def migrate(self, tensor_id, old_device, old_dtype):
-        entry = self._tensor_store.get(str(tensor_id))
-        if entry is None:
-            raise TileAccessError(_DELETED)
+        entry = self._entry(tensor_id)
         # the object whose .to() called us: it already declares the new values
         tensor = next((v for v in entry.views
                        if v._node is entry.node and (v.device, v.dtype) != (old_device, old_dtype)), None)

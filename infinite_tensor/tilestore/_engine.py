@@ -1,0 +1,99 @@
+"""What every store built on the C engine shares: one core cache, one node
+(a core tensor) per registered id, and the TileStore entry points that only
+forward to the node."""
+import weakref
+
+from .. import _core
+from ..errors import TileAccessError, ValidationError
+from . import TileStore
+
+DELETED_MESSAGE = ("Tile has been deleted. This indicates either a bug or an attempt to access a tensor "
+                   "after cleanup.")
+
+
+def check_limit(name, value):
+    """A cache limit: None (no limit, -1 for the core) or an int >= 0."""
+    if value is None:
+        return -1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"{name} must be None or an int >= 0, got {value!r}")
+    return value
+
+
+class Entry:
+    """What a store keeps for one tensor id.  Not the InfiniteTensor itself:
+    a tensor holds its store, so a store holding its tensors would make every
+    tensor with a private store a reference cycle, freed only by the garbage
+    collector, with all its cached tiles."""
+
+    __slots__ = ("meta", "node", "rule", "views", "tile_size")
+
+    def __init__(self, tensor, node, tile_size=None):
+        self.meta = tensor.to_json()
+        self.node = node
+        self.rule = (tensor._combine(), tensor._blend_init)
+        self.views = weakref.WeakSet()  # the InfiniteTensor objects reading through node
+        self.tile_size = tile_size
+
+    def bind(self, tensor):
+        tensor._node = self.node
+        self.views.add(tensor)
+
+
+class EngineStore(TileStore):
+    """Base of MemoryTileStore and PersistentTileStore (not public)."""
+
+    def _init_engine(self, byte_limit, weight_limit=None):
+        self._cache = _core.Cache(check_limit("cache_size_bytes", byte_limit),
+                                  check_limit("cache_size_windows", weight_limit))
+        self._tensor_store = {}  # id -> Entry
+
+    def _entry(self, tensor_id):
+        entry = self._tensor_store.get(str(tensor_id))
+        if entry is None:
+            raise TileAccessError(DELETED_MESSAGE)
+        return entry
+
+    def _node(self, tensor_id):
+        return self._entry(tensor_id).node
+
+    @staticmethod
+    def _check_same_meta(tensor_id, existing, new):
+        if existing != new:
+            raise ValidationError(f"Tensor {tensor_id} re-registered with mismatched metadata "
+                                  f"({describe_differences(existing, new)}): existing={existing}, new={new}")
+
+    @property
+    def _bytes(self):
+        """Bytes held by the cache (0.3 kept this counter under this name)."""
+        return self._cache.info()["bytes"]
+
+    def cache_info(self):
+        """Counters of the shared cache: bytes, tiles, weight, pinned."""
+        info = self._cache.info()
+        return {k: info[k] for k in ("bytes", "tiles", "weight", "pinned")}
+
+    def is_window_processed(self, tensor_id, window_index):
+        return self._node(tensor_id).window_done(tuple(window_index))
+
+    def notify_window_processed(self, tensor_id, window_index, output):
+        self._node(tensor_id).contribute(tuple(window_index), output)
+
+    def read_pixels(self, tensor_id, pixel_slices):
+        return self._node(tensor_id).read_cached(tuple(pixel_slices))
+
+
+def describe_differences(old, new, prefix=""):
+    """'dtype: 'float32' -> 'float64'; ...' for two to_json() dicts."""
+    parts = []
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            if old.get(key) != new.get(key):
+                if key in old and key in new:
+                    parts.append(describe_differences(old[key], new[key], f"{prefix}{key}."))
+                else:
+                    parts.append(f"{prefix}{key}: {old.get(key)!r} -> {new.get(key)!r}")
+        return "; ".join(p for p in parts if p)
+    if old != new:
+        return f"{prefix[:-1] or 'value'}: {old!r} -> {new!r}"
+    return ""

@@ -1,0 +1,291 @@
+"""PersistentTileStore: tiles that outlive the process.
+
+The C engine caches tiles exactly as for MemoryTileStore; a persistent store
+adds a backend under the cache.  A tile missing from the cache is loaded from
+the backend, values and contribution record together; a tile that changed
+is written back when the cache evicts it, on flush() and on close().  The
+contribution record of a tile says which windows have been added into it,
+so a window is never added twice, whatever was saved before a crash:
+windows whose tiles were not written are simply computed again, and added
+only to the tiles that lack them.
+
+A backend is either built into the engine (HDF5TileStore) or written in
+Python by subclassing PersistentTileStore and implementing the storage
+primitives below; the engine then calls _read_tile and _write_tile.
+
+Tiles cover tile_size pixels along every infinite dim (an int for all of
+them, or a tuple with one entry per infinite dim) and the whole extent of
+every finite dim.  Tile k of an infinite dim of tile size T covers
+[k * T, (k + 1) * T); a tensor without infinite dims has one tile, ().
+"""
+import abc
+import warnings
+
+from .. import _core
+from ..errors import TileAccessError, ValidationError
+from ._engine import EngineStore, Entry, check_limit
+
+DEFAULT_TILE_SIZE = 512
+DEFAULT_CACHE_SIZE_BYTES = 100 * 1024 * 1024
+
+
+class PersistentTileStore(EngineStore):
+    """Abstract base of disk-backed stores: a write-back tile cache over a
+    backend that stores tiles with their contribution records.
+
+    Subclasses implement the storage primitives:
+
+    - ``_read_tensor_metadata(id)`` -> ``{"metadata": dict, "tile_size": tuple}`` or None;
+    - ``_write_tensor_metadata(id, metadata, tile_size)``;
+    - ``_delete_tensor_state(id)``;
+    - ``_read_tile(id, tile_index)`` -> ``(tile, contributions)`` or None: tile a
+      tensor of the full tile shape and the tensor's dtype (any device),
+      contributions an iterable of window-index tuples;
+    - ``_write_tile(id, tile_index, tile, contributions)``: store both as one
+      record (a crash must leave the old record or the new one, never a mix);
+      ``tile`` is a CPU tensor the backend may keep, ``contributions`` a set.
+
+    and may override ``_flush_backend()`` (make everything written so far
+    durable), ``_close_backend()``, ``_validate_registration(...)``,
+    ``_read_processed_windows(id)`` and ``_append_processed_window(id, w)``
+    (0.3's per-window record; the engine keeps contributions per tile and
+    does not need it, so by default nothing is recorded).
+    """
+
+    def __init__(self, tile_size=DEFAULT_TILE_SIZE, cache_size_bytes=DEFAULT_CACHE_SIZE_BYTES, cache_size_tiles=None,
+                 **kwargs):
+        if "tile_cache_size" in kwargs:
+            warnings.warn("tile_cache_size is deprecated; use cache_size_tiles", DeprecationWarning,
+                          stacklevel=2)
+            cache_size_tiles = kwargs.pop("tile_cache_size")
+        if kwargs:
+            raise TypeError(f"Unexpected keyword arguments: {sorted(kwargs)}")
+        self._init_engine(cache_size_bytes)
+        self._cache_size_tiles = cache_size_tiles
+        self.tile_size = tile_size
+        self._readonly = False
+        self._closed = False
+
+    # -- limits --------------------------------------------------------------
+    @property
+    def _cache_size_bytes(self):
+        return self._cache.info()["byte_limit"] if self._cache.info()["byte_limit"] >= 0 else None
+
+    @_cache_size_bytes.setter
+    def _cache_size_bytes(self, value):
+        self._cache.set_limits(check_limit("cache_size_bytes", value), -1)
+
+    @property
+    def _cache_size_tiles(self):
+        return self._tile_limit
+
+    @_cache_size_tiles.setter
+    def _cache_size_tiles(self, value):
+        self._cache.set_tile_limit(check_limit("cache_size_tiles", value))
+        self._tile_limit = value
+
+    # -- tile geometry ---------------------------------------------------------
+    def _effective_tile_size(self, tensor):
+        ninf = sum(d is None for d in tensor.shape)
+        ts = self.tile_size
+        if isinstance(ts, tuple):
+            if len(ts) != ninf:
+                raise ValidationError(f"tile_size tuple length {len(ts)} != infinite dims {ninf}")
+            sizes = ts
+        elif isinstance(ts, int) and not isinstance(ts, bool):
+            sizes = (ts,) * ninf
+        else:
+            raise ValidationError(f"tile_size must be an int or a tuple of ints, got {ts!r}")
+        for s in sizes:
+            if isinstance(s, bool) or not isinstance(s, int):
+                raise ValidationError(f"tile_size entries must be ints, got {s!r}")
+            if s <= 0:
+                raise ValidationError("tile_size must be positive")
+        return tuple(sizes)
+
+    @staticmethod
+    def _tile_shape(tensor, tile_size):
+        sizes = iter(tile_size)
+        return tuple(next(sizes) if d is None else d for d in tensor.shape)
+
+    # -- registration ------------------------------------------------------------
+    def _validate_registration(self, tensor, existing, effective_tile_size):
+        """Check stored metadata against a tensor registering under its id."""
+        self._check_same_meta(tensor.uuid, existing["metadata"], tensor.to_json())
+        stored = tuple(existing["tile_size"])
+        if stored != tuple(effective_tile_size):
+            raise ValidationError(f"Tensor {tensor.uuid} re-registered with mismatched tile_size: "
+                                  f"existing={stored}, store tile_size={tuple(effective_tile_size)}")
+
+    def register_tensor(self, tensor):
+        self._check_open()
+        if tensor.device.type != "cpu":
+            raise ValidationError(f"device {tensor.device} is not supported by this build yet (CPU only)")
+        tid = tensor.uuid
+        tile_size = self._effective_tile_size(tensor)
+        entry = self._tensor_store.get(tid)
+        if entry is not None:
+            self._check_same_meta(tid, entry.meta, tensor.to_json())
+            if tile_size != entry.tile_size:
+                raise ValidationError(f"Tensor {tid} re-registered with mismatched tile_size: "
+                                      f"existing={entry.tile_size}, store tile_size={tile_size}")
+            if entry.rule != (tensor._combine(), tensor._blend_init):
+                raise ValidationError(
+                    f"Tensor {tid} re-registered with another blend or blend_init: its stored values "
+                    "were combined with the old one; clear_tensor it first")
+            entry.node.set_callbacks(tensor.f, tensor.blend, tensor.batch_size or 0)
+            entry.bind(tensor)
+            return
+        existing = self._read_tensor_metadata(tid)
+        if existing is not None:
+            self._validate_registration(tensor, existing, tile_size)
+            tile_size = tuple(existing["tile_size"])
+        elif self._readonly:
+            raise ValidationError(f"Tensor {tid} is not in this store, which is read-only (mode 'r')")
+        node = _core.Tensor(self._cache, **tensor._node_config(),
+                            tile_shape=self._tile_shape(tensor, tile_size))
+        if existing is None:
+            self._write_tensor_metadata(tid, tensor.to_json(), tile_size)
+            self._flush_backend()
+        self._attach(node, tid)
+        entry = Entry(tensor, node, tile_size)
+        self._tensor_store[tid] = entry
+        entry.bind(tensor)
+
+    def _attach(self, node, tensor_id):
+        """Make the store the node's backend (HDF5TileStore attaches in C)."""
+        _core.attach_python(node, self, tensor_id, self._readonly)
+
+    # what the engine calls for a Python backend
+    def _core_read_tile(self, tensor_id, tile_index):
+        record = self._read_tile(tensor_id, tile_index)
+        if record is None:
+            return None
+        tile, contributions = record
+        return tile.detach().to("cpu").contiguous(), contributions
+
+    def _core_write_tile(self, tensor_id, tile_index, tile, contributions):
+        self._write_tile(tensor_id, tile_index, tile, contributions)
+
+    # -- TileStore -------------------------------------------------------------
+    def clear_cache(self, tensor_id):
+        """Write the tensor's changed tiles, then drop its cached tiles; the
+        data on disk stays (later reads load it)."""
+        entry = self._tensor_store.get(str(tensor_id))
+        if entry is None:
+            return
+        self._check_open()
+        entry.node.flush()
+        self._flush_backend()
+        entry.node.clear()
+
+    def clear_tensor(self, tensor_id):
+        """Delete everything kept for the tensor, on disk too (unsaved tiles
+        are dropped, not written).  Create the tensor again to use the id."""
+        self._check_open()
+        entry = self._tensor_store.pop(str(tensor_id), None)
+        if entry is not None:
+            entry.node.clear()
+            for view in entry.views:
+                view._node = None
+        self._delete_tensor_state(str(tensor_id))
+        self._flush_backend()
+
+    def migrate(self, tensor_id, old_device, old_dtype):
+        entry = self._entry(tensor_id)
+        tensor = next((v for v in entry.views
+                       if v._node is entry.node and (v.device, v.dtype) != (old_device, old_dtype)), None)
+        if tensor is None:
+            return
+        if tensor.dtype != old_dtype:
+            raise ValidationError(
+                f"Persistent stores do not support dtype changes ({old_dtype} -> {tensor.dtype}) for tensor "
+                f"{tensor_id}: clear the tensor and re-create it with the new dtype")
+        if tensor.device.type != "cpu":
+            raise ValidationError(f"device {tensor.device} is not supported by this build (CPU only)")
+        self._write_tensor_metadata(str(tensor_id), tensor.to_json(), entry.tile_size)
+        self._flush_backend()
+        entry.meta = tensor.to_json()
+
+    # -- write-back ----------------------------------------------------------------
+    def _check_open(self):
+        if self._closed:
+            raise TileAccessError(f"{type(self).__name__} is closed; reopen it with `with store:`")
+
+    def flush(self):
+        """Write every changed tile and make the backend durable."""
+        self._check_open()
+        for entry in list(self._tensor_store.values()):
+            entry.node.flush()
+        self._flush_backend()
+
+    def close(self):
+        """flush(), drop the cache and close the backend.  Reads then fail
+        until the store is reopened (``with store:``)."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            for entry in self._tensor_store.values():
+                if not entry.node.ndirty:
+                    entry.node.clear()
+            self._close_backend()
+            self._closed = True
+
+    def _reopen_backend(self):
+        """Open the backend again after close(); raise if it cannot."""
+        raise ValidationError(f"{type(self).__name__} cannot be reopened after close()")
+
+    def __enter__(self):
+        if self._closed:
+            self._reopen_backend()
+            self._closed = False
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
+
+    def __del__(self):
+        if getattr(self, "_closed", True):
+            return
+        try:
+            self.close()
+        except Exception as e:  # noqa: BLE001  (a finalizer must not raise)
+            warnings.warn(f"{type(self).__name__} could not save its tiles when it was garbage-collected: "
+                          f"{e}; call close() or use `with` to see such errors", RuntimeWarning)
+
+    # -- storage primitives ----------------------------------------------------------
+    @abc.abstractmethod
+    def _read_tensor_metadata(self, tensor_id):
+        """{"metadata": the stored to_json(), "tile_size": tuple} or None."""
+
+    @abc.abstractmethod
+    def _write_tensor_metadata(self, tensor_id, metadata, tile_size):
+        """Persist (or overwrite) both, creating the tensor's structure."""
+
+    @abc.abstractmethod
+    def _delete_tensor_state(self, tensor_id):
+        """Remove the metadata, the tiles and any other record of the id."""
+
+    @abc.abstractmethod
+    def _read_tile(self, tensor_id, tile_index):
+        """(tile, contributions) or None when the tile was never written."""
+
+    @abc.abstractmethod
+    def _write_tile(self, tensor_id, tile_index, tile, contributions):
+        """Persist the tile and its contribution set as one record."""
+
+    def _read_processed_windows(self, tensor_id):
+        """0.3's per-window durability record; unused by the engine."""
+        return set()
+
+    def _append_processed_window(self, tensor_id, window_index):
+        """0.3's per-window durability record; unused by the engine."""
+
+    def _flush_backend(self):
+        """Make everything written so far durable (default: nothing to do)."""
+
+    def _close_backend(self):
+        """Release the backend (default: nothing to do)."""
