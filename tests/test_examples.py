@@ -92,12 +92,13 @@ def test_legacy_example_warns_and_works():
     assert any(issubclass(w.category, DeprecationWarning) for w in caught)
 
 
-@pytest.mark.parametrize("name", ["demo", "blur", "blending", "legacy_api"])
+@pytest.mark.parametrize("name", ["demo", "blur", "blending", "legacy_api", "persistent", "custom_backend"])
 def test_examples_have_docstrings(name):
     assert load(name).__doc__.strip()
 
 
-def test_readme_quick_start_runs_and_is_right():
+def test_readme_quick_start_runs_and_is_right(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the persistence sample writes world.h5 here
     readme = open(os.path.join(EXAMPLES, "..", "README.md")).read()
     blocks = [b.split("```", 1)[0] for b in readme.split("```python")[1:]]
     assert blocks, "the README has a Python quick start"
@@ -109,3 +110,45 @@ def test_readme_quick_start_runs_and_is_right():
     # the 3x3 box blur of the base, computed by plain torch on a finite crop
     ref = torch.nn.functional.avg_pool2d(base[:, -301:301, 999:1401][None], 3, stride=1)[0]
     torch.testing.assert_close(patch, ref)
+    # the HDF5 sample saved the noise tiles: a new store reads them without f
+    from infinite_tensor import HDF5TileStore, InfiniteTensor, TensorWindow
+
+    def never(ctx):
+        raise AssertionError("f called for a stored window")
+    with HDF5TileStore(tmp_path / "world.h5", mode="r", tile_size=512) as disk:
+        again = InfiniteTensor((3, None, None), never, TensorWindow((3, 256, 256)), tile_store=disk,
+                               tensor_id="terrain")[:, 0:2048, 0:2048]
+    assert torch.equal(again, base[:, 0:2048, 0:2048])
+
+
+def test_persistent_example_reopens_without_computing(tmp_path):
+    ex = load("persistent")
+    first, more, again = ex.main(str(tmp_path / "ripples.h5"))
+    assert torch.equal(first, again)
+    # the plain-torch value of the overlap of both regions, from f directly
+    ref = torch.zeros(3, 1024, 1024)
+    for wy in range(-1, 12):
+        for wx in range(-1, 12):
+            y0, x0 = wy * 64 + 128, wx * 64 + 128  # shifted by 128 so negatives fit
+            if 0 <= y0 and y0 + 128 <= 1024 and 0 <= x0 and x0 + 128 <= 1024:
+                ref[:, y0:y0 + 128, x0:x0 + 128] += ex.ripples((wy, wx))
+    assert torch.allclose(first, ref[:, 128:640, 128:640], atol=1e-5)
+    assert torch.allclose(more, ref[:, 384:896, 384:896], atol=1e-5)
+    # a second run in the same file computes nothing
+    ex.CALLS[0] = 0
+    ex.main(str(tmp_path / "ripples.h5"))
+    assert ex.CALLS[0] == 0
+
+
+def test_custom_backend_example():
+    ex = load("custom_backend")
+    first, again, calls = ex.main()
+    assert calls == 0
+    assert torch.equal(first, again)
+    ref = torch.zeros(96, 96)
+    for i in range(-1, 8):
+        for j in range(-1, 8):
+            y0, x0 = i * 8 + 16, j * 8 + 16
+            if y0 >= 0 and x0 >= 0 and y0 + 16 <= 96 and x0 + 16 <= 96:
+                ref[y0:y0 + 16, x0:x0 + 16] += float(i - j)
+    assert torch.equal(first, ref[16:80, 16:80])
