@@ -315,3 +315,18 @@ def test_sigkill_while_creating_new_files(tmp_path):
             except it.InfiniteTensorError as e:
                 raise AssertionError(f"{folder.name}/new{i} ({os.path.getsize(path)} bytes) cannot be "
                                      f"reopened after a kill during its creation: {e}") from None
+
+
+def test_creation_temporaries_of_dead_processes_are_removed(tmp_path):
+    """A crash while creating leaves <file>.creating-<pid>; the next creation
+    removes those whose process is gone, and nothing else."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"s.h5.creating-{dead.pid}"
+    alive = tmp_path / "s.h5.creating-1"  # init: always running
+    other = tmp_path / "s.h5.creating-notapid"
+    for p in (stale, alive, other):
+        p.write_bytes(b"x")
+    it.HDF5TileStore(tmp_path / "s.h5").close()
+    assert not stale.exists()
+    assert alive.exists() and other.exists()

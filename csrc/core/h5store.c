@@ -10,6 +10,7 @@
  * to the exact row count before every commit, so a committed file always
  * has ntiles rows everywhere.
  */
+#define _POSIX_C_SOURCE 200809L /* kill, opendir */
 #include "it_h5store.h"
 #include "it_h5journal.h"
 
@@ -17,6 +18,9 @@
 #include <hdf5.h>
 #include <stdio.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -305,6 +309,41 @@ static int check_format(hid_t fid, const char *path)
  * under the final name belongs to whatever was there before: it goes first,
  * or it would be replayed onto the new file.
  */
+/* Remove "<path>.creating-<pid>" files left by creators that died. */
+static void remove_stale_temps(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    size_t dlen = slash ? (size_t)(slash - path) : 0;
+    const char *base = slash ? slash + 1 : path;
+    char dir[4096], full[4096 + 256];
+    if (!slash) {
+        strcpy(dir, ".");
+    } else if (dlen == 0) {
+        strcpy(dir, "/");
+    } else if (dlen < sizeof dir) {
+        memcpy(dir, path, dlen);
+        dir[dlen] = '\0';
+    } else {
+        return;
+    }
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    size_t blen = strlen(base);
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *n = e->d_name;
+        if (strncmp(n, base, blen) != 0 || strncmp(n + blen, ".creating-", 10) != 0)
+            continue;
+        char *end;
+        long pid = strtol(n + blen + 10, &end, 10);
+        if (!*end && pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+            snprintf(full, sizeof full, "%s/%s", dir, n);
+            unlink(full);
+        }
+    }
+    closedir(d);
+}
+
 static int create_file(const char *path, hid_t fapl)
 {
     size_t n = strlen(path);
@@ -315,6 +354,7 @@ static int create_file(const char *path, hid_t fapl)
         it_free(journal);
         return it_error_set(IT_ENOMEM, "out of memory creating %s", path);
     }
+    remove_stale_temps(path);
     snprintf(tmp, n + 40, "%s.creating-%ld", path, (long)getpid());
     snprintf(journal, n + 16, "%s-journal", path);
     hid_t fid = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl), g = -1;
