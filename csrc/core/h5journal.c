@@ -290,6 +290,7 @@ typedef struct jfile {
     int rw;
     int journal_dirty; /* the journal may hold a commit: never unlink it */
     int broken;        /* a commit failed after its journal was complete */
+    int abandoned;     /* a write failed or the owner gave up: never commit again (the file keeps its last commit) */
     unsigned flags;    /* IT_H5J_* */
     int ignore_disabled_locks;
     dev_t dev;
@@ -734,6 +735,11 @@ static int commit(jfile *f)
 {
     if (!f->rw)
         return 0;
+    if (f->abandoned) {
+        JERR(H5E_WRITEERROR, "%s: a write failed since the last commit: the file keeps that commit; "
+             "close and reopen it", f->path);
+        return -1;
+    }
     if (refuse_if_broken(f) < 0)
         return -1;
     if (f->ov.npages == 0 && f->disk_size == f->eof) {
@@ -1118,7 +1124,9 @@ static int owns_file(jfile *f)
 static herr_t j_close(H5FD_t *file)
 {
     jfile *f = (jfile *)file;
-    herr_t rc = commit(f) < 0 ? -1 : 0;
+    herr_t rc = 0;
+    if (commit(f) < 0)
+        f->abandoned = 1; /* as in j_flush(closing) */
     reg_remove(f);
     pthread_mutex_lock(&reg_lock);
     int shared = reg_has_other(f);
@@ -1190,8 +1198,8 @@ static int range_ok(haddr_t addr, size_t size)
     return addr != HADDR_UNDEF && addr <= MAXADDR && (haddr_t)size <= MAXADDR - addr;
 }
 
-static herr_t j_read(H5FD_t *file, H5FD_mem_t type, hid_t dxpl, haddr_t addr, size_t size,
-                     void *buf)
+static herr_t j_read_real(H5FD_t *file, H5FD_mem_t type, hid_t dxpl, haddr_t addr, size_t size,
+                          void *buf)
 {
     (void)type;
     (void)dxpl;
@@ -1218,6 +1226,16 @@ static int disk_write(jfile *f, haddr_t addr, size_t size, const unsigned char *
     return 0;
 }
 
+static herr_t j_read(H5FD_t *file, H5FD_mem_t type, hid_t dxpl, haddr_t addr, size_t size, void *buf)
+{
+    jfile *f = (jfile *)file;
+    if (f->abandoned) {
+        JERR(H5E_READERROR, "%s: a write failed since the last commit: close and reopen it", f->path);
+        return -1;
+    }
+    return j_read_real(file, type, dxpl, addr, size, buf);
+}
+
 static herr_t j_write(H5FD_t *file, H5FD_mem_t type, hid_t dxpl, haddr_t addr, size_t size,
                       const void *buf)
 {
@@ -1234,10 +1252,16 @@ static herr_t j_write(H5FD_t *file, H5FD_mem_t type, hid_t dxpl, haddr_t addr, s
     const unsigned char *p = buf;
     haddr_t end = addr + size;
     haddr_t split = IT_MIN(IT_MAX(f->committed_eoa, addr), end);
-    if (split > addr && overlay_write(f, addr, (size_t)(split - addr), p) < 0)
-        return -1;
-    if (end > split && disk_write(f, split, (size_t)(end - split), p + (split - addr)) < 0)
-        return -1;
+    /* a failed write is not reported to HDF5 (its caches do not recover
+     * from one: a later commit could hold a half-written chunk); the handle
+     * stops committing instead, and the next flush reports the failure */
+    if (f->abandoned)
+        return 0;
+    if ((split > addr && overlay_write(f, addr, (size_t)(split - addr), p) < 0) ||
+        (end > split && disk_write(f, split, (size_t)(end - split), p + (split - addr)) < 0)) {
+        f->abandoned = 1;
+        return 0;
+    }
     f->eof = IT_MAX(f->eof, end);
     return 0;
 }
@@ -1245,8 +1269,13 @@ static herr_t j_write(H5FD_t *file, H5FD_mem_t type, hid_t dxpl, haddr_t addr, s
 static herr_t j_flush(H5FD_t *file, hid_t dxpl, hbool_t closing)
 {
     (void)dxpl;
-    (void)closing;
-    return commit((jfile *)file) < 0 ? -1 : 0;
+    jfile *f = (jfile *)file;
+    if (commit(f) < 0) {
+        if (!closing)
+            return -1;
+        f->abandoned = 1; /* the file keeps its last commit; let HDF5 release the id */
+    }
+    return 0;
 }
 
 /* HDF5 wants the file to end at the EOA.  The change is made at the next
@@ -1374,4 +1403,18 @@ int64_t it_h5j_pending_bytes(hid_t file)
             bytes = (int64_t)f->ov.npages * PAGE;
     pthread_mutex_unlock(&reg_lock);
     return bytes;
+}
+
+void it_h5j_abandon(hid_t file)
+{
+    void *handle = NULL;
+    herr_t rc;
+    H5E_BEGIN_TRY { rc = H5Fget_vfd_handle(file, H5P_DEFAULT, &handle); } H5E_END_TRY;
+    if (rc < 0 || !handle)
+        return;
+    pthread_mutex_lock(&reg_lock);
+    for (jfile *f = registry; f; f = f->reg_next)
+        if ((void *)&f->fd == handle)
+            f->abandoned = 1;
+    pthread_mutex_unlock(&reg_lock);
 }

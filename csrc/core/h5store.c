@@ -37,12 +37,17 @@ struct it_h5file {
     hid_t fid;  /* < 0: closed */
     hid_t tgrp; /* /tensors, while open */
     h5tensor *tensors; /* attached, linked through next */
+    /* an HDF5 write failed since the last commit: HDF5's caches may hold a
+     * half-written record, so this handle never commits again (the file
+     * keeps its last commit) until it is closed and reopened */
+    int failed;
 };
 
 struct h5tensor {
     it_h5file *file;
     h5tensor *next;
     char *name; /* escaped id */
+    int deleted; /* its group was deleted: tile I/O refuses, so it cannot recreate it */
     it_dtype dtype;
     int ndim, ninf;
     int64_t tshape[IT_MAX_DIMS];
@@ -76,7 +81,7 @@ static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
 static int h5fail(const char *what, const char *name)
 {
     walk_ctx w = {""};
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk_cb, &w);
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, &w);
     H5Eclear2(H5E_DEFAULT);
     return it_error_set(IT_EIO, "HDF5 failed %s%s%s%s%s%s", what, name ? " '" : "", name ? name : "",
                         name ? "'" : "", w.text[0] ? ": " : "", w.text);
@@ -480,11 +485,15 @@ static int fit_rows(h5tensor *h, int64_t rows);
 static int commit(it_h5file *f)
 {
     int rc = IT_OK;
+    if (f->failed)
+        return it_error_set(IT_EIO, "an earlier write to %s failed: close and reopen it", f->path);
     for (h5tensor *h = f->tensors; h && rc == IT_OK; h = h->next)
         if (h->loaded && h->dtiles >= 0 && h->rowcap != h->nrows)
             rc = fit_rows(h, h->nrows);
     if (rc == IT_OK && H5Fflush(f->fid, H5F_SCOPE_GLOBAL) < 0)
         rc = h5fail("flushing", f->path);
+    if (rc != IT_OK)
+        f->failed = 1;
     return rc;
 }
 
@@ -504,14 +513,19 @@ int it_h5_close(it_h5file *f)
         return IT_OK;
     if (!f->readonly)
         rc = commit(f);
+    if (f->failed)
+        it_h5j_abandon(f->fid);
+    f->failed = 0;
     for (h5tensor *h = f->tensors; h; h = h->next)
         close_handles(h);
     if (f->tgrp >= 0)
         H5Gclose(f->tgrp);
     /* even after a failed commit the handle goes: the journal keeps the
      * file at its last commit */
-    if (H5Fclose(f->fid) < 0 && rc == IT_OK)
-        rc = h5fail("closing", f->path);
+    if (H5Fclose(f->fid) < 0) {
+        if (rc == IT_OK)
+            rc = h5fail("closing", f->path);
+    }
     f->fid = f->tgrp = -1;
     return rc;
 }
@@ -626,8 +640,10 @@ int it_h5_delete(it_h5file *f, const char *id)
     if (!name)
         return it_error_set(IT_ENOMEM, "out of memory");
     for (h5tensor *h = f->tensors; h; h = h->next)
-        if (strcmp(h->name, name) == 0)
+        if (strcmp(h->name, name) == 0) {
             close_handles(h);
+            h->deleted = 1;
+        }
     if (H5Lexists(f->tgrp, name, H5P_DEFAULT) > 0 && H5Ldelete(f->tgrp, name, H5P_DEFAULT) < 0)
         rc = h5fail("deleting tensor", id);
     H5Eclear2(H5E_DEFAULT);
@@ -672,6 +688,28 @@ static int table_insert(h5tensor *h, int64_t row)
     while (h->table[i])
         i = (i + 1) & (uint64_t)(h->tsize - 1);
     h->table[i] = row + 1;
+    return IT_OK;
+}
+
+static int table_room(h5tensor *h)
+{
+    if (2 * (h->nrows + 2) <= h->tsize)
+        return IT_OK;
+    int64_t n = h->tsize ? 2 * h->tsize : 64;
+    while (2 * (h->nrows + 2) > n)
+        n *= 2;
+    int64_t *t = it_calloc((size_t)n, sizeof *t);
+    if (!t)
+        return it_error_set(IT_ENOMEM, "out of memory indexing tiles");
+    for (int64_t r = 0; r < h->nrows; r++) {
+        uint64_t i = hash_coord(h->coords + r * h->ninf, h->ninf) & (uint64_t)(n - 1);
+        while (t[i])
+            i = (i + 1) & (uint64_t)(n - 1);
+        t[i] = r + 1;
+    }
+    it_free(h->table);
+    h->table = t;
+    h->tsize = n;
     return IT_OK;
 }
 
@@ -795,8 +833,10 @@ static int open_tiles(h5tensor *h, int create, int *present)
                             "windows: the file is damaged or was changed by other software", h->name);
     }
     int64_t rows = (int64_t)td[0];
-    if ((rc = coords_room(h, rows + 1)))
+    if ((rc = coords_room(h, rows + 1))) {
+        close_handles(h);
         return rc;
+    }
     if (rows > 0 && h->ninf > 0 &&
         H5Dread(h->dindex, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, h->coords) < 0) {
         close_handles(h);
@@ -814,8 +854,10 @@ static int open_tiles(h5tensor *h, int create, int *present)
                                 "damaged", h->name);
         }
         h->nrows = r + 1;
-        if ((rc = table_insert(h, r)))
+        if ((rc = table_insert(h, r))) {
+            close_handles(h);
             return rc;
+        }
     }
     h->loaded = 1;
     *present = 1;
@@ -856,11 +898,19 @@ static int row_io(hid_t d, hid_t mtype, int64_t row, int rank, const hsize_t *ta
 
 /* ---- the backend ---------------------------------------------------------- */
 
+static int deleted(const h5tensor *h)
+{
+    return it_error_set(IT_ESTATE, "tensor '%s' was deleted from %s (clear_tensor); create it again",
+                        h->name, h->file->path);
+}
+
 static int h5_load(void *ctx, it_tile_io *io, int *found)
 {
     h5tensor *h = ctx;
     int present, rc;
     *found = 0;
+    if (h->deleted)
+        return deleted(h);
     if ((rc = open_tiles(h, 0, &present)) || !present)
         return rc;
     int64_t row = table_find(h, io->coord);
@@ -903,19 +953,31 @@ static int h5_store(void *ctx, const it_tile_io *io)
         return rc;
     if (f->readonly)
         return it_error_set(IT_ESTATE, "the store %s is read-only (mode 'r')", f->path);
+    if (h->deleted)
+        return deleted(h);
     if ((rc = open_tiles(h, 1, &present)))
         return rc;
     int64_t nbytes = (io->nbits + 7) / 8;
     if (nbytes > h->row_bytes)
         return it_error_set(IT_ESTATE, "internal error: a tile bitmap is wider than its row");
+    if (f->failed)
+        return it_error_set(IT_EIO, "an earlier write to %s failed: close and reopen it", f->path);
     int64_t row = table_find(h, io->coord);
     int fresh = row < 0;
+    unsigned char *row_buf = it_calloc((size_t)h->row_bytes, 1);
+    if (!row_buf)
+        return it_error_set(IT_ENOMEM, "out of memory writing a tile bitmap");
     if (fresh) {
         row = h->nrows;
-        if ((rc = coords_room(h, row + 1)))
+        if ((rc = coords_room(h, row + 1)) || (rc = table_room(h))) {
+            it_free(row_buf);
             return rc;
-        if (row + 1 > h->rowcap && (rc = fit_rows(h, IT_MAX(2 * h->rowcap, row + 1))))
+        }
+        if (row + 1 > h->rowcap && (rc = fit_rows(h, IT_MAX(2 * h->rowcap, row + 1)))) {
+            f->failed = 1;
+            it_free(row_buf);
             return rc;
+        }
     }
     hsize_t tail[IT_MAX_DIMS];
     hid_t mt = file_type(h->dtype);
@@ -925,27 +987,31 @@ static int h5_store(void *ctx, const it_tile_io *io)
      * in between, and a new row only counts once its index row is there */
     int bad = row_io(h->dtiles, mt, row, h->ndim + 1, tail, io->buf->data, 1) < 0;
     H5Tclose(mt);
-    if (bad)
+    if (bad) {
+        f->failed = 1;
+        it_free(row_buf);
         return h5fail("writing a tile of tensor", h->name);
-    unsigned char *row_buf = it_calloc((size_t)h->row_bytes, 1);
-    if (!row_buf)
-        return it_error_set(IT_ENOMEM, "out of memory writing a tile bitmap");
+    }
     memcpy(row_buf, io->bits, (size_t)nbytes);
     if (nbytes > 0 && io->nbits % 8)
         row_buf[nbytes - 1] &= (unsigned char)((1u << (io->nbits % 8)) - 1);
     tail[0] = (hsize_t)h->row_bytes;
     bad = row_io(h->dbits, H5T_NATIVE_UINT8, row, 2, tail, row_buf, 1) < 0;
     it_free(row_buf);
-    if (bad)
+    if (bad) {
+        f->failed = 1;
         return h5fail("writing a tile bitmap of tensor", h->name);
+    }
     if (fresh) {
         memcpy(h->coords + row * h->ninf, io->coord, sizeof(int64_t) * (size_t)h->ninf);
         tail[0] = (hsize_t)h->ninf;
-        if (h->ninf > 0 && row_io(h->dindex, H5T_NATIVE_INT64, row, 2, tail, (void *)io->coord, 1) < 0)
+        if (h->ninf > 0 && row_io(h->dindex, H5T_NATIVE_INT64, row, 2, tail, (void *)io->coord, 1) < 0) {
+            f->failed = 1;
             return h5fail("writing the tile index of tensor", h->name);
+        }
         h->nrows = row + 1;
         if ((rc = table_insert(h, row)))
-            return rc;
+            return rc; /* cannot fail: room was made */
     }
     if (it_h5j_pending_bytes(f->fid) > COMMIT_THRESHOLD)
         return commit(f);
@@ -987,6 +1053,13 @@ int it_h5_attach(it_h5file *f, const char *id, it_tensor *t)
         it_free(h);
         return it_error_set(IT_ENOMEM, "out of memory attaching a tensor");
     }
+    for (h5tensor *o = f->tensors; o; o = o->next)
+        if (!o->deleted && strcmp(o->name, h->name) == 0) {
+            /* two slot tables over one group would hand out the same rows */
+            it_free(h->name);
+            it_free(h);
+            return it_error_set(IT_ESTATE, "tensor '%s' is already attached to %s", id, f->path);
+        }
     h->file = f;
     h->dtype = s->dtype;
     h->ndim = s->ndim;

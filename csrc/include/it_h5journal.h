@@ -40,6 +40,9 @@
  *  - Space HDF5 allocated but never wrote may read back as old bytes rather
  *    than zeros (as with sec2 when freed space is reused); HDF5 never
  *    interprets such bytes.
+ *  - A failed write (disk full, out of memory) is not reported to HDF5,
+ *    whose caches do not recover from one; the handle stops committing
+ *    instead (the file keeps its last commit) and the next flush fails.
  *  - No SWMR.  Like the rest of HDF5 use here, not thread-safe: serialise
  *    calls on one file.  Locking matches sec2: flock(), shared for read-only
  *    opens, exclusive for read-write, failing at once when taken (honouring
@@ -68,6 +71,11 @@ extern "C" {
 int it_h5j_set_fapl(hid_t fapl);
 /* The same with flags (IT_H5J_FSYNC). */
 int it_h5j_set_fapl_flags(hid_t fapl, unsigned flags);
+
+/* Give up on the open file `file`: no further write or commit reaches the
+ * disk (the file keeps its last commit), reads fail, and closing succeeds.
+ * For owners that saw a write fail and cannot trust HDF5's caches since. */
+void it_h5j_abandon(hid_t file);
 
 /* Bytes of overlay pages the open file `file` (an HDF5 file id opened with
  * this driver) holds in memory: the pages overwritten since the last commit,

@@ -78,7 +78,9 @@ int it_h5_write_meta(it_h5file *f, const char *id, const char *json, const int64
 int it_h5_delete(it_h5file *f, const char *id);
 
 /* Make f the backend of t under id (whose metadata must have been
- * written).  The backend holds a reference to f. */
+ * written).  The backend holds a reference to f.  IT_ESTATE if another
+ * live tensor is attached under id (it_h5_delete detaches: the old
+ * tensor's tile I/O then fails). */
 int it_h5_attach(it_h5file *f, const char *id, it_tensor *t);
 
 #ifdef __cplusplus
