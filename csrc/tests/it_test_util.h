@@ -1425,4 +1425,79 @@ static inline it_cache *mkcache(int64_t bytes, int64_t weight)
     return c;
 }
 
+/* ------------------------------------------------------------------ */
+/* window sets and values for tests that count computations            */
+
+/* Window w is valid and meets the step-1 box. */
+static inline int ft_meets(const ft *f, const int64_t *w, const it_box *b)
+{
+    int64_t s[IT_MAX_DIMS], e[IT_MAX_DIMS];
+    if (!ref_window_valid(&f->spec.window, f->spec.shape, w))
+        return 0;
+    ref_bounds(&f->spec.window, w, s, e);
+    for (int d = 0; d < b->ndim; d++)
+        if (!(s[d] < b->stop[d] && e[d] > b->start[d]))
+            return 0;
+    return 1;
+}
+
+static inline int ft_meets_any(const ft *f, const int64_t *w, const it_box *b, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (ft_meets(f, w, &b[i]))
+            return 1;
+    return 0;
+}
+
+/* Windows meeting big and none of the n boxes `old`. */
+static inline long ft_count_new(const ft *f, const it_box *big, const it_box *old, int nold)
+{
+    int64_t lo[IT_MAX_DIMS] = {0}, hi[IT_MAX_DIMS] = {0}, co[IT_MAX_DIMS];
+    long n = 0;
+    if (!ref_domain(&f->spec.window, f->spec.shape, big->start, big->stop, lo, hi))
+        return 0;
+    /* a margin beyond the reference domain: those must not count */
+    for (int c = 0; c < f->spec.window.ncoords; c++) {
+        lo[c] -= 2;
+        hi[c] += 2;
+    }
+    memcpy(co, lo, sizeof co);
+    do {
+        if (ft_meets(f, co, big) && !ft_meets_any(f, co, old, nold))
+            n++;
+    } while (tu_next_index(f->spec.window.ncoords, co, lo, hi));
+    return n;
+}
+
+/* The values ft_compute would produce for one window, as a contiguous view
+ * with `add` added to every element. */
+static inline void *ft_window_values(ft *f, const int64_t *coords, double add, it_view *v)
+{
+    const it_window *w = &f->spec.window;
+    int nd = f->spec.ndim;
+    size_t es = tu_elsize(f->spec.dtype);
+    int64_t n = 1, lo[IT_MAX_DIMS] = {0}, hi[IT_MAX_DIMS], k[IT_MAX_DIMS] = {0};
+    for (int d = 0; d < nd; d++) {
+        n *= w->size[d];
+        hi[d] = w->size[d] - 1;
+    }
+    char *mem = malloc((size_t)n * es);
+    assert_non_null(mem);
+    memset(v, 0, sizeof *v);
+    v->data = mem;
+    v->dtype = f->spec.dtype;
+    v->ndim = nd;
+    v->device_type = IT_DEVICE_CPU;
+    for (int d = 0; d < nd; d++)
+        v->shape[d] = w->size[d];
+    tu_contig_strides(nd, v->shape, es, v->strides);
+    double S = ft_args_ref(f, coords);
+    int64_t j = 0;
+    do {
+        el_store(f->spec.dtype, mem + j * (int64_t)es, ft_base(f, coords, k) + S + add);
+        j++;
+    } while (tu_next_index(nd, k, lo, hi));
+    return mem;
+}
+
 #endif

@@ -599,47 +599,6 @@ static it_box hull(const bspec *s, const it_box *b, int n, int64_t grow)
     return h;
 }
 
-/* Window w is valid and meets the step-1 box. */
-static int meets(const ft *f, const int64_t *w, const it_box *b)
-{
-    int64_t s[IT_MAX_DIMS], e[IT_MAX_DIMS];
-    if (!ref_window_valid(&f->spec.window, f->spec.shape, w))
-        return 0;
-    ref_bounds(&f->spec.window, w, s, e);
-    for (int d = 0; d < b->ndim; d++)
-        if (!(s[d] < b->stop[d] && e[d] > b->start[d]))
-            return 0;
-    return 1;
-}
-
-static int meets_any(const ft *f, const int64_t *w, const it_box *b, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (meets(f, w, &b[i]))
-            return 1;
-    return 0;
-}
-
-/* Windows meeting big and none of the n boxes `old`. */
-static long count_new(const ft *f, const it_box *big, const it_box *old, int nold)
-{
-    int64_t lo[IT_MAX_DIMS] = {0}, hi[IT_MAX_DIMS] = {0}, co[IT_MAX_DIMS];
-    long n = 0;
-    if (!ref_domain(&f->spec.window, f->spec.shape, big->start, big->stop, lo, hi))
-        return 0;
-    /* a margin beyond the reference domain: those must not count */
-    for (int c = 0; c < f->spec.window.ncoords; c++) {
-        lo[c] -= 2;
-        hi[c] += 2;
-    }
-    memcpy(co, lo, sizeof co);
-    do {
-        if (meets(f, co, big) && !meets_any(f, co, old, nold))
-            n++;
-    } while (tu_next_index(f->spec.window.ncoords, co, lo, hi));
-    return n;
-}
-
 /* The windows a read of the step-1 box must compute, given what m stores
  * and nothing cached: those meeting the box whose bit is missing from some
  * tile where they meet the box (a tile not stored misses every window). */
@@ -654,7 +613,7 @@ static long count_missing(const ft *f, fb_map *m, const it_box *box)
         return 0;
     memcpy(co, lo, sizeof co);
     do {
-        if (!meets(f, co, box))
+        if (!ft_meets(f, co, box))
             continue;
         int64_t s[IT_MAX_DIMS], e[IT_MAX_DIMS], tlo[IT_MAX_DIMS], thi[IT_MAX_DIMS], tc[IT_MAX_DIMS];
         int k = 0;
@@ -685,35 +644,6 @@ static long count_missing(const ft *f, fb_map *m, const it_box *box)
     return n;
 }
 
-/* The values ft_compute gives window coords, as a contiguous view. */
-static void *window_values(ft *f, const int64_t *coords, it_view *v)
-{
-    const it_window *w = &f->spec.window;
-    int nd = f->spec.ndim;
-    size_t es = tu_elsize(f->spec.dtype);
-    int64_t n = 1, lo[IT_MAX_DIMS] = {0}, hi[IT_MAX_DIMS], k[IT_MAX_DIMS] = {0};
-    for (int d = 0; d < nd; d++) {
-        n *= w->size[d];
-        hi[d] = w->size[d] - 1;
-    }
-    char *mem = malloc((size_t)n * es);
-    assert_non_null(mem);
-    memset(v, 0, sizeof *v);
-    v->data = mem;
-    v->dtype = f->spec.dtype;
-    v->ndim = nd;
-    v->device_type = IT_DEVICE_CPU;
-    for (int d = 0; d < nd; d++)
-        v->shape[d] = w->size[d];
-    tu_contig_strides(nd, v->shape, es, v->strides);
-    int64_t j = 0;
-    do {
-        el_store(f->spec.dtype, mem + j * (int64_t)es, ft_base(f, coords, k));
-        j++;
-    } while (tu_next_index(nd, k, lo, hi));
-    return mem;
-}
-
 static void read_all(ft *f, const it_box *b, int n)
 {
     for (int i = 0; i < n; i++)
@@ -734,8 +664,8 @@ static void writeback_reload(const bspec *s)
     assert_int_equal(it_tensor_dirty(a->t), 0);
     read_all(a, R, nr);
     /* each window meeting the regions, once */
-    assert_int_equal(a->windows_ok, count_new(a, &R[0], NULL, 0) + count_new(a, &R[1], &R[0], 1) +
-                                        count_new(a, &R[2], R, 2));
+    assert_int_equal(a->windows_ok, ft_count_new(a, &R[0], NULL, 0) + ft_count_new(a, &R[1], &R[0], 1) +
+                                        ft_count_new(a, &R[2], R, 2));
     /* nothing evicted with an unbounded cache, so nothing stored yet */
     assert_int_equal(m->store_calls, 0);
     int64_t ntiles = it_tensor_tiles(a->t);
@@ -767,7 +697,7 @@ static void writeback_reload(const bspec *s)
         assert_true(ref_domain(&b->spec.window, b->spec.shape, hb.start, hb.stop, lo, hi));
         memcpy(co, lo, sizeof co);
         do {
-            if (!meets_any(b, co, R, nr))
+            if (!ft_meets_any(b, co, R, nr))
                 continue;
             int done = -1;
             EXPECT_OK(it_tensor_window_done(b->t, co, &done));
@@ -783,10 +713,10 @@ static void writeback_reload(const bspec *s)
         int64_t lo[IT_MAX_DIMS] = {0}, hi[IT_MAX_DIMS] = {0};
         assert_true(ref_domain(&b->spec.window, b->spec.shape, hb.start, hb.stop, lo, hi));
         memcpy(w, lo, sizeof w);
-        while (!meets(b, w, &R[0]))
+        while (!ft_meets(b, w, &R[0]))
             assert_true(tu_next_index(b->spec.ndim, w, lo, hi));
         it_view v;
-        void *mem = window_values(b, w, &v);
+        void *mem = ft_window_values(b, w, 0, &v);
         EXPECT_OK(it_tensor_contribute(b->t, w, &v));
         free(mem);
         assert_int_equal(it_tensor_dirty(b->t), 0);
@@ -796,17 +726,17 @@ static void writeback_reload(const bspec *s)
     /* a bigger region computes only the windows not yet stored */
     it_box big = hull(s, R, nr, 9);
     long expect = count_missing(b, m, &big);
-    assert_int_equal(expect, count_new(b, &big, R, nr));
+    assert_int_equal(expect, ft_count_new(b, &big, R, nr));
     assert_true(expect > 1);
     /* a window added from elsewhere is one fewer to compute */
     {
         int64_t w[IT_MAX_DIMS] = {0}, lo[IT_MAX_DIMS] = {0}, hi[IT_MAX_DIMS] = {0};
         assert_true(ref_domain(&b->spec.window, b->spec.shape, big.start, big.stop, lo, hi));
         memcpy(w, lo, sizeof w);
-        while (!meets(b, w, &big) || meets_any(b, w, R, nr))
+        while (!ft_meets(b, w, &big) || ft_meets_any(b, w, R, nr))
             assert_true(tu_next_index(b->spec.ndim, w, lo, hi));
         it_view v;
-        void *mem = window_values(b, w, &v);
+        void *mem = ft_window_values(b, w, 0, &v);
         EXPECT_OK(it_tensor_contribute(b->t, w, &v));
         free(mem);
         tu_cache_ok(c);
@@ -1274,10 +1204,10 @@ static void readonly(const bspec *s)
     int64_t lo[IT_MAX_DIMS] = {0}, hi[IT_MAX_DIMS] = {0};
     assert_true(ref_domain(&b->spec.window, b->spec.shape, R[0].start, R[0].stop, lo, hi));
     memcpy(w, lo, sizeof w);
-    while (!meets(b, w, &R[0]))
+    while (!ft_meets(b, w, &R[0]))
         assert_true(tu_next_index(b->spec.ndim, w, lo, hi));
     it_view v;
-    void *mem = window_values(b, w, &v);
+    void *mem = ft_window_values(b, w, 0, &v);
     EXPECT_ERR(it_tensor_contribute(b->t, w, &v), IT_ESTATE);
     assert_non_null(strstr(it_error_message(), "read-only"));
     free(mem);
@@ -1533,7 +1463,7 @@ static int64_t brute_domain(const ft *f, const int64_t *T, const int64_t *tc)
     int64_t n = 0;
     memcpy(co, lo, sizeof co);
     do
-        n += meets(f, co, &b);
+        n += ft_meets(f, co, &b);
     while (tu_next_index(nc, co, lo, hi));
     return n;
 }

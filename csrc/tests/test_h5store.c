@@ -369,46 +369,6 @@ static void read_all(ft *f, const it_box *b, int n)
         read_ok(f, &b[i]);
 }
 
-/* Window w is valid and meets the step-1 box. */
-static int meets(const ft *f, const int64_t *w, const it_box *b)
-{
-    int64_t s[IT_MAX_DIMS], e[IT_MAX_DIMS];
-    if (!ref_window_valid(&f->spec.window, f->spec.shape, w))
-        return 0;
-    ref_bounds(&f->spec.window, w, s, e);
-    for (int d = 0; d < b->ndim; d++)
-        if (!(s[d] < b->stop[d] && e[d] > b->start[d]))
-            return 0;
-    return 1;
-}
-
-static int meets_any(const ft *f, const int64_t *w, const it_box *b, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (meets(f, w, &b[i]))
-            return 1;
-    return 0;
-}
-
-/* Windows meeting big and none of the n boxes `old`. */
-static long count_new(const ft *f, const it_box *big, const it_box *old, int nold)
-{
-    int64_t lo[IT_MAX_DIMS] = {0}, hi[IT_MAX_DIMS] = {0}, co[IT_MAX_DIMS];
-    long n = 0;
-    if (!ref_domain(&f->spec.window, f->spec.shape, big->start, big->stop, lo, hi))
-        return 0;
-    for (int c = 0; c < f->spec.window.ncoords; c++) {
-        lo[c] -= 2;
-        hi[c] += 2;
-    }
-    memcpy(co, lo, sizeof co);
-    do {
-        if (meets(f, co, big) && !meets_any(f, co, old, nold))
-            n++;
-    } while (tu_next_index(f->spec.window.ncoords, co, lo, hi));
-    return n;
-}
-
 /* A few overlapping step-1 boxes: per dim, three intervals. */
 static int boxes_for(const hspec *s, it_box *out)
 {
@@ -847,7 +807,7 @@ static void roundtrip(const hspec *s, int k)
     read_all(b, R, nr);
     assert_int_equal(b->calls, 0);
     assert_int_equal(it_tensor_dirty(b->t), 0);
-    long expect = count_new(b, &big, R, nr);
+    long expect = ft_count_new(b, &big, R, nr);
     assert_true(expect > 0 || hs_ninf(s) == 0);
     read_ok(b, &big);
     assert_int_equal(b->windows_ok, expect);
@@ -1429,7 +1389,7 @@ static void test_many_tiles(void **state)
     b->once = 1;
     it_box more = box1(NP * PIECE - 10, NP * PIECE + 400);
     read_ok(b, &more);
-    assert_int_equal(b->windows_ok, count_new(b, &more, P, NP));
+    assert_int_equal(b->windows_ok, ft_count_new(b, &more, P, NP));
     EXPECT_OK(it_tensor_flush(b->t));
     touched_tiles_1d(b, &more, 1, &want);
     ft_destroy(b);
@@ -1925,7 +1885,7 @@ static void test_crash(void **state)
         it_box mine = box1(shift + CRASH_LO - 10, shift + CRASH_HI + 10);
         it_box all = box1(CRASH_LO - 10, shift + CRASH_HI + 10);
         read_ok(a, &mine); /* what this child read */
-        long nw = count_new(a, &mine, NULL, 0);
+        long nw = ft_count_new(a, &mine, NULL, 0);
         if (min_computed < 0 || a->windows_ok * total < min_computed * nw) {
             min_computed = a->windows_ok;
             total = nw;

@@ -50,37 +50,6 @@ static int window_done(ft *f, const int64_t *coords)
     return done;
 }
 
-/* The values ft_compute would produce for one window, as a contiguous view
- * with `add` added to every element. */
-static void *window_values(ft *f, const int64_t *coords, double add, it_view *v)
-{
-    const it_window *w = &f->spec.window;
-    int nd = f->spec.ndim;
-    size_t es = tu_elsize(f->spec.dtype);
-    int64_t n = 1, lo[IT_MAX_DIMS] = {0}, hi[IT_MAX_DIMS], k[IT_MAX_DIMS] = {0};
-    for (int d = 0; d < nd; d++) {
-        n *= w->size[d];
-        hi[d] = w->size[d] - 1;
-    }
-    char *mem = malloc((size_t)n * es);
-    assert_non_null(mem);
-    memset(v, 0, sizeof *v);
-    v->data = mem;
-    v->dtype = f->spec.dtype;
-    v->ndim = nd;
-    v->device_type = IT_DEVICE_CPU;
-    for (int d = 0; d < nd; d++)
-        v->shape[d] = w->size[d];
-    tu_contig_strides(nd, v->shape, es, v->strides);
-    double S = ft_args_ref(f, coords);
-    int64_t j = 0;
-    do {
-        el_store(f->spec.dtype, mem + j * (int64_t)es, ft_base(f, coords, k) + S + add);
-        j++;
-    } while (tu_next_index(nd, k, lo, hi));
-    return mem;
-}
-
 /* ------------------------------------------------------------------ */
 /* creation                                                             */
 
@@ -752,13 +721,13 @@ static void test_custom_contribute_order(void **state)
         f->once = 1;
         int64_t w = -3; /* covers [-5, -2); window -4 covers [-7, -4) */
         it_view v;
-        void *mem = window_values(f, &w, 0, &v);
+        void *mem = ft_window_values(f, &w, 0, &v);
         EXPECT_OK(it_tensor_contribute(f->t, &w, &v));
         free(mem);
         tu_cache_ok(c);
         read1(f, -6, 2, 1);
         w = 4; /* a window inside tiles already complete: a no-op */
-        mem = window_values(f, &w, 0, &v);
+        mem = ft_window_values(f, &w, 0, &v);
         EXPECT_OK(it_tensor_contribute(f->t, &w, &v));
         free(mem);
         read1(f, -6, 12, 1);
@@ -1007,7 +976,7 @@ static void test_contribute(void **state)
     ft *f = mk1d(c, 4, 2, 0, 16);
     f->once = 1;
     int64_t w = 3;
-    mem = window_values(f, &w, 0, &v);
+    mem = ft_window_values(f, &w, 0, &v);
     EXPECT_OK(it_tensor_contribute(f->t, &w, &v));
     free(mem);
     tu_cache_ok(c);
@@ -1017,11 +986,11 @@ static void test_contribute(void **state)
         assert_int_equal(wtab_get(&f->total, &w), 0); /* done: not computed again */
     read1(f, -4, 20, 1);
     /* contributing a window every tile already has changes nothing */
-    mem = window_values(f, &w, 1000, &v);
+    mem = ft_window_values(f, &w, 1000, &v);
     EXPECT_OK(it_tensor_contribute(f->t, &w, &v));
     free(mem);
     w = 5;
-    mem = window_values(f, &w, 1000, &v);
+    mem = ft_window_values(f, &w, 1000, &v);
     EXPECT_OK(it_tensor_contribute(f->t, &w, &v));
     free(mem);
     tu_cache_ok(c);
@@ -1035,7 +1004,7 @@ static void test_contribute(void **state)
     read1(f, 0, 1, 1);
     w = 1;
     assert_int_equal(window_done(f, &w), 0);
-    mem = window_values(f, &w, 100, &v);
+    mem = ft_window_values(f, &w, 100, &v);
     EXPECT_OK(it_tensor_contribute(f->t, &w, &v));
     free(mem);
     tu_cache_ok(c);
@@ -1057,7 +1026,7 @@ static void test_contribute(void **state)
 
     /* malformed contributions */
     w = 7;
-    mem = window_values(f, &w, 0, &v);
+    mem = ft_window_values(f, &w, 0, &v);
     v.shape[0] = 3;
     EXPECT_ERR(it_tensor_contribute(f->t, &w, &v), IT_ESHAPE);
     v.shape[0] = 4;
@@ -1641,7 +1610,7 @@ static void test_fuzz(void **state)
                 }
                 if (ref_window_valid(&f->spec.window, f->spec.shape, w)) {
                     it_view v;
-                    void *mem = window_values(f, w, 0, &v);
+                    void *mem = ft_window_values(f, w, 0, &v);
                     EXPECT_OK(it_tensor_contribute(f->t, w, &v));
                     free(mem);
                     tu_cache_ok(c);
