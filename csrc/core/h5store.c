@@ -664,39 +664,13 @@ static uint64_t hash_coord(const int64_t *c, int n)
     return h;
 }
 
-static int table_insert(h5tensor *h, int64_t row)
-{
-    if (2 * (h->nrows + 1) > h->tsize) {
-        int64_t n = h->tsize ? 2 * h->tsize : 64;
-        while (2 * (h->nrows + 1) > n)
-            n *= 2;
-        int64_t *t = it_calloc((size_t)n, sizeof *t);
-        if (!t)
-            return it_error_set(IT_ENOMEM, "out of memory indexing tiles");
-        it_free(h->table);
-        h->table = t;
-        h->tsize = n;
-        for (int64_t r = 0; r < h->nrows; r++) /* rehash the rows already there */
-            if (r != row) {
-                uint64_t i = hash_coord(h->coords + r * h->ninf, h->ninf) & (uint64_t)(n - 1);
-                while (t[i])
-                    i = (i + 1) & (uint64_t)(n - 1);
-                t[i] = r + 1;
-            }
-    }
-    uint64_t i = hash_coord(h->coords + row * h->ninf, h->ninf) & (uint64_t)(h->tsize - 1);
-    while (h->table[i])
-        i = (i + 1) & (uint64_t)(h->tsize - 1);
-    h->table[i] = row + 1;
-    return IT_OK;
-}
-
+/* Make room in the table for row h->nrows (the rows before it are in). */
 static int table_room(h5tensor *h)
 {
-    if (2 * (h->nrows + 2) <= h->tsize)
+    if (2 * (h->nrows + 1) <= h->tsize)
         return IT_OK;
     int64_t n = h->tsize ? 2 * h->tsize : 64;
-    while (2 * (h->nrows + 2) > n)
+    while (2 * (h->nrows + 1) > n)
         n *= 2;
     int64_t *t = it_calloc((size_t)n, sizeof *t);
     if (!t)
@@ -710,6 +684,22 @@ static int table_room(h5tensor *h)
     it_free(h->table);
     h->table = t;
     h->tsize = n;
+    return IT_OK;
+}
+
+/* Add row h->nrows (its coordinates are in place) to the table and count
+ * it.  Cannot fail after a successful table_room. */
+static int table_add(h5tensor *h)
+{
+    int rc = table_room(h);
+    if (rc)
+        return rc;
+    int64_t row = h->nrows;
+    uint64_t i = hash_coord(h->coords + row * h->ninf, h->ninf) & (uint64_t)(h->tsize - 1);
+    while (h->table[i])
+        i = (i + 1) & (uint64_t)(h->tsize - 1);
+    h->table[i] = row + 1;
+    h->nrows = row + 1;
     return IT_OK;
 }
 
@@ -853,8 +843,7 @@ static int open_tiles(h5tensor *h, int create, int *present)
             return it_error_set(IT_EIO, "the tile index of tensor '%s' lists a tile twice: the file is "
                                 "damaged", h->name);
         }
-        h->nrows = r + 1;
-        if ((rc = table_insert(h, r))) {
+        if ((rc = table_add(h))) { /* row r: h->nrows == r */
             close_handles(h);
             return rc;
         }
@@ -1009,9 +998,8 @@ static int h5_store(void *ctx, const it_tile_io *io)
             f->failed = 1;
             return h5fail("writing the tile index of tensor", h->name);
         }
-        h->nrows = row + 1;
-        if ((rc = table_insert(h, row)))
-            return rc; /* cannot fail: room was made */
+        if ((rc = table_add(h)))
+            return rc; /* cannot fail: room was made above */
     }
     if (it_h5j_pending_bytes(f->fid) > COMMIT_THRESHOLD)
         return commit(f);

@@ -69,7 +69,8 @@ class PersistentTileStore(EngineStore):
     # -- limits --------------------------------------------------------------
     @property
     def _cache_size_bytes(self):
-        return self._cache.info()["byte_limit"] if self._cache.info()["byte_limit"] >= 0 else None
+        limit = self._cache.info()["byte_limit"]
+        return limit if limit >= 0 else None
 
     @_cache_size_bytes.setter
     def _cache_size_bytes(self, value):
@@ -112,10 +113,13 @@ class PersistentTileStore(EngineStore):
     def _validate_registration(self, tensor, existing, effective_tile_size):
         """Check stored metadata against a tensor registering under its id."""
         self._check_same_meta(tensor.uuid, existing["metadata"], tensor.to_json())
-        stored = tuple(existing["tile_size"])
-        if stored != tuple(effective_tile_size):
-            raise ValidationError(f"Tensor {tensor.uuid} re-registered with mismatched tile_size: "
-                                  f"existing={stored}, store tile_size={tuple(effective_tile_size)}")
+        self._check_same_tile_size(tensor.uuid, existing["tile_size"], effective_tile_size)
+
+    @staticmethod
+    def _check_same_tile_size(tensor_id, existing, new):
+        if tuple(existing) != tuple(new):
+            raise ValidationError(f"Tensor {tensor_id} re-registered with mismatched tile_size: "
+                                  f"existing={tuple(existing)}, store tile_size={tuple(new)}")
 
     def register_tensor(self, tensor):
         self._check_open()
@@ -126,9 +130,7 @@ class PersistentTileStore(EngineStore):
         entry = self._tensor_store.get(tid)
         if entry is not None:
             self._check_same_meta(tid, entry.meta, tensor.to_json())
-            if tile_size != entry.tile_size:
-                raise ValidationError(f"Tensor {tid} re-registered with mismatched tile_size: "
-                                      f"existing={entry.tile_size}, store tile_size={tile_size}")
+            self._check_same_tile_size(tid, entry.tile_size, tile_size)
             if entry.rule != (tensor._combine(), tensor._blend_init):
                 raise ValidationError(
                     f"Tensor {tid} re-registered with another blend or blend_init: its stored values "
