@@ -1,7 +1,10 @@
 """Connects the C extension to torch (the extension never imports torch).
 
-The binding exchanges buffers with torch through DLPack capsules; here we pick
-the fastest entry points this torch offers and hand them over once.
+The binding exchanges buffers with torch through DLPack; here we pick the
+fastest entry points this torch offers and hand them over once.  A torch that
+publishes the DLPack C exchange table (``Tensor.__dlpack_c_exchange_api__``,
+DLPack 1.3) lets the binding convert without capsules or Python calls; the
+capsule functions remain the fallback (older torch, tensor subclasses).
 """
 import torch
 import torch.utils.dlpack
@@ -10,10 +13,12 @@ from . import _core, errors
 
 _from = getattr(torch._C, "_from_dlpack", None) or torch.utils.dlpack.from_dlpack
 _to = getattr(torch._C, "_to_dlpack", None) or torch.utils.dlpack.to_dlpack
+_exchange = getattr(torch.Tensor, "__dlpack_c_exchange_api__", None)
 
 
-def configure(from_dlpack=_from, to_dlpack=_to):
-    """(Re)configure the binding; tests use it to try both capsule kinds."""
+def configure(from_dlpack=_from, to_dlpack=_to, exchange_api=_exchange):
+    """(Re)configure the binding; tests use it to try each conversion path
+    (``exchange_api=None`` forces the capsule functions)."""
     _core._configure(
         from_dlpack=from_dlpack,
         to_dlpack=to_dlpack,
@@ -21,6 +26,7 @@ def configure(from_dlpack=_from, to_dlpack=_to):
         is_grad_enabled=torch.is_grad_enabled,
         set_grad_enabled=torch._C._set_grad_enabled,
         errors={name: getattr(errors, name) for name in errors.__all__},
+        exchange_api=exchange_api,
     )
 
 

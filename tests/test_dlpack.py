@@ -1,4 +1,5 @@
-"""Buffers cross between the C core and torch by DLPack, both capsule kinds."""
+"""Buffers cross between the C core and torch by DLPack: torch's C exchange
+table when it has one, else capsules of both kinds."""
 import gc
 
 import pytest
@@ -23,13 +24,13 @@ def pipeline():
 
 
 def test_versioned_capsules_from_f_are_accepted(configure):
-    configure(to_dlpack=torch._C._to_dlpack_versioned)
+    configure(to_dlpack=torch._C._to_dlpack_versioned, exchange_api=None)
     base, dep = pipeline()
     torch.testing.assert_close(dep[0:8, 0:8], base[0:8, 0:8] * 2)
 
 
 def test_public_torch_entry_points_work_too(configure):
-    configure(from_dlpack=torch.utils.dlpack.from_dlpack, to_dlpack=torch.utils.dlpack.to_dlpack)
+    configure(from_dlpack=torch.utils.dlpack.from_dlpack, to_dlpack=torch.utils.dlpack.to_dlpack, exchange_api=None)
     base, dep = pipeline()
     torch.testing.assert_close(dep[-3:5, 2:9], base[-3:5, 2:9] * 2)
 
@@ -113,3 +114,62 @@ def test_f_runs_without_grad_and_grad_mode_is_restored():
     with torch.no_grad():
         t[8:12]
     assert torch.is_grad_enabled()
+
+
+EXCHANGE = getattr(torch.Tensor, "__dlpack_c_exchange_api__", None)
+
+
+@pytest.mark.skipif(EXCHANGE is None, reason="this torch has no DLPack C exchange table")
+@pytest.mark.parametrize("path", ["exchange table", "capsules"])
+def test_both_paths_give_the_same_values_for_awkward_outputs(configure, path):
+    """Non-contiguous, offset, requiring grad, a subclass, conj bits, and a
+    batched f stacking its outputs: each path imports them alike."""
+    configure(exchange_api=EXCHANGE if path == "exchange table" else None)
+    big = torch.arange(100.0).view(10, 10)
+
+    class Sub(torch.Tensor):
+        pass
+
+    outs = [big.t()[1:9:2, 2:6], big[3:7, 3:7].clone().requires_grad_(), big[:4, :4].as_subclass(Sub),
+            torch.nn.Parameter(big[5:9, 0:4].clone())]
+
+    t = it.InfiniteTensor((None, None), lambda c: outs[c[1] % 4], it.TensorWindow((4, 4)))
+    expected = torch.cat([o.detach().as_subclass(torch.Tensor) for o in outs], dim=1)
+    torch.testing.assert_close(t[0:4, 0:16], expected)
+    z = torch.arange(4.0) + 1j * torch.arange(4.0)
+    tc = it.InfiniteTensor((None,), lambda c: (-z).conj(), it.TensorWindow((4,)), dtype=torch.complex64)
+    torch.testing.assert_close(tc[0:4], (-z).conj().resolve_conj().resolve_neg())
+    tb = it.InfiniteTensor((None, None), lambda cs: torch.stack([big[c[1]:c[1] + 4, 0:4] for c in cs]),
+                           it.TensorWindow((4, 4)), batch_size=3)
+    torch.testing.assert_close(tb[0:4, 0:12], torch.cat([big[k:k + 4, 0:4] for k in range(3)], dim=1))
+
+
+def test_results_and_args_from_the_exchange_table_own_their_memory():
+    seen = []
+    up = it.InfiniteTensor((None,), lambda c: torch.full((4,), float(c[0])), it.TensorWindow((4,)))
+    down = it.InfiniteTensor((None,), lambda c, x: seen.append(x) or x * 1, it.TensorWindow((4,)), args=(up,),
+                             args_windows=(it.TensorWindow((4,)),))
+    r = down[0:8]
+    del down, up
+    gc.collect()
+    # the args f kept and the result outlive the tensors that made them
+    torch.testing.assert_close(r, torch.tensor([0.0] * 4 + [1.0] * 4))
+    torch.testing.assert_close(torch.cat(seen), r)
+    assert all(type(x) is torch.Tensor and x.is_contiguous() for x in seen)
+
+
+def test_window_index_tuples_f_keeps_are_never_reused():
+    """The binding refills the index tuple f was given only when f kept no
+    reference to it; a kept one must keep its value."""
+    kept, seen = [], []
+
+    def f(ctx):
+        seen.append(tuple(ctx))
+        if ctx[0] % 3 == 0:
+            kept.append(ctx)  # the same object f was given
+        return torch.full((2,), float(ctx[0]))
+
+    t = it.InfiniteTensor((None,), f, it.TensorWindow((2,)))
+    torch.testing.assert_close(t[0:40], torch.arange(20.0).repeat_interleave(2))
+    assert seen == [(k,) for k in range(20)]
+    assert kept == [(k,) for k in range(0, 20, 3)]

@@ -27,6 +27,10 @@ typedef struct module_state {
     PyObject *torch_tensor;     /* the torch.Tensor type */
     PyObject *is_grad_enabled;  /* () -> bool */
     PyObject *set_grad_enabled; /* (bool) -> None */
+    /* torch's C exchange table (NULL when this torch has none, or when
+     * _configure was told not to use it): then the capsule functions above */
+    const DLPackExchangeAPI *xapi;
+    PyObject *xapi_owner; /* the capsule that keeps *xapi valid */
     /* the package's exceptions */
     PyObject *InfiniteTensorError;
     PyObject *ValidationError;
@@ -49,8 +53,11 @@ typedef struct TensorObject {
     it_cache *cache;
 } TensorObject;
 
-/* A DLPack tensor we imported and must release (legacy or versioned). */
+/* What keeps an imported tensor's memory valid until we release it: the
+ * tensor object itself (exchange table), or a managed DLPack tensor whose
+ * deleter we call (legacy or versioned capsule). */
 typedef struct dl_hold {
+    PyObject *obj;
     void *managed;
     int versioned;
 } dl_hold;

@@ -69,4 +69,25 @@ typedef struct DLManagedTensorVersioned {
     DLTensor dl_tensor;
 } DLManagedTensorVersioned;
 
+/* The C exchange table (DLPack 1.3) a framework publishes as the capsule
+ * "dlpack_exchange_api" in its tensor type's __dlpack_c_exchange_api__: the
+ * same conversions as __dlpack__ / from_dlpack without building capsules or
+ * calling into Python.  Only the members this binding uses are typed. */
+typedef struct DLPackExchangeAPIHeader {
+    DLPackVersion version;
+    struct DLPackExchangeAPIHeader *prev_api;
+} DLPackExchangeAPIHeader;
+
+typedef struct DLPackExchangeAPI {
+    DLPackExchangeAPIHeader header;
+    void *managed_tensor_allocator;
+    int (*managed_tensor_from_py_object_no_sync)(void *py_object, DLManagedTensorVersioned **out);
+    /* Wrap a managed tensor (ownership passes) as a new tensor object. */
+    int (*managed_tensor_to_py_object_no_sync)(DLManagedTensorVersioned *tensor, void **out_py_object);
+    /* Describe a tensor object in a caller-owned DLTensor without taking a
+     * reference: valid while the object lives unchanged.  May be NULL. */
+    int (*dltensor_from_py_object_no_sync)(void *py_object, DLTensor *out);
+    int (*current_work_stream)(int32_t device_type, int32_t device_id, void **out_stream);
+} DLPackExchangeAPI;
+
 #endif
