@@ -73,7 +73,7 @@ $(EXT_STAMP): $(VENV)/.deps-stamp $(CORE_SRC) $(CORE_HDR) $(BIND_SRC) setup.py s
 	@touch $@
 
 $(BUILD)/test_%: csrc/tests/test_%.c $(CTEST_HDR) $(CORE_SRC) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
-	$(CC) $(CFLAGS_CORE) $(H5_CFLAGS) $< $(CORE_SRC) -lcmocka $(H5_LIBS) -lm -o $@
+	$(CC) $(CFLAGS_CORE) $(H5_CFLAGS) $< $(CORE_SRC) -lcmocka $(H5_LIBS) -lm -pthread -o $@
 
 ctest: $(CTEST_BIN)
 	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; ./$$t; done

@@ -18,7 +18,7 @@ def sources(folder):
     return sorted(glob.glob(os.path.join("csrc", folder, "*.c")))
 
 
-extra = ["-std=c11", "-O3", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter",
+extra = ["-std=c11", "-O3", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter",
          "-Wno-missing-field-initializers", "-Wno-cast-function-type"]
 if os.environ.get("IT_SANITIZE"):
     extra += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
@@ -51,6 +51,7 @@ core = Extension(
     runtime_library_dirs=h5_libdirs,
     extra_compile_args=extra,
     libraries=h5_libs + ["m"],
+    extra_link_args=["-pthread"],
 )
 
 setup(ext_modules=[core])

@@ -8,6 +8,7 @@
  * points and its exception classes.
  */
 #include "binding.h"
+#include "it_pool.h"
 
 #include <string.h>
 
@@ -150,15 +151,30 @@ static PyType_Spec Cache_spec = {
 static PyObject *mod_configure(PyObject *module, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"from_dlpack", "to_dlpack", "tensor_type", "is_grad_enabled",
-                             "set_grad_enabled", "errors", NULL};
+                             "set_grad_enabled", "errors", "exchange_api", NULL};
     module_state *st = PyModule_GetState(module);
-    PyObject *from, *to, *ttype, *isg, *setg, *errors;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOO!", kwlist, &from, &to, &ttype, &isg, &setg,
-                                     &PyDict_Type, &errors))
+    PyObject *from, *to, *ttype, *isg, *setg, *errors, *xcap = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOO!|O", kwlist, &from, &to, &ttype, &isg, &setg,
+                                     &PyDict_Type, &errors, &xcap))
         return NULL;
     if (!PyType_Check(ttype)) {
         PyErr_SetString(PyExc_TypeError, "tensor_type must be a type");
         return NULL;
+    }
+    const DLPackExchangeAPI *xapi = NULL;
+    if (xcap != Py_None) {
+        xapi = PyCapsule_GetPointer(xcap, "dlpack_exchange_api");
+        if (!xapi)
+            return NULL;
+        /* walk to a table of our major version; its members up to
+         * current_work_stream are fixed for every 1.x minor from 1.3 on */
+        const DLPackExchangeAPIHeader *h = &xapi->header;
+        while (h && h->version.major > IT_DLPACK_MAJOR)
+            h = h->prev_api;
+        xapi = h && h->version.major == IT_DLPACK_MAJOR && h->version.minor >= 3
+                   ? (const DLPackExchangeAPI *)h : NULL;
+        if (xapi && (!xapi->managed_tensor_to_py_object_no_sync || !xapi->dltensor_from_py_object_no_sync))
+            xapi = NULL;
     }
     struct { const char *name; PyObject **slot; } names[] = {
         {"InfiniteTensorError", &st->InfiniteTensorError}, {"ValidationError", &st->ValidationError},
@@ -184,6 +200,8 @@ static PyObject *mod_configure(PyObject *module, PyObject *args, PyObject *kw)
     Py_XSETREF(st->is_grad_enabled, isg);
     Py_INCREF(setg);
     Py_XSETREF(st->set_grad_enabled, setg);
+    st->xapi = xapi;
+    Py_XSETREF(st->xapi_owner, xapi ? Py_NewRef(xcap) : NULL);
     Py_RETURN_NONE;
 }
 
@@ -359,6 +377,49 @@ static PyObject *mod_buffer_pool(PyObject *module, PyObject *args)
     return PyLong_FromSize_t(held);
 }
 
+/* One optional int64 argument: set when given; the previous value is
+ * returned either way. */
+static int optional_int(PyObject *args, long long *value, int *given)
+{
+    PyObject *o = Py_None;
+    *given = 0;
+    if (!PyArg_ParseTuple(args, "|O", &o))
+        return -1;
+    if (o == Py_None)
+        return 0;
+    *value = PyLong_AsLongLong(o);
+    if (*value == -1 && PyErr_Occurred())
+        return -1;
+    *given = 1;
+    return 0;
+}
+
+static PyObject *mod_copy_threads(PyObject *module, PyObject *args)
+{
+    (void)module;
+    long long n;
+    int given;
+    if (optional_int(args, &n, &given) < 0)
+        return NULL;
+    if (given && n < 1) {
+        PyErr_SetString(PyExc_ValueError, "the thread count must be at least 1");
+        return NULL;
+    }
+    int old = given ? it_pool_set_threads(n > IT_POOL_MAX_THREADS ? IT_POOL_MAX_THREADS : (int)n)
+                    : it_pool_threads();
+    return PyLong_FromLong(old);
+}
+
+static PyObject *mod_parallel_min_bytes(PyObject *module, PyObject *args)
+{
+    (void)module;
+    long long n;
+    int given;
+    if (optional_int(args, &n, &given) < 0)
+        return NULL;
+    return PyLong_FromLongLong(given ? it_pool_set_min_bytes(n) : it_pool_min_bytes());
+}
+
 static PyMethodDef module_methods[] = {
     {"_configure", (PyCFunction)(void (*)(void))mod_configure, METH_VARARGS | METH_KEYWORDS,
      "Hand the torch entry points and exception classes to the binding."},
@@ -369,6 +430,10 @@ static PyMethodDef module_methods[] = {
     {"alloc_live_blocks", mod_alloc_live_blocks, METH_NOARGS, "Core allocations currently live."},
     {"buffer_pool", mod_buffer_pool, METH_VARARGS,
      "buffer_pool([limit]) -> bytes the recycling pool holds; sets its limit when given."},
+    {"copy_threads", mod_copy_threads, METH_VARARGS,
+     "copy_threads([n]) -> threads that assemble large reads (caller included); sets n when given."},
+    {"parallel_min_bytes", mod_parallel_min_bytes, METH_VARARGS,
+     "parallel_min_bytes([n]) -> bytes below which a read is assembled on one thread; sets n when given."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -421,6 +486,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->H5File_type);
     Py_VISIT(st->from_dlpack);
     Py_VISIT(st->to_dlpack);
+    Py_VISIT(st->xapi_owner);
     Py_VISIT(st->torch_tensor);
     Py_VISIT(st->is_grad_enabled);
     Py_VISIT(st->set_grad_enabled);
@@ -441,6 +507,8 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->H5File_type);
     Py_CLEAR(st->from_dlpack);
     Py_CLEAR(st->to_dlpack);
+    st->xapi = NULL;
+    Py_CLEAR(st->xapi_owner);
     Py_CLEAR(st->torch_tensor);
     Py_CLEAR(st->is_grad_enabled);
     Py_CLEAR(st->set_grad_enabled);

@@ -9,7 +9,7 @@
 #
 # Each test is built exactly as documented:
 #   cc -std=c11 -O1 -g -Wall -Wextra -Icsrc/include $(pkg-config --cflags hdf5) \
-#      csrc/tests/test_X.c csrc/core/*.c -lcmocka $(pkg-config --libs hdf5) -lm \
+#      csrc/tests/test_X.c csrc/core/*.c -lcmocka $(pkg-config --libs hdf5) -lm -pthread \
 #      -o build/test_X
 # (every test links the whole core, and the core holds the HDF5 driver, so
 # every test gets the HDF5 flags).
@@ -38,7 +38,7 @@ status=0
 for t in $TESTS; do
     # shellcheck disable=SC2086 # the pkg-config flags are word lists
     if ! $CC $FLAGS -Icsrc/include $HDF5_CFLAGS "csrc/tests/test_$t.c" csrc/core/*.c -lcmocka \
-        $HDF5_LIBS -lm -o "$OUT/test_$t"; then
+        $HDF5_LIBS -lm -pthread -o "$OUT/test_$t"; then
         echo "BUILD FAILED: test_$t"
         status=1
         continue

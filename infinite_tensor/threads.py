@@ -1,0 +1,26 @@
+"""Threads the C core may use to assemble large reads.
+
+A read of more than about half a MiB is copied out of its tiles by a small
+pool of worker threads plus the reading thread (the copies are independent
+and only touch memory the read holds).  The default is the number of CPUs, at
+most 4, or the environment variable ``INFINITE_TENSOR_NUM_THREADS`` read at
+the first large read.  Workers start on first use, sleep while idle, and a
+forked child (a DataLoader worker) starts its own when it needs them.
+"""
+from . import _core
+from .errors import ValidationError
+
+__all__ = ["get_num_threads", "set_num_threads"]
+
+
+def get_num_threads():
+    """Threads used to assemble a large read, the reading thread included."""
+    return _core.copy_threads()
+
+
+def set_num_threads(n):
+    """Use n threads (the reading thread included; 1: no workers) to assemble
+    large reads.  Returns the previous count."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValidationError(f"the thread count must be an int of at least 1, got {n!r}")
+    return _core.copy_threads(n)
