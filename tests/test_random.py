@@ -6,7 +6,9 @@ window sizes/strides (overlapping and gapped) and offsets, args windows
 with and without a dimension_map (some output windows too), a blend rule,
 a dtype, a batch size and a store (shared, private, or bounded so that data
 is evicted and recomputed), then reads random boxes with steps and ints and
-compares every value.  It also checks that no window is computed twice in a
+compares every value (a share of the cases again with every read assembled
+by the thread pool, and with buffers crossing by DLPack capsules rather than
+torch's C exchange table).  It also checks that no window is computed twice in a
 read, nor ever in an unbounded store, and that the top tensor computes
 exactly the windows a read needs.
 """
@@ -19,6 +21,7 @@ import pytest
 import torch
 
 import infinite_tensor as it
+from infinite_tensor import _bridge, _core
 from pairs import Win, assert_same, make, pattern
 from reference import normalize_index
 
@@ -176,6 +179,37 @@ def describe(layers):
 
 @pytest.mark.parametrize("seed", range(N_CASES))
 def test_random_case(seed):
+    run_case(seed)
+
+
+@pytest.fixture
+def every_copy_threaded():
+    """Send every read's assembly through the thread pool, with 3 threads."""
+    threads, min_bytes = _core.copy_threads(3), _core.parallel_min_bytes(0)
+    yield
+    _core.copy_threads(threads)
+    _core.parallel_min_bytes(min_bytes)
+
+
+@pytest.mark.parametrize("seed", range(0, N_CASES, 5))
+def test_random_case_threaded_assembly(seed, every_copy_threaded):
+    run_case(seed)
+
+
+@pytest.fixture
+def capsules_only():
+    """Exchange buffers through DLPack capsules, not torch's C exchange table."""
+    _bridge.configure(exchange_api=None)
+    yield
+    _bridge.configure()
+
+
+@pytest.mark.parametrize("seed", range(1, N_CASES, 10))
+def test_random_case_dlpack_capsules(seed, capsules_only):
+    run_case(seed)
+
+
+def run_case(seed):
     rng, layers = build_case(seed)
     top, top_unbounded = layers[-1]
     ever = [collections.Counter() for _ in layers]

@@ -9,6 +9,7 @@
 #define TILE_ORPHAN 1u /* dropped from its tensor while pinned; freed at unpin */
 #define TILE_LISTED 2u /* on its cache's LRU list */
 #define TILE_DIRTY 4u  /* changed since loaded from / written to the backend */
+#define TILE_LAZY 8u   /* only the pixels of contributed windows are written (tensor.c) */
 
 typedef struct it_tile it_tile;
 

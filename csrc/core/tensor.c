@@ -40,11 +40,21 @@
  * twice.  Custom-blend tiles are about one window wide, so completing them
  * costs at most one window beyond the read's edge per side.
  *
+ * Lazy tiles.  With a sum and a zero fill, a new tile is not filled: its
+ * first windows are copied in rather than added (x + 0 is x), as long as
+ * they do not overlap one another, which saves a pass over the tile and a
+ * read of it per window when windows do not overlap.  Such a tile is
+ * TILE_LAZY: only the pixels its contributed windows cover hold values.
+ * Everything that reads a tile's values calls tile_values first, which
+ * zeroes the rest (and clears the flag); a window overlapping an earlier one
+ * does the same before it is added.
+ *
  * Re-entrancy.  f may read other tensors: that is a new top-level read with
  * its own context.  A thread-local stack of tensors whose f is running
  * catches f reading its own tensor (directly or through other tensors).
  */
 #include "internal.h"
+#include "it_pool.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -213,6 +223,8 @@ static void tile_io(const it_tensor *t, it_tile *tile, it_tile_io *io)
     io->nbits = tile->ntotal;
 }
 
+static void tile_values(const it_tensor *t, it_tile *tile);
+
 /* The store callback may run arbitrary code (a Python store), even reads
  * that contribute to this very tile or clear the tensor: the tile is pinned
  * meanwhile, is marked clean before the call (so a change during it marks
@@ -226,6 +238,7 @@ int it__tile_writeback(it_tile *tile, int evict)
     it__tile_pin(tile);
     tile->flags &= ~TILE_DIRTY;
     t->ndirty--;
+    tile_values(t, tile);
     tile_io(t, tile, &io);
     int rc = t->backend.store(t->bctx, &io);
     if (rc != IT_OK)
@@ -252,8 +265,13 @@ static void tile_box(const it_tensor *t, const int64_t *coord, int64_t *start, i
     }
 }
 
-/* Create a tile (not pinned, not on the LRU list: the caller pins it). */
-static int tile_create(it_tensor *t, const int64_t *coord, it_tile **out)
+/* Windows a lazy tile may take before it is filled: tile_values keeps
+ * their boxes on the stack. */
+#define LAZY_MAX_WINDOWS 32
+
+/* Create a tile (not pinned, not on the LRU list: the caller pins it); a
+ * lazy one (see above) if lazy is set and the tensor allows it. */
+static int tile_create(it_tensor *t, const int64_t *coord, int lazy, it_tile **out)
 {
     /* it_window_domain leaves lo and n alone when no window meets the tile */
     int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS], lo[IT_MAX_DIMS] = {0}, n[IT_MAX_DIMS] = {0}, total;
@@ -279,7 +297,9 @@ static int tile_create(it_tensor *t, const int64_t *coord, it_tile **out)
     int zero = 1;
     for (size_t b = 0; b < t->elsize; b++)
         zero &= t->spec.fill[b] == 0;
-    if (zero)
+    if (lazy && zero && t->spec.combine == IT_COMBINE_SUM && t->ndim > 0)
+        tile->flags |= TILE_LAZY;
+    else if (zero)
         memset(tile->buf->data, 0, tile->buf->nbytes);
     else
         it_fill_nd(t->elsize, t->ndim, t->tshape, tile->buf->data, t->tstrides, t->spec.fill);
@@ -305,6 +325,17 @@ static int tile_create(it_tensor *t, const int64_t *coord, it_tile **out)
     return IT_OK;
 }
 
+/* Advance idx (n entries, lo/count ranges) lexicographically; 0 at the end. */
+static int odometer_next(int64_t *idx, const int64_t *lo, const int64_t *count, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        if (++idx[i] < lo[i] + count[i])
+            return 1;
+        idx[i] = lo[i];
+    }
+    return 0;
+}
+
 /* Bit index of window w in tile's domain, or -1 if w is not in it. */
 static int64_t bit_index(const it_tensor *t, const it_tile *tile, const int64_t *w)
 {
@@ -321,6 +352,97 @@ static int64_t bit_index(const it_tensor *t, const it_tile *tile, const int64_t 
 static int has_bit(const it_tile *tile, int64_t i)
 {
     return (tile->bits[i >> 6] >> (i & 63)) & 1u;
+}
+
+/* The part of window w inside tile (tile-relative [lo, hi) per dim); 0 if
+ * they do not meet. */
+static int window_in_tile(const it_tensor *t, const it_tile *tile, const int64_t *w, int64_t *lo, int64_t *hi)
+{
+    int64_t ws[IT_MAX_DIMS], we[IT_MAX_DIMS], ts[IT_MAX_DIMS], te[IT_MAX_DIMS];
+    if (it_window_bounds(&t->spec.window, w, ws, we) != IT_OK)
+        return 0;
+    tile_box(t, tile->coord, ts, te);
+    for (int d = 0; d < t->ndim; d++) {
+        lo[d] = IT_MAX(ws[d], ts[d]) - ts[d];
+        hi[d] = IT_MIN(we[d], te[d]) - ts[d];
+        if (lo[d] >= hi[d])
+            return 0;
+    }
+    return 1;
+}
+
+/* The parts of the windows contributed to a lazy tile (at most
+ * LAZY_MAX_WINDOWS), as boxes lo/hi of t->ndim ints each; returns how many. */
+static int lazy_boxes(const it_tensor *t, const it_tile *tile, int64_t *lo, int64_t *hi)
+{
+    int nb = 0, K = t->ncoords;
+    int64_t nw = (tile->ntotal + 63) / 64;
+    for (int64_t i = 0; i < nw; i++)
+        for (uint64_t x = tile->bits[i]; x; x &= x - 1) {
+            int64_t bit = i * 64 + __builtin_ctzll(x), w[IT_MAX_DIMS];
+            for (int c = K - 1; c >= 0; c--) {
+                w[c] = tile->dom_lo[c] + bit % tile->dom_n[c];
+                bit /= tile->dom_n[c];
+            }
+            if (nb < LAZY_MAX_WINDOWS && window_in_tile(t, tile, w, lo + nb * t->ndim, hi + nb * t->ndim))
+                nb++;
+        }
+    return nb;
+}
+
+/* Make every value of a lazy tile valid: zero what no contributed window
+ * covers, row by row (a row: fixed indices on all dims but the last). */
+static void tile_values(const it_tensor *t, it_tile *tile)
+{
+    if (!(tile->flags & TILE_LAZY))
+        return;
+    int64_t lo[LAZY_MAX_WINDOWS * IT_MAX_DIMS], hi[LAZY_MAX_WINDOWS * IT_MAX_DIMS];
+    int nb = lazy_boxes(t, tile, lo, hi), L = t->ndim - 1;
+    int64_t row[IT_MAX_DIMS] = {0}, zero[IT_MAX_DIMS] = {0}, covered = 0, all = 1;
+    size_t es = t->elsize;
+    for (int k = 0; k < nb; k++) { /* the boxes are disjoint */
+        int64_t v = 1;
+        for (int d = 0; d < t->ndim; d++)
+            v *= hi[k * t->ndim + d] - lo[k * t->ndim + d];
+        covered += v;
+    }
+    for (int d = 0; d < t->ndim; d++)
+        all *= t->tshape[d];
+    if (covered == all) {
+        tile->flags &= ~TILE_LAZY;
+        return;
+    }
+    do {
+        int64_t a[LAZY_MAX_WINDOWS], b[LAZY_MAX_WINDOWS];
+        int n = 0;
+        for (int k = 0; k < nb; k++) {
+            const int64_t *bl = lo + k * t->ndim, *bh = hi + k * t->ndim;
+            int in = 1;
+            for (int d = 0; d < L && in; d++)
+                in = bl[d] <= row[d] && row[d] < bh[d];
+            if (!in)
+                continue;
+            int j = n++; /* insertion sort by start */
+            for (; j > 0 && a[j - 1] > bl[L]; j--) {
+                a[j] = a[j - 1];
+                b[j] = b[j - 1];
+            }
+            a[j] = bl[L];
+            b[j] = bh[L];
+        }
+        char *base = tile->buf->data;
+        for (int d = 0; d < L; d++)
+            base += row[d] * t->tstrides[d];
+        int64_t x = 0;
+        for (int k = 0; k <= n; k++) {
+            int64_t end = k < n ? a[k] : t->tshape[L];
+            if (end > x)
+                memset(base + x * t->tstrides[L], 0, (size_t)(end - x) * es);
+            if (k < n)
+                x = IT_MAX(x, b[k]);
+        }
+    } while (odometer_next(row, zero, t->tshape, L));
+    tile->flags &= ~TILE_LAZY;
 }
 
 /* ---- read contexts ------------------------------------------------------ */
@@ -384,7 +506,7 @@ static int tile_load(it_tensor *t, const int64_t *coord, int create, it_tile **o
     it_tile_io io;
     int found = 0, rc;
     *out = NULL;
-    if ((rc = tile_create(t, coord, &tile)))
+    if ((rc = tile_create(t, coord, 0, &tile)))
         return rc;
     it__tile_pin(tile);
     tile_io(t, tile, &io);
@@ -431,7 +553,7 @@ static int get_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, int creat
     } else if (!tile) {
         if (!create)
             return IT_OK;
-        if ((rc = tile_create(t, coord, &tile)))
+        if ((rc = tile_create(t, coord, 1, &tile)))
             return rc;
         if ((rc = ctx_pin(ctx, tile))) {
             it__lru_push(t->cache, tile); /* leave it cached and evictable */
@@ -559,17 +681,6 @@ static int winset_sort(winset *s)
 
 /* ---- odometer over a product of ranges --------------------------------- */
 
-/* Advance idx (n entries, lo/count ranges) lexicographically; 0 at the end. */
-static int odometer_next(int64_t *idx, const int64_t *lo, const int64_t *count, int n)
-{
-    for (int i = n - 1; i >= 0; i--) {
-        if (++idx[i] < lo[i] + count[i])
-            return 1;
-        idx[i] = lo[i];
-    }
-    return 0;
-}
-
 /* Tile coordinate ranges meeting [start, stop) along the infinite dims. */
 static void tile_ranges(const it_tensor *t, const int64_t *start, const int64_t *stop,
                         int64_t *lo, int64_t *count)
@@ -622,6 +733,32 @@ static int clipped_region(const it_tensor *t, const int64_t *starts, const int64
 }
 
 /* ---- contributing a window --------------------------------------------- */
+
+/* 1 if a window's part [a, a + shape) (absolute; ts: the tile's origin) can
+ * be copied into a lazy tile, which it then keeps lazy; otherwise the tile's
+ * values are made valid first and the window must be added. */
+static int lazy_takes(const it_tensor *t, it_tile *tile, const int64_t *ts, const int64_t *a,
+                      const int64_t *shape)
+{
+    if (!(tile->flags & TILE_LAZY))
+        return 0;
+    int64_t lo[LAZY_MAX_WINDOWS * IT_MAX_DIMS], hi[LAZY_MAX_WINDOWS * IT_MAX_DIMS];
+    int nb = tile->ncontrib < LAZY_MAX_WINDOWS ? lazy_boxes(t, tile, lo, hi) : -1;
+    for (int k = 0; k < nb; k++) {
+        int meet = 1;
+        for (int d = 0; d < t->ndim && meet; d++) {
+            int64_t x0 = a[d] - ts[d], x1 = x0 + shape[d];
+            meet = IT_MAX(x0, lo[k * t->ndim + d]) < IT_MIN(x1, hi[k * t->ndim + d]);
+        }
+        if (meet)
+            nb = -1;
+    }
+    if (nb < 0) {
+        tile_values(t, tile);
+        return 0;
+    }
+    return 1;
+}
 
 static int check_output(const it_tensor *t, const it_view *v)
 {
@@ -802,6 +939,8 @@ static int contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_vi
         }
         if (t->spec.combine == IT_COMBINE_CUSTOM)
             rc = blend_custom(t, dst, shape, src, v->strides);
+        else if (lazy_takes(t, tile, ts, a, shape))
+            it_copy_nd(t->elsize, t->ndim, shape, dst, t->tstrides, src, v->strides);
         else
             rc = it_combine_nd(t->spec.combine, t->spec.dtype, t->ndim, shape, dst, t->tstrides,
                                src, v->strides);
@@ -930,40 +1069,94 @@ static int64_t samples_before(int64_t x, int64_t start, int64_t step)
     return n > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)n;
 }
 
-/* Copy the samples of box inside [start, stop) out of t's tiles into buf. */
-static void copy_tiles(const it_tensor *t, const it_box *box, const int64_t *shape, it_buffer *buf,
-                       const int64_t *start, const int64_t *stop)
+/* The copies that assemble a box: one per tile, gathered first so that a
+ * large read can spread them over the thread pool (they touch disjoint parts
+ * of the result and only read tiles the read has pinned). */
+typedef struct copy_job {
+    const char *src;
+    char *dst;
+    int64_t n[IT_MAX_DIMS];  /* samples per dim */
+    int64_t ss[IT_MAX_DIMS]; /* source strides, bytes */
+} copy_job;
+
+typedef struct copy_plan {
+    const it_tensor *t;
+    const it_buffer *buf;
+    copy_job *jobs; /* local until more are needed */
+    int64_t n, cap;
+    int64_t bytes;
+    copy_job local[4];
+} copy_plan;
+
+static void run_copy(void *ctx, int64_t j)
 {
+    const copy_plan *p = ctx;
+    const copy_job *job = &p->jobs[j];
+    it_copy_nd(p->t->elsize, p->t->ndim, job->n, job->dst, p->buf->strides, job->src, job->ss);
+}
+
+/* Queue one copy, or do it now if the queue cannot grow. */
+static void plan_copy(copy_plan *p, const copy_job *job)
+{
+    if (p->n == p->cap) {
+        int64_t cap = p->cap * 4;
+        copy_job *jobs = p->jobs == p->local ? it_malloc(sizeof *jobs * (size_t)cap)
+                                             : it_realloc(p->jobs, sizeof *jobs * (size_t)cap);
+        if (!jobs) {
+            copy_plan one = {.t = p->t, .buf = p->buf, .jobs = (copy_job *)job, .n = 1};
+            run_copy(&one, 0);
+            return;
+        }
+        if (p->jobs == p->local)
+            memcpy(jobs, p->local, sizeof p->local);
+        p->jobs = jobs;
+        p->cap = cap;
+    }
+    p->jobs[p->n++] = *job;
+    int64_t bytes = (int64_t)p->t->elsize;
+    for (int d = 0; d < p->t->ndim; d++)
+        bytes *= job->n[d];
+    p->bytes += bytes;
+}
+
+/* Queue the copies of the samples of box inside [start, stop) out of t's
+ * tiles into the plan's buffer. */
+static void copy_tiles(copy_plan *p, const it_box *box, const int64_t *start, const int64_t *stop)
+{
+    const it_tensor *t = p->t;
+    const it_buffer *buf = p->buf;
     tile_walk tw;
     tiles_first(&tw, t, start, stop);
     const int64_t *tc = tw.tc;
     do {
-        const it_tile *tile = lookup(t, tc);
+        it_tile *tile = lookup(t, tc);
         if (!tile)
             continue;
-        int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS], n[IT_MAX_DIMS], ss[IT_MAX_DIMS];
-        const char *src = tile->buf->data;
-        char *dst = buf->data;
+        tile_values(t, tile);
+        int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS];
+        copy_job job;
+        job.src = tile->buf->data;
+        job.dst = buf->data;
         int skip = 0;
         tile_box(t, tc, ts, te);
         for (int d = 0; d < t->ndim; d++) {
             int64_t step = box->step[d];
             int64_t lo = IT_MAX(ts[d], start[d]), hi = IT_MIN(te[d], stop[d]);
             int64_t i0 = samples_before(lo, box->start[d], step);
-            int64_t i1 = IT_MIN(shape[d], samples_before(hi, box->start[d], step));
+            int64_t i1 = IT_MIN(buf->shape[d], samples_before(hi, box->start[d], step));
             if (i0 >= i1) {
                 skip = 1;
                 break;
             }
-            n[d] = i1 - i0;
-            src += (box->start[d] + i0 * step - ts[d]) * t->tstrides[d];
-            dst += i0 * buf->strides[d];
+            job.n[d] = i1 - i0;
+            job.src += (box->start[d] + i0 * step - ts[d]) * t->tstrides[d];
+            job.dst += i0 * buf->strides[d];
             /* a step longer than the tile leaves one sample here: its stride
              * is never used (and the product could overflow) */
-            ss[d] = n[d] > 1 ? t->tstrides[d] * step : 0;
+            job.ss[d] = job.n[d] > 1 ? t->tstrides[d] * step : 0;
         }
         if (!skip)
-            it_copy_nd(t->elsize, t->ndim, n, dst, buf->strides, src, ss);
+            plan_copy(p, &job);
     } while (tiles_next(&tw));
 }
 
@@ -1000,11 +1193,20 @@ static void assemble_into(it_tensor *t, const it_box *box, const regions *rg, it
     }
     if (need_fill)
         it_fill_nd(t->elsize, t->ndim, shape, buf->data, buf->strides, t->spec.fill);
+    copy_plan plan = {.t = t, .buf = buf, .cap = 4};
+    plan.jobs = plan.local;
     for (int64_t i = 0; i < rg->n; i++) {
         int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
         if (clipped_region(t, rg->start, rg->stop, i, start, stop))
-            copy_tiles(t, box, shape, buf, start, stop);
+            copy_tiles(&plan, box, start, stop);
     }
+    if (plan.bytes >= it_pool_min_bytes())
+        it_parallel_for(plan.n, run_copy, &plan);
+    else
+        for (int64_t j = 0; j < plan.n; j++)
+            run_copy(&plan, j);
+    if (plan.jobs != plan.local)
+        it_free(plan.jobs);
 }
 
 /* A new buffer shaped like the box. */
@@ -1066,9 +1268,11 @@ static int collect_missing(const it_tensor *t, const it_tile *tile,
     return IT_OK;
 }
 
-/* Plan one region: pin its tiles and collect missing windows. */
+/* Plan one region: pin its tiles and collect missing windows into pending.
+ * With pending NULL, only pin the region's tiles and count those that exist
+ * (*present). */
 static int plan_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const int64_t *rstop,
-                       winset *pending)
+                       winset *pending, int64_t *present)
 {
     int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
     int custom = t->spec.combine == IT_COMBINE_CUSTOM;
@@ -1083,6 +1287,10 @@ static int plan_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const
         int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS];
         if ((rc = get_tile(ctx, t, tc, 0, &tile)))
             return rc;
+        if (!pending) {
+            *present += tile != NULL;
+            continue;
+        }
         if (tile && tile->ncontrib == tile->ntotal)
             continue;
         tile_box(t, tc, ts, te);
@@ -1112,6 +1320,33 @@ static int plan_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const
 }
 
 static int ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions);
+
+/* Fill an empty set with every window meeting the region [rstart, rstop)
+ * (clipped to the finite dims), in lexicographic order, without hashing:
+ * the set is only read as a sorted list afterwards. */
+static int winset_domain(winset *s, const it_tensor *t, const int64_t *rstart, const int64_t *rstop)
+{
+    int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS], lo[IT_MAX_DIMS], n[IT_MAX_DIMS], total;
+    int rc;
+    if (!clipped_region(t, rstart, rstop, 0, start, stop))
+        return IT_OK;
+    if ((rc = it_window_domain(&t->spec.window, t->spec.shape, start, stop, lo, n, &total)))
+        return rc;
+    if (total == 0)
+        return IT_OK;
+    if (total > INT64_MAX / 8 / s->k ||
+        !(s->tuples = it_malloc(sizeof(int64_t) * (size_t)(total * s->k))))
+        return it_error_set(IT_ENOMEM, "out of memory planning %lld windows", (long long)total);
+    s->n = s->cap = total;
+    int64_t *w = s->tuples;
+    memcpy(w, lo, sizeof(int64_t) * (size_t)s->k);
+    for (int64_t i = 1; i < total; i++) {
+        memcpy(w + s->k, w, sizeof(int64_t) * (size_t)s->k);
+        w += s->k;
+        odometer_next(w, lo, n, s->k);
+    }
+    return IT_OK;
+}
 
 /* Compute the pending windows (sorted) of t, in batches. */
 static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
@@ -1232,9 +1467,23 @@ static int ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int6
     int rc = IT_OK;
     uint64_t gen = t->generation;
     pending.k = t->ncoords;
-    for (int64_t r = 0; r < nregions; r++)
-        if ((rc = plan_region(ctx, t, starts + r * t->ndim, stops + r * t->ndim, &pending)))
+    int64_t present = 0;
+    if (nregions == 1 && t->spec.combine != IT_COMBINE_CUSTOM) {
+        /* the common cold read: none of the region's tiles exists, so every
+         * window meeting the region is pending, in lexicographic order */
+        if ((rc = plan_region(ctx, t, starts, stops, NULL, &present)))
             goto done;
+        if (present == 0) {
+            rc = winset_domain(&pending, t, starts, stops);
+            goto planned;
+        }
+    }
+    for (int64_t r = 0; r < nregions; r++)
+        if ((rc = plan_region(ctx, t, starts + r * t->ndim, stops + r * t->ndim, &pending, NULL)))
+            goto done;
+planned:
+    if (rc)
+        goto done;
     if (pending.n > 0) {
         if (ctx->flags & IT_READ_NO_COMPUTE) {
             rc = it_error_set(IT_ESTATE, "the region needs %lld window(s) that have not been computed",
@@ -1717,6 +1966,7 @@ int it_tensor_retype(it_tensor *t, it_dtype dt, const void *fill, it_convert_fn 
     for (int64_t i = 0; i < ntiles && rc == IT_OK; i++) {
         it_tile *p = tiles[i];
         it_view src;
+        tile_values(t, p);
         it_buffer_view(p->buf, &src);
         if ((rc = it_buffer_create(dt, t->ndim, t->tshape, &fresh[f])) == IT_OK)
             rc = convert(cctx, &src, fresh[f]);

@@ -1169,6 +1169,78 @@ static void test_retype(void **state)
 }
 
 /* ------------------------------------------------------------------ */
+/* lazy tiles (sum, zero fill: windows copied in until they overlap)    */
+
+/* Reads in an order that leaves tiles partly written (only some of their
+ * windows in), reads them, then adds overlapping or further windows, every
+ * value checked against the brute-force reference.  Configurations: gaps
+ * between windows, windows that tile the plane, overlapping windows, more
+ * disjoint windows in a tile than a lazy tile keeps track of, a window added
+ * from outside (contribute), and a dtype change of partly written tiles. */
+static void test_lazy_tiles(void **state)
+{
+    (void)state;
+    LEAK_BEGIN;
+    struct { int64_t size, stride, offset, tile; } cfg[] = {
+        {3, 5, 1, 10},  /* gaps */
+        {4, 4, 0, 8},   /* windows tile the plane: nothing left to zero */
+        {5, 3, -1, 9},  /* overlapping: the second window fills the tile */
+        {1, 2, 0, 128}, /* 64 disjoint windows per tile, beyond the lazy limit */
+    };
+    for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) {
+        for (int dims = 1; dims <= 2; dims++) {
+            it_cache *c = mkcache(-1, -1);
+            ft *f = dims == 1 ? ft_new(1, (int64_t[]){INF}, IT_F64) : ft_new(2, (int64_t[]){INF, INF}, IT_F32);
+            int64_t size[2] = {cfg[i].size, 3}, stride[2] = {cfg[i].stride, 2}, off[2] = {cfg[i].offset, 1};
+            ft_set_window(f, size, stride, off, NULL);
+            f->spec.tile_shape[0] = cfg[i].tile;
+            f->spec.tile_shape[1] = 6;
+            ft_create_ok(f, c);
+            if (dims == 1) {
+                read1(f, 3, 4, 1);     /* one window of a tile */
+                read1(f, 0, 12, 1);    /* the rest of it, and the next */
+                read1(f, -20, 40, 3);  /* steps over partly written tiles */
+                read1(f, -40, 300, 1);
+            } else {
+                read2(f, 3, 4, 2, 3, 1, 1);
+                read2(f, 0, 12, -5, 9, 1, 1);
+                read2(f, -20, 40, -8, 12, 3, 2);
+                read2(f, -40, 300, -9, 15, 1, 1);
+            }
+            ft_destroy(f);
+            it_cache_unref(c);
+        }
+    }
+
+    /* a window added from outside lands in a lazy tile; the tile is read
+     * around it, then a dtype change converts a partly written tile */
+    it_cache *c = mkcache(-1, -1);
+    ft *f = ft_new(1, (int64_t[]){INF}, IT_F64);
+    ft_set_window(f, (int64_t[]){3}, (int64_t[]){5}, NULL, NULL);
+    f->spec.tile_shape[0] = 20;
+    ft_create_ok(f, c);
+    int64_t w = 2; /* covers [10, 13) */
+    it_view v;
+    void *mem = ft_window_values(f, &w, 0, &v);
+    EXPECT_OK(it_tensor_contribute(f->t, &w, &v));
+    free(mem);
+    f->once = 1; /* window 2 must not be computed again */
+    read1(f, 0, 15, 1);
+    read1(f, 21, 22, 1); /* one window of the next tile */
+    float fill32 = 0;
+    conv_ctx cc = {IT_F64, IT_F32, 0, 0, ""};
+    EXPECT_OK(it_tensor_retype(f->t, IT_F32, &fill32, converter, &cc));
+    assert_string_equal(cc.err, "");
+    f->spec.dtype = IT_F32;
+    it_box b = mkbox(1, (int64_t[]){20}, (int64_t[]){25}, NULL);
+    assert_int_equal(read_nc(f, &b), IT_OK); /* zeros around window 4, not old bytes */
+    read1(f, -10, 60, 1);
+    ft_destroy(f);
+    it_cache_unref(c);
+    LEAK_END;
+}
+
+/* ------------------------------------------------------------------ */
 /* pipelines                                                            */
 
 typedef struct pipe {
@@ -1764,6 +1836,7 @@ int main(void)
         cmocka_unit_test(test_read_errors),
         cmocka_unit_test(test_read_full_range_box),
         cmocka_unit_test(test_read_empty_huge_box),
+        cmocka_unit_test(test_lazy_tiles),
         cmocka_unit_test(test_fuzz),
         cmocka_unit_test(test_fuzz_pipeline),
     };
