@@ -95,6 +95,35 @@ def test_stacked_tensor_return(store):
     assert torch.equal(r, exp)
 
 
+def test_stacked_views_with_any_strides(store):
+    """The stacked tensor is imported once and cut into per-window views:
+    a transposed, strided stack must give each window its own values."""
+    def f(ctxs):
+        base = torch.stack([torch.full((3, 2), float(c[0] * 10 + c[1])) for c in ctxs], dim=2)
+        return base.permute(2, 1, 0)[:, :, ::1]  # (n, 2, 3), non-contiguous
+
+    t = it.InfiniteTensor(shape=(None, None), f=f, output_window=it.TensorWindow((2, 3)), tile_store=store,
+                          batch_size=3)
+    exp = torch.tensor([[float(i // 2 * 10 + j // 3) for j in range(12)] for i in range(6)])
+    assert torch.equal(t[0:6, 0:12], exp)
+
+
+@pytest.mark.parametrize("bad", ["dtype", "window shape", "dims"])
+def test_stacked_mismatch_messages(store, bad):
+    def f(ctxs):
+        n = len(ctxs)
+        return {"dtype": torch.ones(n, 2, dtype=torch.float64), "window shape": torch.ones(n, 3),
+                "dims": torch.ones(n, 2, 1)}[bad]
+
+    t = it.InfiniteTensor(shape=(None,), f=f, output_window=it.TensorWindow((2,)), tile_store=store, batch_size=2)
+    err = it.DtypeMismatchError if bad == "dtype" else it.ShapeMismatchError
+    with pytest.raises(err, match="float64" if bad == "dtype" else r"\(2,\)"):
+        t[0:4]
+    t2 = it.InfiniteTensor(shape=(None,), f=lambda cs: torch.ones(len(cs), 2), output_window=it.TensorWindow((2,)),
+                           tile_store=store, batch_size=2, tensor_id="ok")
+    assert torch.equal(t2[0:4], torch.ones(4))
+
+
 @pytest.mark.parametrize("delta", [-1, 1])
 def test_wrong_count_list(store, delta):
     sizes = []

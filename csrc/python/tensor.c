@@ -31,6 +31,7 @@ typedef struct tensor_user {
     PyObject *device;   /* the declared torch.device, for messages */
     PyObject *dtype;    /* the declared torch.dtype, for messages */
     PyObject *size;     /* output window size as a tuple, for messages */
+    PyObject *spare;    /* a window-index tuple f did not keep, to refill */
     int batched;
 } tensor_user;
 
@@ -53,6 +54,7 @@ static void user_free(void *p)
     Py_XDECREF(u->device);
     Py_XDECREF(u->dtype);
     Py_XDECREF(u->size);
+    Py_XDECREF(u->spare);
     PyMem_Free(u);
 }
 
@@ -132,18 +134,12 @@ static int explain_unexportable(tensor_user *u, PyObject *out)
     return -1;
 }
 
-/* Import one output of f and check it; -1 with an exception. */
-static int take_output(tensor_user *u, PyObject *out, PyObject *ctx, it_view *v, dl_hold *hold)
+/* Check an imported output of f (out: the tensor it came from, for the
+ * device and dtype in messages); -1 with an exception. */
+static int check_view(tensor_user *u, PyObject *out, const it_view *v)
 {
     module_state *st = u->st;
     const it_tensor_spec *spec = it_tensor_get_spec(u->t);
-    if (!PyObject_TypeCheck(out, (PyTypeObject *)st->torch_tensor)) {
-        PyErr_Format(PyExc_TypeError, "f must return a torch.Tensor for window %R, got %.100s",
-                     ctx, Py_TYPE(out)->tp_name);
-        return -1;
-    }
-    if (import_tensor(st, out, v, hold) < 0)
-        return explain_unexportable(u, out);
     int bad_shape = v->ndim != spec->ndim;
     for (int d = 0; !bad_shape && d < spec->ndim; d++)
         bad_shape = v->shape[d] != spec->window.size[d];
@@ -154,7 +150,7 @@ static int take_output(tensor_user *u, PyObject *out, PyObject *ctx, it_view *v,
                          "Function output shape %R does not match expected window shape %R",
                          actual, u->size);
         Py_XDECREF(actual);
-        goto fail;
+        return -1;
     }
     if (v->device_type != spec->device_type || v->device_id != spec->device_id) {
         PyObject *dev = PyObject_GetAttrString(out, "device");
@@ -162,7 +158,7 @@ static int take_output(tensor_user *u, PyObject *out, PyObject *ctx, it_view *v,
             PyErr_Format(st->DeviceMismatchError,
                          "Function output is on device %S, tensor declared device %S.", dev, u->device);
         Py_XDECREF(dev);
-        goto fail;
+        return -1;
     }
     if (v->dtype != spec->dtype) {
         PyObject *dt = PyObject_GetAttrString(out, "dtype");
@@ -170,12 +166,59 @@ static int take_output(tensor_user *u, PyObject *out, PyObject *ctx, it_view *v,
             PyErr_Format(st->DtypeMismatchError,
                          "Function output has dtype %S, tensor declared dtype %S.", dt, u->dtype);
         Py_XDECREF(dt);
-        goto fail;
+        return -1;
     }
     return 0;
-fail:
-    release_hold(hold);
-    return -1;
+}
+
+/* Import one output of f and check it; -1 with an exception. */
+static int take_output(tensor_user *u, PyObject *out, PyObject *ctx, it_view *v, dl_hold *hold)
+{
+    module_state *st = u->st;
+    if (!PyObject_TypeCheck(out, (PyTypeObject *)st->torch_tensor)) {
+        PyErr_Format(PyExc_TypeError, "f must return a torch.Tensor for window %R, got %.100s",
+                     ctx, Py_TYPE(out)->tp_name);
+        return -1;
+    }
+    if (import_tensor(st, out, v, hold) < 0)
+        return explain_unexportable(u, out);
+    if (check_view(u, out, v) < 0) {
+        release_hold(hold);
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct outputs {
+    int64_t n;
+    dl_hold holds[]; /* one per output */
+} outputs;
+
+/* A batched f returned one tensor stacked along a new first dim: import it
+ * once and cut it into per-window views in C.  1 when done (0 or -1 set in
+ * *rc), 0 when the per-item path should handle it (and its errors). */
+static int take_stacked(tensor_user *u, it_batch *b, PyObject *result, outputs *outs, int *rc)
+{
+    const it_tensor_spec *spec = it_tensor_get_spec(u->t);
+    it_view whole;
+    if (import_tensor(u->st, result, &whole, &outs->holds[0]) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (whole.ndim != spec->ndim + 1 || whole.shape[0] != b->n) {
+        release_hold(&outs->holds[0]);
+        return 0;
+    }
+    for (int64_t i = 0; i < b->n; i++) {
+        it_view *v = &b->out[i];
+        *v = whole;
+        v->ndim = whole.ndim - 1;
+        v->data = (char *)whole.data + i * whole.strides[0];
+        memmove(v->shape, whole.shape + 1, sizeof(int64_t) * (size_t)v->ndim);
+        memmove(v->strides, whole.strides + 1, sizeof(int64_t) * (size_t)v->ndim);
+    }
+    *rc = check_view(u, result, &b->out[0]); /* the views share shape, device and dtype */
+    return 1;
 }
 
 static void switch_grad_off(module_state *st)
@@ -196,6 +239,20 @@ static void switch_grad_off(module_state *st)
         Py_XDECREF(r);
     }
     Py_DECREF(on);
+}
+
+/* Refill a tuple nobody else references with new window coordinates. */
+static int refill_coords(PyObject *t, const int64_t *c, int k)
+{
+    for (int i = 0; i < k; i++) {
+        PyObject *v = PyLong_FromLongLong(c[i]);
+        if (!v)
+            return -1;
+        PyObject *old = PyTuple_GET_ITEM(t, i);
+        PyTuple_SET_ITEM(t, i, v);
+        Py_DECREF(old);
+    }
+    return 0;
 }
 
 static PyObject *coords_tuple(const int64_t *c, int k)
@@ -220,10 +277,6 @@ static PyObject *export_arg(module_state *st, it_batch *b, int a, int64_t i)
     return export_buffer(st, buf, buf->ndim, buf->shape);
 }
 
-typedef struct outputs {
-    int64_t n;
-    dl_hold holds[]; /* one per output */
-} outputs;
 
 /* Check a batched result and import its outputs; -1 with an exception. */
 static int take_batch(tensor_user *u, it_batch *b, PyObject *result, PyObject *ctxs, outputs *outs)
@@ -231,6 +284,9 @@ static int take_batch(tensor_user *u, it_batch *b, PyObject *result, PyObject *c
     module_state *st = u->st;
     if (PyObject_TypeCheck(result, (PyTypeObject *)st->torch_tensor)) {
         /* one tensor stacked along a new first dim */
+        int rc;
+        if (take_stacked(u, b, result, outs, &rc))
+            return rc;
         Py_ssize_t m = PyObject_Length(result);
         if (m < 0)
             return -1;
@@ -306,8 +362,19 @@ static int compute_batch(tensor_user *u, PyObject *f, it_batch *b)
     outs->n = b->n;
     switch_grad_off(st);
     if (!u->batched) {
-        if (!(argv[0] = coords_tuple(b->coords, b->ncoords)))
-            goto done;
+        /* f usually drops its window index: then the next call reuses the
+         * tuple (sole reference, so no one can see it change), which saves
+         * an allocation and the garbage collections it would trigger */
+        PyObject *spare = u->spare;
+        u->spare = NULL;
+        if (spare && Py_REFCNT(spare) == 1 && PyTuple_GET_SIZE(spare) == b->ncoords &&
+            refill_coords(spare, b->coords, b->ncoords) == 0) {
+            argv[0] = spare;
+        } else {
+            Py_XDECREF(spare);
+            if (PyErr_Occurred() || !(argv[0] = coords_tuple(b->coords, b->ncoords)))
+                goto done;
+        }
         for (int a = 0; a < nargs; a++)
             if (!(argv[1 + a] = export_arg(st, b, a, 0)))
                 goto done;
@@ -340,6 +407,10 @@ static int compute_batch(tensor_user *u, PyObject *f, it_batch *b)
         ok = take_output(u, result, argv[0], &b->out[0], &outs->holds[0]) == 0;
 done:
     Py_XDECREF(result);
+    if (!u->batched && argv[0] && Py_REFCNT(argv[0]) == 1 && !u->spare) {
+        u->spare = argv[0]; /* keep our reference for the next call */
+        argv[0] = NULL;
+    }
     for (int a = 0; a <= nargs; a++)
         Py_XDECREF(argv[a]);
     if (!ok) {
