@@ -1,0 +1,131 @@
+"""Workload 7: a 4096x4096 float32 tensor through HDF5TileStore (tile 512,
+256x256 windows without overlap: 256 windows, 64 tiles): write (compute +
+close), reopen read-only in the same process, read back.  The flush (close:
+write every tile, commit) is compared with a raw HDF5 write of the same
+tiles' bytes into one chunked dataset with the same chunks and filter, made
+by bench/raw_h5write.c on the same HDF5 library and zlib."""
+import os
+import subprocess
+import tempfile
+import time
+
+import torch
+
+import infinite_tensor as it
+import measure as m
+
+SIDE, WINDOW, TILE = 4096, 256, 512
+# the docs' target: at most this many microseconds per window beyond the raw write
+BEYOND_RAW_TARGET = m.Target(10, " us/window beyond raw")
+
+
+def build_raw_writer(tmpdir):
+    """Compile raw_h5write.c against the HDF5 pkg-config finds; returns the executable."""
+    exe = os.path.join(tmpdir, "raw_h5write")
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "hdf5"], check=True, capture_output=True,
+                           text=True).stdout.split()
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "raw_h5write.c")
+    subprocess.run(["cc", "-O2", "-o", exe, src] + flags, check=True)
+    return exe
+
+
+def window_values():
+    """One window's values: a ramp plus quantised noise, which compresses
+    somewhat like real data."""
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(WINDOW, WINDOW, generator=gen)
+    ramp = torch.linspace(0, 1, WINDOW)
+    return (ramp[:, None] * 100).round() + (noise * 4).round() / 4
+
+
+def write_tiles(region, path):
+    """The region's 512x512 tiles, one after another, as raw float32 bytes
+    (the input of raw_h5write)."""
+    tiles = region.reshape(SIDE // TILE, TILE, SIDE // TILE, TILE).permute(0, 2, 1, 3).reshape(-1, TILE, TILE)
+    tiles.contiguous().numpy().tofile(path)
+    return tiles.shape[0]
+
+
+def hdf5_roundtrip(tmpdir, exe, gzip, repeat):
+    """Write (compute + close) through the store, each time followed by the
+    raw write of the same tiles (interleaved, so both see the same machine
+    load, and are compared pairwise); then reopen read-only and read back.
+    Returns a dict of medians (seconds), counts and checks."""
+    out = window_values()
+    count = [0]
+
+    def f(ctx):
+        count[0] += 1
+        return out
+
+    path = os.path.join(tmpdir, "bench.h5")
+    raw_in, raw_out = os.path.join(tmpdir, "tiles.bin"), os.path.join(tmpdir, "raw.h5")
+    window = it.TensorWindow((WINDOW, WINDOW))
+    compression = None if gzip is None else "gzip"
+    computes, flushes, raw = [], [], []
+    with m.PeakRSS() as rss:
+        for i in range(repeat):
+            count[0] = 0
+            t0 = time.perf_counter()
+            store = it.HDF5TileStore(path, mode="w", tile_size=TILE, cache_size_bytes=1 << 30,
+                                     compression=compression, compression_opts=gzip)
+            try:
+                t = it.InfiniteTensor((None, None), f, window, tile_store=store, tensor_id="bench")
+                region = t[0:SIDE, 0:SIDE]
+                t1 = time.perf_counter()
+            finally:
+                store.close()
+            t2 = time.perf_counter()
+            computes.append(t1 - t0)
+            flushes.append(t2 - t1)
+            if i == 0:
+                ntiles = write_tiles(region, raw_in)
+            # raw HDF5: the same tiles into one chunked dataset with the same filter
+            raw.append(float(subprocess.run([exe, raw_in, raw_out, str(ntiles), str(TILE),
+                                             str(-1 if gzip is None else gzip)],
+                                            check=True, capture_output=True, text=True).stdout))
+        windows, file_bytes = count[0], os.path.getsize(path)
+        checks = []
+
+        def reopen_read():
+            """Reopen the file read-only and read the region back; returns seconds."""
+            count[0] = 0
+            t0 = time.perf_counter()
+            with it.HDF5TileStore(path, mode="r", tile_size=TILE) as reopened:
+                back = it.InfiniteTensor((None, None), f, window, tile_store=reopened, tensor_id="bench")
+                values = back[0:SIDE, 0:SIDE]
+            seconds = time.perf_counter() - t0
+            checks.append(count[0] == 0 and torch.equal(values, region))
+            return seconds
+        reopen_reads = m.timed_runs(reopen_read, repeat)
+    for p in (path, raw_in, raw_out):
+        os.remove(p)
+    return dict(windows=windows, compute=m.median(computes), flush=m.median(flushes),
+                beyond_raw=m.median([a - b for a, b in zip(flushes, raw)]),
+                reopen_read=m.median(reopen_reads), raw=m.median(raw), file_bytes=file_bytes,
+                read_back_ok=all(checks), rss=rss)
+
+
+def hdf5_rows(repeat):
+    """Workload 7 for gzip 4 and uncompressed; the temp directory (files and
+    the compiled raw writer) is removed at the end."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="it-bench-") as tmp:
+        exe = build_raw_writer(tmp)
+        for gzip in (4, None):
+            r = hdf5_roundtrip(tmp, exe, gzip, repeat)
+            name = "gzip 4" if gzip else "uncompressed"
+            n = r["windows"]
+            rows += [
+                m.Row(f"HDF5 {name}: open + compute {n} windows", time=r["compute"], runs=repeat, rss=r["rss"],
+                      text=f"file {m.fmt_bytes(r['file_bytes'])}",
+                      note="peak RSS covers the writes, closes, reopens and reads"),
+                m.Row(f"HDF5 {name}: flush + close vs raw HDF5 write", time=r["flush"], floor=r["raw"], runs=repeat,
+                      value=r["beyond_raw"] / n * 1e6, target=BEYOND_RAW_TARGET,
+                      note="measured: median over runs of (flush - raw write of the same run)"
+                           + ("; deflate is most of both times, so run-to-run noise exceeds the target"
+                              if gzip else "")),
+                m.Row(f"HDF5 {name}: reopen read-only + read back", time=r["reopen_read"], runs=repeat,
+                      text="same values, f not called" if r["read_back_ok"] else "VALUES DIFFER or f called"),
+            ]
+    return rows
