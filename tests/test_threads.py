@@ -7,6 +7,7 @@ sums of overlapping windows follow the order windows were computed, which
 depends on the history of reads, and may differ in the last bit)."""
 import threading
 
+import pytest
 import torch
 
 import infinite_tensor as it
@@ -56,3 +57,39 @@ def test_threads_reading_overlapping_regions_agree_with_one_thread():
         assert errors == []
         shared._store._cache.check()
         assert shared._store.cache_info()["pinned"] == 0
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True, "2", None])
+def test_set_num_threads_rejects_bad_counts(bad):
+    before = it.get_num_threads()
+    with pytest.raises(it.ValidationError):
+        it.set_num_threads(bad)
+    assert it.get_num_threads() == before
+
+
+def test_large_reads_agree_whatever_the_thread_count():
+    """A read big enough to go to the pool (1 MiB float32), with steps and an
+    unaligned start, equals plain torch with 1, 2 and 4 threads."""
+    g = torch.Generator().manual_seed(3)
+    win = torch.randn(40, 24, generator=g)
+
+    def f(ctx):
+        return win * (ctx[0] - 2 * ctx[1])
+
+    ref = torch.zeros(620, 620)
+    for i in range(-7, 40):
+        for j in range(-8, 60):
+            y, x = i * 16 - 5, j * 11 - 3
+            ys, xs = max(y, -50), max(x, -50)
+            ye, xe = min(y + 40, 570), min(x + 24, 570)
+            if ys < ye and xs < xe:
+                ref[ys + 50:ye + 50, xs + 50:xe + 50] += f((i, j))[ys - y:ye - y, xs - x:xe - x]
+    old = it.get_num_threads()
+    try:
+        for n in (1, 2, 4):
+            it.set_num_threads(n)
+            t = it.InfiniteTensor((None, None), f, it.TensorWindow((40, 24), stride=(16, 11), offset=(-5, -3)))
+            torch.testing.assert_close(t[-50:570, -50:570], ref)
+            torch.testing.assert_close(t[-49:570:3, -50:569:2], ref[1::3, 0:619:2])
+    finally:
+        it.set_num_threads(old)
