@@ -93,3 +93,26 @@ def test_large_reads_agree_whatever_the_thread_count():
             torch.testing.assert_close(t[-49:570:3, -50:569:2], ref[1::3, 0:619:2])
     finally:
         it.set_num_threads(old)
+
+
+def _large_read_sum(_):
+    t = it.InfiniteTensor((None, None), lambda c: torch.ones(64, 64) * (c[0] + 1), it.TensorWindow((64, 64)))
+    r = t[0:512, 0:512]  # 1 MiB: assembled by the copy threads
+    # summed in Python: a torch reduction this large would use OpenMP, whose
+    # threads GNU libgomp does not support across fork (a torch limit, not ours)
+    return sum(map(sum, r.tolist()))
+
+
+def test_a_forked_child_gets_working_copy_threads():
+    """The parent's copy workers exist when it forks; the child must start
+    its own (none of the parent's threads or locks carry over)."""
+    import multiprocessing
+
+    old = it.set_num_threads(2)
+    try:
+        expected = _large_read_sum(None)  # workers running in the parent now
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            assert pool.map(_large_read_sum, range(4)) == [expected] * 4
+    finally:
+        it.set_num_threads(old)
+    assert expected == 64 * 512 * sum(range(1, 9))

@@ -69,18 +69,20 @@ static void *worker(void *arg)
     return NULL;
 }
 
-/* Fork: the child has none of the parent's workers, and the mutex may have
- * been held by one of them; start over with a fresh, empty pool. */
+/* Fork: the forking thread holds the mutex across fork, so the child gets
+ * it unlocked and consistent; the child has none of the parent's workers
+ * (whose waits the condition variables may still count), so it starts over
+ * with fresh condition variables and an empty pool. */
 static void before_fork(void) { pthread_mutex_lock(&mu); }
 static void after_fork_parent(void) { pthread_mutex_unlock(&mu); }
 static void after_fork_child(void)
 {
-    pthread_mutex_init(&mu, NULL);
     pthread_cond_init(&wake, NULL);
     pthread_cond_init(&idle, NULL);
     current = NULL;
     running = 0;
     started = 0;
+    pthread_mutex_unlock(&mu);
 }
 
 static int default_threads(void)
