@@ -8,8 +8,8 @@
  * managed_tensor_to_py_object_no_sync, which wraps it as a torch.Tensor
  * directly.  Import fills a DLTensor on our stack with
  * dltensor_from_py_object_no_sync, without allocating anything; we keep a
- * reference to the tensor object until the values are in tiles.  About
- * 0.05 us a conversion, against 0.4 us or more through capsules.
+ * reference to the tensor object until the values are in tiles.  Tens of
+ * nanoseconds a conversion, against about 0.4 us through capsules.
  *
  * Capsules otherwise (older torch; tensor subclasses, which the table does
  * not promise to handle).  Export: the managed tensor goes into a "dltensor"
