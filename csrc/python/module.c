@@ -361,22 +361,6 @@ static PyObject *mod_alloc_live_blocks(PyObject *module, PyObject *unused)
     return PyLong_FromLong(it_alloc_live_blocks());
 }
 
-static PyObject *mod_buffer_pool(PyObject *module, PyObject *args)
-{
-    (void)module;
-    PyObject *limit = Py_None;
-    if (!PyArg_ParseTuple(args, "|O", &limit))
-        return NULL;
-    size_t held = it_buffer_pool_bytes();
-    if (limit != Py_None) {
-        Py_ssize_t n = PyNumber_AsSsize_t(limit, PyExc_OverflowError);
-        if (n == -1 && PyErr_Occurred())
-            return NULL;
-        it_buffer_pool_set_limit(n < 0 ? 0 : (size_t)n);
-    }
-    return PyLong_FromSize_t(held);
-}
-
 /* One optional int64 argument: set when given; the previous value is
  * returned either way. */
 static int optional_int(PyObject *args, long long *value, int *given)
@@ -392,6 +376,19 @@ static int optional_int(PyObject *args, long long *value, int *given)
         return -1;
     *given = 1;
     return 0;
+}
+
+static PyObject *mod_buffer_pool(PyObject *module, PyObject *args)
+{
+    (void)module;
+    long long limit;
+    int given;
+    if (optional_int(args, &limit, &given) < 0)
+        return NULL;
+    size_t held = it_buffer_pool_bytes();
+    if (given)
+        it_buffer_pool_set_limit(limit < 0 ? 0 : (size_t)limit);
+    return PyLong_FromSize_t(held);
 }
 
 static PyObject *mod_copy_threads(PyObject *module, PyObject *args)
