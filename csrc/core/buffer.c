@@ -124,9 +124,9 @@ size_t it_buffer_pool_bytes(void)
     return n;
 }
 
-int it_buffer_create(it_dtype dt, int ndim, const int64_t *shape, it_buffer **out)
+/* Check a buffer's dtype and shape; fill strides and *nbytes. */
+static int buffer_layout(it_dtype dt, int ndim, const int64_t *shape, int64_t *strides, int64_t *nbytes)
 {
-    *out = NULL;
     size_t es = it_dtype_size(dt);
     if (es == 0)
         return it_error_set(IT_EDTYPE, "invalid dtype %d", (int)dt);
@@ -136,10 +136,56 @@ int it_buffer_create(it_dtype dt, int ndim, const int64_t *shape, it_buffer **ou
         if (shape[d] < 0)
             return it_error_set(IT_EINVAL, "a buffer extent must be >= 0, got %lld on dim %d",
                                 (long long)shape[d], d);
-    int64_t strides[IT_MAX_DIMS];
-    int64_t nbytes = it_contiguous_strides(es, ndim, shape, strides);
-    if (nbytes < 0 || (uint64_t)nbytes > SIZE_MAX / 2)
+    *nbytes = it_contiguous_strides(es, ndim, shape, strides);
+    if (*nbytes < 0 || (uint64_t)*nbytes > SIZE_MAX / 2)
         return it_error_set(IT_ETOOBIG, "a region of this size cannot be allocated");
+    return IT_OK;
+}
+
+static void buffer_set(it_buffer *b, it_dtype dt, int ndim, const int64_t *shape,
+                       const int64_t *strides, int64_t nbytes)
+{
+    b->pool_next = NULL;
+    b->nbytes = (size_t)nbytes;
+    b->dtype = dt;
+    b->ndim = ndim;
+    for (int d = 0; d < ndim; d++) {
+        b->shape[d] = shape[d];
+        b->strides[d] = strides[d];
+    }
+}
+
+int it_buffer_create_on(const it_device *dev, it_dtype dt, int ndim, const int64_t *shape,
+                        it_buffer **out)
+{
+    int64_t strides[IT_MAX_DIMS], nbytes;
+    int rc;
+    *out = NULL;
+    if (!dev->ops)
+        return it_buffer_create(dt, ndim, shape, out);
+    if ((rc = buffer_layout(dt, ndim, shape, strides, &nbytes)))
+        return rc;
+    it_buffer *b = it_calloc(1, sizeof *b);
+    if (!b)
+        return it_error_set(IT_ENOMEM, "out of memory allocating a buffer header");
+    if ((rc = dev->ops->alloc(dev->ops->ctx, dev->type, dev->id, (size_t)nbytes, &b->data, &b->handle))) {
+        it_free(b);
+        return rc;
+    }
+    buffer_set(b, dt, ndim, shape, strides, nbytes);
+    b->capacity = (size_t)nbytes;
+    b->device = *dev;
+    *out = b;
+    return IT_OK;
+}
+
+int it_buffer_create(it_dtype dt, int ndim, const int64_t *shape, it_buffer **out)
+{
+    int64_t strides[IT_MAX_DIMS], nbytes;
+    int rc;
+    *out = NULL;
+    if ((rc = buffer_layout(dt, ndim, shape, strides, &nbytes)))
+        return rc;
     size_t capacity = class_capacity((size_t)nbytes);
     it_buffer *b = pool_take(capacity);
     if (!b) {
@@ -154,22 +200,23 @@ int it_buffer_create(it_dtype dt, int ndim, const int64_t *shape, it_buffer **ou
         b->data = (void *)p;
         b->capacity = capacity;
     }
-    b->pool_next = NULL;
-    b->nbytes = (size_t)nbytes;
-    b->dtype = dt;
-    b->ndim = ndim;
-    for (int d = 0; d < ndim; d++) {
-        b->shape[d] = shape[d];
-        b->strides[d] = strides[d];
-    }
+    buffer_set(b, dt, ndim, shape, strides, nbytes);
+    b->device = it_host_device;
+    b->handle = NULL;
     *out = b;
     return IT_OK;
 }
 
 void it_buffer_free(it_buffer *b)
 {
-    if (b && !pool_put(b))
+    if (!b)
+        return;
+    if (b->device.ops) { /* a header in host memory, the data on the device */
+        b->device.ops->release(b->device.ops->ctx, b->handle);
         it_free(b);
+    } else if (!pool_put(b)) {
+        it_free(b);
+    }
 }
 
 void it_buffer_view(const it_buffer *b, it_view *v)
@@ -177,8 +224,8 @@ void it_buffer_view(const it_buffer *b, it_view *v)
     v->data = b->data;
     v->dtype = b->dtype;
     v->ndim = b->ndim;
-    v->device_type = IT_DEVICE_CPU;
-    v->device_id = 0;
+    v->device_type = b->device.type;
+    v->device_id = b->device.id;
     memcpy(v->shape, b->shape, sizeof(int64_t) * (size_t)b->ndim);
     memcpy(v->strides, b->strides, sizeof(int64_t) * (size_t)b->ndim);
 }

@@ -28,6 +28,7 @@ int it_cache_create(int64_t byte_limit, int64_t weight_limit, it_cache **out)
     c->byte_limit = byte_limit;
     c->weight_limit = weight_limit;
     c->tile_limit = -1;
+    c->dev_byte_limit = -1;
     *out = c;
     return IT_OK;
 }
@@ -53,17 +54,42 @@ void it_cache_set_tile_limit(it_cache *c, int64_t tile_limit)
     it_cache_trim(c);
 }
 
+void it_cache_set_device_limit(it_cache *c, int64_t byte_limit)
+{
+    c->dev_byte_limit = byte_limit;
+    it_cache_trim(c);
+}
+
+int64_t it_cache_device_limit(const it_cache *c) { return c->dev_byte_limit; }
+
 void it_cache_limits(const it_cache *c, int64_t *byte_limit, int64_t *weight_limit)
 {
     *byte_limit = c->byte_limit;
     *weight_limit = c->weight_limit;
 }
 
-static int over_budget(const it_cache *c)
+static int host_over(const it_cache *c) { return c->byte_limit >= 0 && c->bytes > c->byte_limit; }
+static int device_over(const it_cache *c) { return c->dev_byte_limit >= 0 && c->dev_bytes > c->dev_byte_limit; }
+static int count_over(const it_cache *c)
 {
-    return (c->byte_limit >= 0 && c->bytes > c->byte_limit) ||
-           (c->weight_limit >= 0 && c->weight > c->weight_limit) ||
+    return (c->weight_limit >= 0 && c->weight > c->weight_limit) ||
            (c->tile_limit >= 0 && c->tiles > c->tile_limit);
+}
+
+/* The least recently used tile whose eviction brings the cache nearer its
+ * budgets: any tile when a count is over, else one in a memory space over its
+ * byte limit.  NULL when within budgets. */
+static it_tile *victim(const it_cache *c)
+{
+    int host = host_over(c), dev = device_over(c);
+    if (count_over(c))
+        return c->lru_head;
+    if (!host && !dev)
+        return NULL;
+    for (it_tile *t = c->lru_head; t; t = t->next)
+        if (t->buf->device.ops ? dev : host)
+            return t;
+    return NULL;
 }
 
 /* A dirty tile (persistent tensors) is written back before it goes.  If
@@ -73,8 +99,8 @@ static int over_budget(const it_cache *c)
 void it_cache_trim(it_cache *c)
 {
     int64_t guard = 2 * c->tiles + 2;
-    while (c->lru_head && over_budget(c) && guard-- > 0) {
-        it_tile *tile = c->lru_head;
+    it_tile *tile;
+    while ((tile = victim(c)) && guard-- > 0) {
         if (!(tile->flags & TILE_DIRTY))
             it__tile_evict(tile);
         else if (it__tile_writeback(tile, 1) != IT_OK)
@@ -83,13 +109,14 @@ void it_cache_trim(it_cache *c)
 }
 
 int64_t it_cache_bytes(const it_cache *c) { return c->bytes; }
+int64_t it_cache_device_bytes(const it_cache *c) { return c->dev_bytes; }
 int64_t it_cache_tiles(const it_cache *c) { return c->tiles; }
 int64_t it_cache_weight(const it_cache *c) { return c->weight; }
 int64_t it_cache_pinned(const it_cache *c) { return c->pinned; }
 
 void it__cache_account(it_cache *c, it_tile *tile, int sign)
 {
-    c->bytes += sign * ((int64_t)tile->buf->nbytes + tile->extra_bytes);
+    *it__cache_counter(c, tile) += sign * ((int64_t)tile->buf->nbytes + tile->extra_bytes);
     c->weight += sign * tile->weight;
     c->tiles += sign;
 }
@@ -167,7 +194,7 @@ int it_cache_check(const it_cache *c)
     if (c->pinned < 0 || n + c->pinned < c->tiles || n > c->tiles)
         return it_error_set(IT_ESTATE, "tile count %lld exceeds listed %lld + pinned %lld",
                             (long long)c->tiles, (long long)n, (long long)c->pinned);
-    if (c->bytes < 0 || c->weight < 0)
+    if (c->bytes < 0 || c->dev_bytes < 0 || c->weight < 0)
         return it_error_set(IT_ESTATE, "negative byte or weight total");
     return IT_OK;
 }

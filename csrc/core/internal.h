@@ -47,11 +47,17 @@ struct it_cache {
     int refs;
     int64_t byte_limit, weight_limit; /* < 0: none */
     int64_t tile_limit;               /* < 0: none */
-    int64_t bytes, tiles, weight, pinned;
+    int64_t bytes, tiles, weight, pinned; /* bytes: host memory */
+    int64_t dev_bytes, dev_byte_limit;    /* memory of device-ops tables; limit < 0: none */
     it_tile *lru_head, *lru_tail; /* head: least recently used */
 };
 
 /* cache.c */
+/* The byte counter a tile counts in: host memory or device memory. */
+static inline int64_t *it__cache_counter(it_cache *c, const it_tile *tile)
+{
+    return tile->buf->device.ops ? &c->dev_bytes : &c->bytes;
+}
 void it__cache_account(it_cache *c, it_tile *tile, int sign);
 void it__lru_remove(it_cache *c, it_tile *tile);
 void it__lru_push(it_cache *c, it_tile *tile);

@@ -70,6 +70,7 @@ struct it_tensor {
     it_tensor **args;
     it_window *arg_windows;
     it_tensor_ops ops;
+    it_device dev; /* where tiles and reads live */
     void *user;
     size_t elsize;
     int ndim, ncoords, ninf;
@@ -225,6 +226,31 @@ static void tile_io(const it_tensor *t, it_tile *tile, it_tile_io *io)
 
 static void tile_values(const it_tensor *t, it_tile *tile);
 
+/* Backends see host memory only.  For a tile on a device, *stage is a host
+ * buffer of the tile's shape holding a copy of its values (to_host) or the
+ * fill value; NULL for a host tile. */
+static int stage_tile(const it_tensor *t, const it_tile *tile, int to_host, it_buffer **stage)
+{
+    *stage = NULL;
+    if (!t->dev.ops)
+        return IT_OK;
+    int rc = it_buffer_create(t->spec.dtype, t->ndim, t->tshape, stage);
+    if (rc)
+        return rc;
+    it_view host, dev;
+    it_buffer_view(*stage, &host);
+    it_buffer_view(tile->buf, &dev);
+    if (to_host)
+        rc = it_dev_apply(&t->dev, IT_COMBINE_COPY, &host, &dev);
+    else
+        rc = it_dev_fill(&it_host_device, &host, t->spec.fill);
+    if (rc) {
+        it_buffer_free(*stage);
+        *stage = NULL;
+    }
+    return rc;
+}
+
 /* The store callback may run arbitrary code (a Python store), even reads
  * that contribute to this very tile or clear the tensor: the tile is pinned
  * meanwhile, is marked clean before the call (so a change during it marks
@@ -240,7 +266,14 @@ int it__tile_writeback(it_tile *tile, int evict)
     t->ndirty--;
     tile_values(t, tile);
     tile_io(t, tile, &io);
-    int rc = t->backend.store(t->bctx, &io);
+    it_buffer *stage;
+    int rc = stage_tile(t, tile, 1, &stage);
+    if (rc == IT_OK) {
+        if (stage)
+            io.buf = stage;
+        rc = t->backend.store(t->bctx, &io);
+        it_buffer_free(stage);
+    }
     if (rc != IT_OK)
         mark_dirty(t, tile);
     int orphan = (tile->flags & TILE_ORPHAN) != 0;
@@ -290,19 +323,28 @@ static int tile_create(it_tensor *t, const int64_t *coord, int lazy, it_tile **o
     it_tile *tile = it_calloc(1, sizeof *tile + sizeof(int64_t) * ints + sizeof(uint64_t) * nw);
     if (!tile)
         return it_error_set(IT_ENOMEM, "out of memory creating a tile");
-    if ((rc = it_buffer_create(t->spec.dtype, t->ndim, t->tshape, &tile->buf))) {
+    if ((rc = it_buffer_create_on(&t->dev, t->spec.dtype, t->ndim, t->tshape, &tile->buf))) {
         it_free(tile);
         return rc;
     }
     int zero = 1;
     for (size_t b = 0; b < t->elsize; b++)
         zero &= t->spec.fill[b] == 0;
-    if (lazy && zero && t->spec.combine == IT_COMBINE_SUM && t->ndim > 0)
+    if (t->dev.ops) { /* device memory: never touched here */
+        it_view v;
+        it_buffer_view(tile->buf, &v);
+        if ((rc = it_dev_fill(&t->dev, &v, t->spec.fill))) {
+            it_buffer_free(tile->buf);
+            it_free(tile);
+            return rc;
+        }
+    } else if (lazy && zero && t->spec.combine == IT_COMBINE_SUM && t->ndim > 0) {
         tile->flags |= TILE_LAZY;
-    else if (zero)
+    } else if (zero) {
         memset(tile->buf->data, 0, tile->buf->nbytes);
-    else
+    } else {
         it_fill_nd(t->elsize, t->ndim, t->tshape, tile->buf->data, t->tstrides, t->spec.fill);
+    }
     tile->owner = t;
     tile->coord = (int64_t *)(tile + 1);
     tile->dom_lo = tile->coord + t->ninf;
@@ -510,10 +552,22 @@ static int tile_load(it_tensor *t, const int64_t *coord, int create, it_tile **o
         return rc;
     it__tile_pin(tile);
     tile_io(t, tile, &io);
+    it_buffer *stage = NULL;
     /* a tile no window can touch is never stored */
-    rc = tile->ntotal > 0 ? t->backend.load(t->bctx, &io, &found) : IT_OK;
+    if (tile->ntotal > 0 && (rc = stage_tile(t, tile, 0, &stage)) == IT_OK) {
+        if (stage)
+            io.buf = stage;
+        rc = t->backend.load(t->bctx, &io, &found);
+    }
     if (rc == IT_OK && (tile->flags & TILE_ORPHAN))
         rc = it_error_set(IT_ESTATE, CLEARED_MSG);
+    if (rc == IT_OK && found && stage) {
+        it_view host, dev;
+        it_buffer_view(stage, &host);
+        it_buffer_view(tile->buf, &dev);
+        rc = it_dev_apply(&t->dev, IT_COMBINE_COPY, &dev, &host);
+    }
+    it_buffer_free(stage);
     if (rc == IT_OK && found) {
         int64_t n = 0, nw = (tile->ntotal + 63) / 64;
         if (tile->ntotal % 64)
@@ -762,8 +816,9 @@ static int lazy_takes(const it_tensor *t, it_tile *tile, const int64_t *ts, cons
 
 static int check_output(const it_tensor *t, const it_view *v)
 {
-    if (v->device_type != IT_DEVICE_CPU)
-        return it_error_set(IT_EDEVICE, "window output is not in host memory");
+    if (v->device_type != t->dev.type || v->device_id != t->dev.id)
+        return it_error_set(IT_EDEVICE, "window output is on device %d:%d, expected %d:%d",
+                            v->device_type, v->device_id, t->dev.type, t->dev.id);
     if (v->dtype != t->spec.dtype)
         return it_error_set(IT_EDTYPE, "window output has dtype %s, expected %s",
                             it_dtype_name(v->dtype), it_dtype_name(t->spec.dtype));
@@ -776,6 +831,30 @@ static int check_output(const it_tensor *t, const it_view *v)
     return IT_OK;
 }
 
+/* A view of a part of a tile (tile strides) or of a window output. */
+static void part_view(const it_tensor *t, it_view *v, const void *data, const int64_t *shape,
+                      const int64_t *strides)
+{
+    it_view_make(v, &t->dev, (void *)data, t->spec.dtype, t->ndim, shape, strides);
+}
+
+/* dst (op)= src over shape, both on the tensor's device. */
+static int dev_apply(const it_tensor *t, it_combine op, const int64_t *shape, void *dst,
+                     const int64_t *dst_strides, const void *src, const int64_t *src_strides)
+{
+    if (!t->dev.ops) { /* the hot path of host tensors: no views to build */
+        if (op == IT_COMBINE_COPY) {
+            it_copy_nd(t->elsize, t->ndim, shape, dst, dst_strides, src, src_strides);
+            return IT_OK;
+        }
+        return it_combine_nd(op, t->spec.dtype, t->ndim, shape, dst, dst_strides, src, src_strides);
+    }
+    it_view dv, sv;
+    part_view(t, &dv, dst, shape, dst_strides);
+    part_view(t, &sv, src, shape, src_strides);
+    return it_dev_apply(&t->dev, op, &dv, &sv);
+}
+
 static int blend_custom(it_tensor *t, void *dst, const int64_t *shape,
                         const void *src, const int64_t *src_strides)
 {
@@ -783,22 +862,22 @@ static int blend_custom(it_tensor *t, void *dst, const int64_t *shape,
     it_view result;
     void *owner = NULL;
     int rc;
-    if ((rc = it_buffer_create(t->spec.dtype, t->ndim, shape, &existing)) ||
-        (rc = it_buffer_create(t->spec.dtype, t->ndim, shape, &incoming)))
+    if ((rc = it_buffer_create_on(&t->dev, t->spec.dtype, t->ndim, shape, &existing)) ||
+        (rc = it_buffer_create_on(&t->dev, t->spec.dtype, t->ndim, shape, &incoming)) ||
+        (rc = dev_apply(t, IT_COMBINE_COPY, shape, existing->data, existing->strides, dst, t->tstrides)) ||
+        (rc = dev_apply(t, IT_COMBINE_COPY, shape, incoming->data, incoming->strides, src, src_strides)))
         goto fail;
-    it_copy_nd(t->elsize, t->ndim, shape, existing->data, existing->strides, dst, t->tstrides);
-    it_copy_nd(t->elsize, t->ndim, shape, incoming->data, incoming->strides, src, src_strides);
     if ((rc = t->ops.blend(t->user, &existing, &incoming, &result, &owner)))
         goto fail;
     rc = IT_OK;
     if (result.dtype != t->spec.dtype || result.ndim != t->ndim ||
-        result.device_type != IT_DEVICE_CPU)
+        result.device_type != t->dev.type || result.device_id != t->dev.id)
         rc = it_error_set(IT_ESHAPE, "blend returned a result of the wrong dtype, rank or device");
     for (int d = 0; rc == IT_OK && d < t->ndim; d++)
         if (result.shape[d] != shape[d])
             rc = it_error_set(IT_ESHAPE, "blend returned a result of the wrong shape");
     if (rc == IT_OK)
-        it_copy_nd(t->elsize, t->ndim, shape, dst, t->tstrides, result.data, result.strides);
+        rc = dev_apply(t, IT_COMBINE_COPY, shape, dst, t->tstrides, result.data, result.strides);
     t->ops.release_view(t->user, owner);
 fail:
     it_buffer_free(existing);
@@ -812,7 +891,7 @@ static void tile_extra(it_tensor *t, it_tile *tile, int64_t delta)
     tile->extra_bytes += delta;
     if (!(tile->flags & TILE_ORPHAN)) {
         t->bytes += delta;
-        t->cache->bytes += delta;
+        *it__cache_counter(t->cache, tile) += delta;
     }
 }
 
@@ -833,7 +912,9 @@ static int defer_part(it_tensor *t, it_tile *tile, const int64_t *w, const int64
     int rc;
     if (!d)
         return it_error_set(IT_ENOMEM, "out of memory keeping a window for later");
-    if ((rc = it_buffer_create(t->spec.dtype, t->ndim, shape, &d->part))) {
+    if ((rc = it_buffer_create_on(&t->dev, t->spec.dtype, t->ndim, shape, &d->part)) ||
+        (rc = dev_apply(t, IT_COMBINE_COPY, shape, d->part->data, d->part->strides, src, src_strides))) {
+        it_buffer_free(d->part);
         it_free(d);
         return rc;
     }
@@ -841,7 +922,6 @@ static int defer_part(it_tensor *t, it_tile *tile, const int64_t *w, const int64
     d->start = d->coords + K;
     for (size_t i = 0; i < nd; i++)
         d->start[i] = a[i] - ts[i];
-    it_copy_nd(t->elsize, t->ndim, shape, d->part->data, d->part->strides, src, src_strides);
     it_deferred **pp = &tile->deferred;
     while (*pp && lex_less((*pp)->coords, w, t->ncoords))
         pp = &(*pp)->next;
@@ -942,8 +1022,7 @@ static int contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_vi
         else if (lazy_takes(t, tile, ts, a, shape))
             it_copy_nd(t->elsize, t->ndim, shape, dst, t->tstrides, src, v->strides);
         else
-            rc = it_combine_nd(t->spec.combine, t->spec.dtype, t->ndim, shape, dst, t->tstrides,
-                               src, v->strides);
+            rc = dev_apply(t, t->spec.combine, shape, dst, t->tstrides, src, v->strides);
         if (rc)
             return rc;
         tile->bits[bit >> 6] |= (uint64_t)1 << (bit & 63);
@@ -1095,17 +1174,25 @@ static void run_copy(void *ctx, int64_t j)
     it_copy_nd(p->t->elsize, p->t->ndim, job->n, job->dst, p->buf->strides, job->src, job->ss);
 }
 
+/* One copy on a device tensor (device ops are not spread over the pool). */
+static int dev_copy(const copy_plan *p, const copy_job *job)
+{
+    return dev_apply(p->t, IT_COMBINE_COPY, job->n, job->dst, p->buf->strides, job->src, job->ss);
+}
+
 /* Queue one copy, or do it now if the queue cannot grow. */
-static void plan_copy(copy_plan *p, const copy_job *job)
+static int plan_copy(copy_plan *p, const copy_job *job)
 {
     if (p->n == p->cap) {
         int64_t cap = p->cap * 4;
         copy_job *jobs = p->jobs == p->local ? it_malloc(sizeof *jobs * (size_t)cap)
                                              : it_realloc(p->jobs, sizeof *jobs * (size_t)cap);
         if (!jobs) {
+            if (p->t->dev.ops)
+                return dev_copy(p, job);
             copy_plan one = {.t = p->t, .buf = p->buf, .jobs = (copy_job *)job, .n = 1};
             run_copy(&one, 0);
-            return;
+            return IT_OK;
         }
         if (p->jobs == p->local)
             memcpy(jobs, p->local, sizeof p->local);
@@ -1117,12 +1204,14 @@ static void plan_copy(copy_plan *p, const copy_job *job)
     for (int d = 0; d < p->t->ndim; d++)
         bytes *= job->n[d];
     p->bytes += bytes;
+    return IT_OK;
 }
 
 /* Queue the copies of the samples of box inside [start, stop) out of t's
  * tiles into the plan's buffer. */
-static void copy_tiles(copy_plan *p, const it_box *box, const int64_t *start, const int64_t *stop)
+static int copy_tiles(copy_plan *p, const it_box *box, const int64_t *start, const int64_t *stop)
 {
+    int rc = IT_OK;
     const it_tensor *t = p->t;
     const it_buffer *buf = p->buf;
     tile_walk tw;
@@ -1155,9 +1244,10 @@ static void copy_tiles(copy_plan *p, const it_box *box, const int64_t *start, co
              * is never used (and the product could overflow) */
             job.ss[d] = job.n[d] > 1 ? t->tstrides[d] * step : 0;
         }
-        if (!skip)
-            plan_copy(p, &job);
+        if (!skip && (rc = plan_copy(p, &job)))
+            return rc;
     } while (tiles_next(&tw));
+    return IT_OK;
 }
 
 /* 1 if some tile meeting [start, stop) is missing. */
@@ -1175,12 +1265,13 @@ static int tiles_missing(const it_tensor *t, const int64_t *start, const int64_t
 
 /* Copy the box (with steps) out of t's tiles into buf (shaped like the box);
  * pixels outside the finite dims or in missing tiles hold the fill value. */
-static void assemble_into(it_tensor *t, const it_box *box, const regions *rg, it_buffer *buf)
+static int assemble_into(it_tensor *t, const it_box *box, const regions *rg, it_buffer *buf)
 {
     const int64_t *shape = buf->shape;
+    int rc = IT_OK;
     for (int d = 0; d < t->ndim; d++)
         if (shape[d] == 0)
-            return;
+            return IT_OK;
     int need_fill = 0;
     for (int64_t i = 0; i < rg->n && !need_fill; i++) {
         int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
@@ -1191,22 +1282,31 @@ static void assemble_into(it_tensor *t, const it_box *box, const regions *rg, it
                 need_fill = 1;
         need_fill = need_fill || !clip_finite(t, start, stop) || tiles_missing(t, start, stop);
     }
-    if (need_fill)
-        it_fill_nd(t->elsize, t->ndim, shape, buf->data, buf->strides, t->spec.fill);
+    if (need_fill) {
+        it_view v;
+        it_buffer_view(buf, &v);
+        if ((rc = it_dev_fill(&t->dev, &v, t->spec.fill)))
+            return rc;
+    }
     copy_plan plan = {.t = t, .buf = buf, .cap = 4};
     plan.jobs = plan.local;
-    for (int64_t i = 0; i < rg->n; i++) {
+    for (int64_t i = 0; i < rg->n && rc == IT_OK; i++) {
         int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
         if (clipped_region(t, rg->start, rg->stop, i, start, stop))
-            copy_tiles(&plan, box, start, stop);
+            rc = copy_tiles(&plan, box, start, stop);
     }
-    if (plan.bytes >= it_pool_min_bytes())
+    if (rc == IT_OK && t->dev.ops) {
+        for (int64_t j = 0; j < plan.n && rc == IT_OK; j++) /* in the device's order */
+            rc = dev_copy(&plan, &plan.jobs[j]);
+    } else if (rc == IT_OK && plan.bytes >= it_pool_min_bytes()) {
         it_parallel_for(plan.n, run_copy, &plan);
-    else
+    } else if (rc == IT_OK) {
         for (int64_t j = 0; j < plan.n; j++)
             run_copy(&plan, j);
+    }
     if (plan.jobs != plan.local)
         it_free(plan.jobs);
+    return rc;
 }
 
 /* A new buffer shaped like the box. */
@@ -1215,7 +1315,7 @@ static int box_buffer(const it_tensor *t, const it_box *box, it_buffer **out)
     int64_t shape[IT_MAX_DIMS] = {0};
     for (int d = 0; d < t->ndim; d++)
         shape[d] = it_box_extent(box, d);
-    return it_buffer_create(t->spec.dtype, t->ndim, shape, out);
+    return it_buffer_create_on(&t->dev, t->spec.dtype, t->ndim, shape, out);
 }
 
 /* Assemble a step-1 box (an argument region) into a new buffer. */
@@ -1230,8 +1330,11 @@ static int assemble_box(it_tensor *t, const it_box *box, it_buffer **out)
     rg.stop = rg.one_stop;
     memcpy(rg.one_start, box->start, sizeof(int64_t) * (size_t)t->ndim);
     memcpy(rg.one_stop, box->stop, sizeof(int64_t) * (size_t)t->ndim);
-    assemble_into(t, box, &rg, *out);
-    return IT_OK;
+    if ((rc = assemble_into(t, box, &rg, *out))) {
+        it_buffer_free(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 /* ---- the planner -------------------------------------------------------- */
@@ -1553,7 +1656,7 @@ int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
     if (rc == IT_OK && t->generation != gen)
         rc = it_error_set(IT_ESTATE, CLEARED_MSG);
     if (rc == IT_OK)
-        assemble_into(t, box, &rg, buf);
+        rc = assemble_into(t, box, &rg, buf);
     ctx_release(&ctx);
     regions_free(&rg);
     if (rc) {
@@ -1598,8 +1701,11 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
     size_t es = it_dtype_size(spec->dtype);
     if (!es)
         return it_error_set(IT_EDTYPE, "invalid dtype %d", (int)spec->dtype);
-    if (spec->device_type != IT_DEVICE_CPU)
-        return it_error_set(IT_EDEVICE, "this build keeps tiles in host memory only");
+    if (!spec->devops && spec->device_type != IT_DEVICE_CPU)
+        return it_error_set(IT_EDEVICE, "device type %d needs a device-ops table", spec->device_type);
+    if (spec->devops && (spec->devops->version != IT_DEVOPS_VERSION || !spec->devops->alloc ||
+                         !spec->devops->release || !spec->devops->apply))
+        return it_error_set(IT_EINVAL, "the device-ops table is incomplete or of another version");
     int64_t finite_elems = 1;
     int ninf = 0;
     for (int d = 0; d < spec->ndim; d++) {
@@ -1683,6 +1789,9 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
     t->cache = cache;
     it_cache_ref(cache);
     t->ops = *ops;
+    t->dev.type = spec->device_type;
+    t->dev.id = spec->device_id;
+    t->dev.ops = spec->devops;
     t->user = user;
     t->elsize = es;
     t->ndim = spec->ndim;
@@ -1932,14 +2041,22 @@ int it_tensor_contribute(it_tensor *t, const int64_t *coords, const it_view *out
 
 int it_tensor_retype(it_tensor *t, it_dtype dt, const void *fill, it_convert_fn convert, void *cctx)
 {
+    return it_tensor_migrate(t, &t->dev, dt, fill, convert, cctx);
+}
+
+int it_tensor_migrate(it_tensor *t, const it_device *dev, it_dtype dt, const void *fill,
+                      it_convert_fn convert, void *cctx)
+{
     size_t es = it_dtype_size(dt);
     int rc = IT_OK;
     if (!es)
         return it_error_set(IT_EDTYPE, "invalid dtype %d", (int)dt);
     if (t->spec.combine != IT_COMBINE_CUSTOM && !it_dtype_supports(dt, t->spec.combine))
         return it_error_set(IT_EDTYPE, "this blend is not available for %s", it_dtype_name(dt));
-    if (t->backend.load)
+    if (t->backend.load && dt != t->spec.dtype)
         return it_error_set(IT_ESTATE, "the tiles of a tensor with a backend cannot change dtype");
+    if (!dev->ops && dev->type != IT_DEVICE_CPU)
+        return it_error_set(IT_EDEVICE, "device type %d needs a device-ops table", dev->type);
     /* the tiles and the deferred parts to convert, pinned while convert (a
      * callback) runs; nothing may be reading the tensor meanwhile */
     int64_t ntiles = t->ntiles, nparts = 0, k = 0;
@@ -1968,12 +2085,12 @@ int it_tensor_retype(it_tensor *t, it_dtype dt, const void *fill, it_convert_fn 
         it_view src;
         tile_values(t, p);
         it_buffer_view(p->buf, &src);
-        if ((rc = it_buffer_create(dt, t->ndim, t->tshape, &fresh[f])) == IT_OK)
+        if ((rc = it_buffer_create_on(dev, dt, t->ndim, t->tshape, &fresh[f])) == IT_OK)
             rc = convert(cctx, &src, fresh[f]);
         f++;
         for (it_deferred *d = p->deferred; d && rc == IT_OK; d = d->next, f++) {
             it_buffer_view(d->part, &src);
-            if ((rc = it_buffer_create(dt, t->ndim, d->part->shape, &fresh[f])) == IT_OK)
+            if ((rc = it_buffer_create_on(dev, dt, t->ndim, d->part->shape, &fresh[f])) == IT_OK)
                 rc = convert(cctx, &src, fresh[f]);
         }
     }
@@ -1986,21 +2103,29 @@ int it_tensor_retype(it_tensor *t, it_dtype dt, const void *fill, it_convert_fn 
         f = 0;
         for (int64_t i = 0; i < ntiles; i++) {
             it_tile *p = tiles[i];
-            int64_t delta = (int64_t)fresh[f]->nbytes - (int64_t)p->buf->nbytes;
-            t->cache->bytes += delta;
-            t->bytes += delta;
+            /* out of the cache's counts under the old buffers, back in under
+             * the new ones (the device may count elsewhere) */
+            it__cache_account(t->cache, p, -1);
+            t->bytes -= (int64_t)p->buf->nbytes + p->extra_bytes;
             it_buffer_free(p->buf);
             p->buf = fresh[f];
             fresh[f++] = NULL;
+            p->extra_bytes = 0;
             for (it_deferred *d = p->deferred; d; d = d->next) {
-                tile_extra(t, p, (int64_t)fresh[f]->capacity - (int64_t)d->part->capacity);
                 it_buffer_free(d->part);
                 d->part = fresh[f];
                 fresh[f++] = NULL;
+                p->extra_bytes += (int64_t)d->part->capacity;
             }
+            it__cache_account(t->cache, p, +1);
+            t->bytes += (int64_t)p->buf->nbytes + p->extra_bytes;
         }
         t->window_bytes = t->window_bytes / (int64_t)t->elsize * (int64_t)es;
         t->spec.dtype = dt;
+        t->dev = *dev;
+        t->spec.device_type = dev->type;
+        t->spec.device_id = dev->id;
+        t->spec.devops = dev->ops;
         t->elsize = es;
         memcpy(t->spec.fill, fill, es);
         it_contiguous_strides(es, t->ndim, t->tshape, t->tstrides);

@@ -12,14 +12,13 @@
 #ifndef IT_BUFFER_H
 #define IT_BUFFER_H
 
+#include "it_device.h"
 #include "it_dtype.h"
 #include "it_geom.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define IT_DEVICE_CPU 1 /* DLPack's kDLCPU */
 
 typedef struct it_buffer {
     void *data;
@@ -30,6 +29,8 @@ typedef struct it_buffer {
     int ndim;
     int64_t shape[IT_MAX_DIMS];
     int64_t strides[IT_MAX_DIMS]; /* bytes, row-major */
+    it_device device; /* where data lives */
+    void *handle;     /* a device allocation: what device.ops->release takes */
 } it_buffer;
 
 typedef struct it_view {
@@ -45,6 +46,10 @@ typedef struct it_view {
 /* Allocate an uninitialised contiguous buffer; caller owns it.  IT_ETOOBIG
  * if its size overflows, IT_ENOMEM if the allocation fails. */
 int it_buffer_create(it_dtype dt, int ndim, const int64_t *shape, it_buffer **out);
+/* The same on a device: host memory as above when dev->ops is NULL, else
+ * memory from dev->ops->alloc (the header stays in host memory). */
+int it_buffer_create_on(const it_device *dev, it_dtype dt, int ndim, const int64_t *shape,
+                        it_buffer **out);
 /* Free a buffer (NULL is fine).  Safe on any thread. */
 void it_buffer_free(it_buffer *b);
 /* Keep up to limit_bytes of freed buffers (>= 16 KiB) for reuse, so
@@ -56,6 +61,16 @@ size_t it_buffer_pool_bytes(void);
 
 /* A view of the whole buffer. */
 void it_buffer_view(const it_buffer *b, it_view *v);
+/* A view of memory on dev: ndim dims of shape, byte strides. */
+void it_view_make(it_view *v, const it_device *dev, void *data, it_dtype dt, int ndim,
+                  const int64_t *shape, const int64_t *strides);
+
+/* dst (op)= src (op: SUM, MAX, MIN or COPY) through dev: the host kernels
+ * when dev->ops is NULL (both views then in host memory), else the device's
+ * table.  IT_EDTYPE if the kernels lack op for the dtype. */
+int it_dev_apply(const it_device *dev, it_combine op, const it_view *dst, const it_view *src);
+/* Set every element of dst (memory on dev) to *value, one host element. */
+int it_dev_fill(const it_device *dev, const it_view *dst, const void *value);
 
 #ifdef __cplusplus
 }

@@ -31,6 +31,10 @@ void it_cache_unref(it_cache *c);
 
 void it_cache_set_limits(it_cache *c, int64_t byte_limit, int64_t weight_limit);
 void it_cache_limits(const it_cache *c, int64_t *byte_limit, int64_t *weight_limit);
+/* Limit the bytes of tiles in device memory (memory of a device-ops table,
+ * it_device.h), counted apart from host bytes; < 0: none (the default). */
+void it_cache_set_device_limit(it_cache *c, int64_t byte_limit);
+int64_t it_cache_device_limit(const it_cache *c);
 /* Limit the number of tiles held (persistent stores count tiles); < 0: none. */
 void it_cache_set_tile_limit(it_cache *c, int64_t tile_limit);
 /* Evict unpinned tiles, least recently used first, until within limits.
@@ -38,7 +42,8 @@ void it_cache_set_tile_limit(it_cache *c, int64_t tile_limit);
  * ends the trim early (the tile stays cached). */
 void it_cache_trim(it_cache *c);
 
-int64_t it_cache_bytes(const it_cache *c);  /* bytes of tile data held (deferred custom-blend parts included) */
+int64_t it_cache_bytes(const it_cache *c);  /* bytes of tile data held in host memory (deferred custom-blend parts included) */
+int64_t it_cache_device_bytes(const it_cache *c); /* the same in device memory */
 int64_t it_cache_tiles(const it_cache *c);  /* tiles held, pinned or not */
 int64_t it_cache_weight(const it_cache *c); /* total weight held */
 int64_t it_cache_pinned(const it_cache *c); /* tiles pinned right now */

@@ -71,8 +71,12 @@ typedef struct it_tensor_spec {
     int ndim;
     int64_t shape[IT_MAX_DIMS]; /* extent, or IT_DIM_INFINITE */
     it_dtype dtype;
-    int device_type; /* IT_DEVICE_CPU for now */
+    int device_type; /* where tiles, reads and f's outputs live (DLPack type) */
     int device_id;
+    /* Copies and arithmetic on that memory: NULL for host memory (then
+     * device_type must be IT_DEVICE_CPU), else a table that outlives the
+     * tensor (it_device.h). */
+    const it_devops *devops;
     it_window window; /* output window: ndim dims, ncoords == ndim */
     int nargs;
     it_tensor *const *args;      /* nargs upstream tensors (referenced) */
@@ -142,6 +146,12 @@ int it_tensor_contribute(it_tensor *t, const int64_t *coords, const it_view *out
 typedef int (*it_convert_fn)(void *ctx, const it_view *src, it_buffer *dst);
 int it_tensor_retype(it_tensor *t, it_dtype dt, const void *fill,
                      it_convert_fn convert, void *ctx);
+/* The same, moving the tiles to another device as well (dst buffers are
+ * then on dev; src views on the old device).  A tensor with a backend may
+ * change device but not dtype.  The tensor's reads, f's outputs and args
+ * of downstream tensors then live on dev. */
+int it_tensor_migrate(it_tensor *t, const it_device *dev, it_dtype dt, const void *fill,
+                      it_convert_fn convert, void *ctx);
 
 /* ---- persistent tiles ------------------------------------------------------
  *
@@ -166,7 +176,8 @@ int it_tensor_retype(it_tensor *t, it_dtype dt, const void *fill,
 typedef struct it_tile_io {
     int ninf;
     const int64_t *coord;  /* ninf tile coordinates */
-    it_buffer *buf;        /* values: the tensor's tile shape and dtype */
+    it_buffer *buf;        /* values: the tensor's tile shape and dtype, in host
+                            * memory (a device tile is staged through it) */
     int ncoords;
     const int64_t *dom_lo; /* the windows that can touch the tile: ncoords */
     const int64_t *dom_n;  /*   ranges, first index and count */

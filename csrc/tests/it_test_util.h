@@ -14,6 +14,12 @@
  * ft_reference() gives the dense value of any box by folding every window
  * that lies inside the finite dims, in lexicographic window order, from the
  * fill value; ft_read_check() reads a box through the core and compares.
+ *
+ * Built with TU_DEVICE defined, every fake tensor lives on a fake device
+ * whose memory holds each byte XORed with 0x5A: the core can only get right
+ * values out of it through the device-ops table, so any place where it
+ * dereferences device memory itself shows up as wrong values.  The fake's
+ * callbacks unscramble what they read and scramble what they hand back.
  */
 #ifndef IT_TEST_UTIL_H
 #define IT_TEST_UTIL_H
@@ -34,6 +40,98 @@
 #include "it_buffer.h"
 #include "it_cache.h"
 #include "it_tensor.h"
+
+#ifdef TU_DEVICE
+#define TU_DEV_TYPE IT_DEVICE_CUDA
+#define TU_DEV_ID 3
+#else
+#define TU_DEV_TYPE IT_DEVICE_CPU
+#define TU_DEV_ID 0
+#endif
+
+/* ------------------------------------------------------------------ */
+/* the scrambled fake device                                            */
+
+static long tu_dev_live, tu_dev_ops; /* allocations alive; apply calls */
+
+static inline void tu_scramble(void *p, size_t n)
+{
+    unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        c[i] ^= 0x5A;
+}
+
+static inline int tu_dev_alloc(void *ctx, int type, int id, size_t nbytes, void **data, void **handle)
+{
+    (void)ctx;
+    if (type != TU_DEV_TYPE || id != TU_DEV_ID)
+        return it_error_set(IT_EDEVICE, "fake device asked for %d:%d", type, id);
+    unsigned char *m = malloc(nbytes + 64);
+    if (!m)
+        return it_error_set(IT_ENOMEM, "fake device out of memory");
+    memset(m, 0xCD, nbytes + 64); /* garbage: a value never written shows */
+    *handle = m;
+    *data = m + ((64 - ((uintptr_t)m & 63)) & 63);
+    tu_dev_live++;
+    return IT_OK;
+}
+
+static inline void tu_dev_release(void *ctx, void *handle)
+{
+    (void)ctx;
+    free(handle);
+    tu_dev_live--;
+}
+
+static inline int tu_on_dev(const it_view *v) { return v->device_type == IT_DEVICE_CUDA; }
+
+/* dst (op)= src through contiguous host copies, unscrambling the operands on
+ * the device and scrambling the result back. */
+static inline int tu_dev_apply(void *ctx, it_combine op, const it_view *dst, const it_view *src)
+{
+    (void)ctx;
+    tu_dev_ops++;
+    if (dst->ndim != src->ndim || dst->dtype != src->dtype)
+        return it_error_set(IT_EINVAL, "fake device: operands differ in rank or dtype");
+    for (int d = 0; d < dst->ndim; d++)
+        if (dst->shape[d] != src->shape[d])
+            return it_error_set(IT_EINVAL, "fake device: operands differ in shape");
+    if ((tu_on_dev(dst) && dst->device_id != TU_DEV_ID) || (tu_on_dev(src) && src->device_id != TU_DEV_ID))
+        return it_error_set(IT_EDEVICE, "fake device: an operand is on another device");
+    size_t es = it_dtype_size(dst->dtype);
+    int64_t cst[IT_MAX_DIMS], n = it_contiguous_strides(es, dst->ndim, dst->shape, cst);
+    char *a = malloc((size_t)n + 1), *b = malloc((size_t)n + 1);
+    assert_non_null(a);
+    assert_non_null(b);
+    it_copy_nd(es, dst->ndim, dst->shape, a, cst, dst->data, dst->strides);
+    it_copy_nd(es, dst->ndim, dst->shape, b, cst, src->data, src->strides);
+    if (tu_on_dev(dst))
+        tu_scramble(a, (size_t)n);
+    if (tu_on_dev(src))
+        tu_scramble(b, (size_t)n);
+    int rc = IT_OK;
+    if (op == IT_COMBINE_COPY)
+        memcpy(a, b, (size_t)n);
+    else
+        rc = it_combine_nd(op, dst->dtype, dst->ndim, dst->shape, a, cst, b, cst);
+    if (tu_on_dev(dst))
+        tu_scramble(a, (size_t)n);
+    if (rc == IT_OK)
+        it_copy_nd(es, dst->ndim, dst->shape, dst->data, dst->strides, a, cst);
+    free(a);
+    free(b);
+    return rc;
+}
+
+static const it_devops tu_devops = {IT_DEVOPS_VERSION, NULL, tu_dev_alloc, tu_dev_release, tu_dev_apply};
+
+/* Unscramble (or scramble) a whole buffer the core handed over, in place;
+ * nothing for a host buffer. */
+static inline void tu_buffer_flip(it_buffer *b)
+{
+    if (b && b->device.ops == &tu_devops)
+        tu_scramble(b->data, b->nbytes);
+}
 
 /* ------------------------------------------------------------------ */
 /* error checking                                                       */
@@ -605,8 +703,11 @@ static inline ft *ft_new(int ndim, const int64_t *shape, it_dtype dt)
     for (int d = 0; d < ndim; d++)
         f->spec.shape[d] = shape[d];
     f->spec.dtype = dt;
-    f->spec.device_type = IT_DEVICE_CPU;
-    f->spec.device_id = 0;
+    f->spec.device_type = TU_DEV_TYPE;
+    f->spec.device_id = TU_DEV_ID;
+#ifdef TU_DEVICE
+    f->spec.devops = &tu_devops;
+#endif
     f->spec.batch_size = 1;
     f->spec.combine = IT_COMBINE_SUM;
     f->seed = 12345;
@@ -939,6 +1040,7 @@ static inline int ft_compute(void *user, it_batch *b)
                 return rc;
             if (rc != IT_OK)
                 CB_FAIL(f, "compute: nested read failed with %d (%s)", rc, it_error_message());
+            tu_buffer_flip(o);
             int64_t n = tu_box_numel(&bx, ext);
             double *ref = malloc(sizeof(double) * (size_t)n);
             assert_non_null(ref);
@@ -986,6 +1088,7 @@ static inline int ft_compute(void *user, it_batch *b)
             }
             if (!tu_buffer_contiguous(ab))
                 CB_FAIL(f, "compute: arg %d is not contiguous", a);
+            tu_buffer_flip(ab); /* a fresh buffer for this call: read it in clear */
             double *ref = NULL;
             if (f->check_args) {
                 it_box bx = mkbox(ab->ndim, s, e, NULL);
@@ -1014,8 +1117,8 @@ static inline int ft_compute(void *user, it_batch *b)
         v->data = base + first;
         v->dtype = sp->dtype;
         v->ndim = nd;
-        v->device_type = IT_DEVICE_CPU;
-        v->device_id = 0;
+        v->device_type = TU_DEV_TYPE;
+        v->device_id = TU_DEV_ID;
         for (int d = 0; d < nd; d++) {
             v->shape[d] = w->size[d];
             v->strides[d] = st[d];
@@ -1033,8 +1136,11 @@ static inline int ft_compute(void *user, it_batch *b)
         if (i == 0 && f->bad_out == 2)
             v->dtype = sp->dtype == IT_F64 ? IT_F32 : IT_F64;
         if (i == 0 && f->bad_out == 3)
-            v->device_type = 2; /* kDLCUDA */
+            v->device_type = TU_DEV_TYPE == IT_DEVICE_CPU ? IT_DEVICE_CUDA : IT_DEVICE_CPU;
     }
+#ifdef TU_DEVICE
+    tu_scramble(block, per * (size_t)b->n + 64); /* the outputs live on the device */
+#endif
     b->out_owner = block;
     f->ok_calls++;
     for (int64_t i = 0; i < b->n; i++) {
@@ -1085,12 +1191,15 @@ static inline int ft_blend(void *user, it_buffer **existing, it_buffer **incomin
     }
     if (!tu_buffer_contiguous(ex) || !tu_buffer_contiguous(in))
         CB_FAIL(f, "blend: buffers are not contiguous");
+    tu_buffer_flip(ex);
+    tu_buffer_flip(in);
     it_dtype dt = f->spec.dtype;
     size_t es = tu_elsize(dt);
     memset(result, 0, sizeof *result);
     switch (f->blend_kind) {
     case 0: /* last wins: hand back the incoming buffer itself */
         *incoming = NULL;
+        tu_buffer_flip(in);
         it_buffer_view(in, result);
         *owner = in;
         break;
@@ -1100,6 +1209,7 @@ static inline int ft_blend(void *user, it_buffer **existing, it_buffer **incomin
             el_store(dt, p, 2 * el_load(dt, p) + el_load(dt, (char *)in->data + j * (int64_t)es));
         }
         *existing = NULL;
+        tu_buffer_flip(ex);
         it_buffer_view(ex, result);
         *owner = ex;
         break;
@@ -1123,11 +1233,14 @@ static inline int ft_blend(void *user, it_buffer **existing, it_buffer **incomin
                 j++;
             } while (tu_next_index(ex->ndim, k, lo, hi));
         }
+#ifdef TU_DEVICE
+        tu_scramble(mem, span + 16);
+#endif
         result->data = mem + first;
         result->dtype = dt;
         result->ndim = ex->ndim;
-        result->device_type = IT_DEVICE_CPU;
-        result->device_id = 0;
+        result->device_type = TU_DEV_TYPE;
+        result->device_id = TU_DEV_ID;
         for (int d = 0; d < ex->ndim; d++) {
             result->shape[d] = ex->shape[d];
             result->strides[d] = st[d];
@@ -1351,6 +1464,7 @@ static inline int ft_read_check(ft *f, const it_box *box, int flags)
     int rc = it_tensor_read(f->t, box, flags, &out);
     ft_check_errors(f);
     if (rc == IT_OK) {
+        tu_buffer_flip(out);
         ft_compare(f, box, out);
         it_buffer_free(out);
     } else {
@@ -1408,12 +1522,26 @@ static inline int64_t tu_window_bytes(const it_tensor *t)
 #define INF IT_DIM_INFINITE
 
 /* Every core block allocated between LEAK_BEGIN and LEAK_END is freed. */
-#define LEAK_BEGIN long live0_ = it_alloc_live_blocks()
+#define LEAK_BEGIN long live0_ = it_alloc_live_blocks(), dev0_ = tu_dev_live
 #define LEAK_END                                                                            \
     do {                                                                                    \
         if (it_alloc_live_blocks() != live0_)                                               \
             fail_msg("%ld core blocks leaked", it_alloc_live_blocks() - live0_);            \
+        if (tu_dev_live != dev0_)                                                           \
+            fail_msg("%ld device allocations leaked", tu_dev_live - dev0_);                 \
     } while (0)
+
+/* Bytes the cache holds in the memory the fake tensors use. */
+static inline int64_t tu_cache_bytes(const it_cache *c)
+{
+#ifdef TU_DEVICE
+    assert_int_equal(it_cache_bytes(c), 0); /* nothing of theirs in host memory */
+    return it_cache_device_bytes(c);
+#else
+    assert_int_equal(it_cache_device_bytes(c), 0);
+    return it_cache_bytes(c);
+#endif
+}
 
 /* A new cache with these limits (< 0: none), its invariants checked. */
 static inline it_cache *mkcache(int64_t bytes, int64_t weight)
@@ -1421,6 +1549,9 @@ static inline it_cache *mkcache(int64_t bytes, int64_t weight)
     it_cache *c = NULL;
     EXPECT_OK(it_cache_create(bytes, weight, &c));
     assert_non_null(c);
+#ifdef TU_DEVICE
+    it_cache_set_device_limit(c, bytes); /* the same budget, for device memory */
+#endif
     tu_cache_ok(c);
     return c;
 }
@@ -1487,7 +1618,8 @@ static inline void *ft_window_values(ft *f, const int64_t *coords, double add, i
     v->data = mem;
     v->dtype = f->spec.dtype;
     v->ndim = nd;
-    v->device_type = IT_DEVICE_CPU;
+    v->device_type = TU_DEV_TYPE;
+    v->device_id = TU_DEV_ID;
     for (int d = 0; d < nd; d++)
         v->shape[d] = w->size[d];
     tu_contig_strides(nd, v->shape, es, v->strides);
@@ -1497,6 +1629,9 @@ static inline void *ft_window_values(ft *f, const int64_t *coords, double add, i
         el_store(f->spec.dtype, mem + j * (int64_t)es, ft_base(f, coords, k) + S + add);
         j++;
     } while (tu_next_index(nd, k, lo, hi));
+#ifdef TU_DEVICE
+    tu_scramble(mem, (size_t)n * es);
+#endif
     return mem;
 }
 

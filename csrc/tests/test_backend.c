@@ -809,10 +809,12 @@ static void eviction(const bspec *s, int by_bytes, uint64_t seed)
     ft *a = mkft(s, c, m, 0);
     a->once = 1; /* evicted tiles come back from the store: never recomputed */
     m->junk_tail = (int)(seed & 1);
-    if (by_bytes)
+    if (by_bytes) {
         it_cache_set_limits(c, 2 * tu_tile_bytes(a->t), -1);
-    else
+        it_cache_set_device_limit(c, 2 * tu_tile_bytes(a->t));
+    } else {
         it_cache_set_tile_limit(c, 1);
+    }
     rng_t r = {seed};
     it_box B[24];
     int nb = 24;
@@ -833,6 +835,7 @@ static void eviction(const bspec *s, int by_bytes, uint64_t seed)
      * with no cache limit, then trim the tensor to nothing */
     it_cache_set_tile_limit(c, -1);
     it_cache_set_limits(c, -1, -1);
+    it_cache_set_device_limit(c, -1);
     it_box N[24];
     for (int i = 0; i < nb; i++) {
         N[i] = B[i];
@@ -1579,6 +1582,7 @@ static void hook_read(fb_map *m, const it_tile_io *io)
     (void)io;
     int rc = it_tensor_read(g->t, b, 0, &out);
     if (rc == IT_OK) {
+        tu_buffer_flip(out);
         int64_t n = tu_box_numel(b, ext);
         double *ref = malloc(sizeof(double) * (size_t)n);
         if (!ref) {

@@ -101,7 +101,7 @@ static void test_create_errors(void **state)
     f = base_fake(); f->spec.dtype = IT_DTYPE_COUNT;              EXPECT_CREATE_FAILS(f, c, IT_EINVAL, IT_EDTYPE);
     f = base_fake(); f->spec.dtype = IT_C64;
     f->spec.combine = IT_COMBINE_MAX;                             EXPECT_CREATE_FAILS(f, c, IT_EINVAL, IT_EDTYPE);
-    f = base_fake(); f->spec.device_type = 2;                     EXPECT_CREATE_FAILS(f, c, IT_EINVAL, IT_EDEVICE);
+    f = base_fake(); f->spec.device_type = 2; f->spec.devops = NULL; EXPECT_CREATE_FAILS(f, c, IT_EINVAL, IT_EDEVICE);
 
     /* args: a NULL array, a wrong args window, a NULL upstream */
     ft *up = ft_new(1, (int64_t[]){INF}, IT_F64);
@@ -361,7 +361,7 @@ static void test_read_1d(void **state)
     assert_int_equal(it_tensor_bytes(f->t), it_tensor_tiles(f->t) * tu_tile_bytes(f->t));
     ft_destroy(f);
     assert_int_equal(it_cache_tiles(c), 0);
-    assert_int_equal(it_cache_bytes(c), 0);
+    assert_int_equal(tu_cache_bytes(c), 0);
     it_cache_unref(c);
     LEAK_END;
 }
@@ -860,12 +860,12 @@ static void test_clear(void **state)
     read1(f, -10, 30, 1);
     read1(g, -10, 30, 1);
     int64_t gbytes = it_tensor_bytes(g->t);
-    assert_int_equal(it_cache_bytes(c), it_tensor_bytes(f->t) + gbytes);
+    assert_int_equal(tu_cache_bytes(c), it_tensor_bytes(f->t) + gbytes);
     it_tensor_clear(f->t);
     tu_cache_ok(c);
     assert_int_equal(it_tensor_tiles(f->t), 0);
     assert_int_equal(it_tensor_bytes(f->t), 0);
-    assert_int_equal(it_cache_bytes(c), gbytes); /* g is untouched */
+    assert_int_equal(tu_cache_bytes(c), gbytes); /* g is untouched */
     assert_int_equal(it_cache_tiles(c), it_tensor_tiles(g->t));
     int64_t w0 = 0;
     assert_int_equal(window_done(f, &w0), 0);
@@ -927,7 +927,7 @@ static void test_trim(void **state)
     tu_cache_ok(c);
     assert_int_equal(it_tensor_bytes(f->t), 0);
     assert_int_equal(it_tensor_tiles(f->t), 0);
-    assert_int_equal(it_cache_bytes(c), 0);
+    assert_int_equal(tu_cache_bytes(c), 0);
     ft_read_ok(f, &A);
     ft_read_ok(f, &B);
     ft_destroy(f);
@@ -1013,6 +1013,7 @@ static void test_contribute(void **state)
     assert_int_equal(read_nc(f, &b), IT_ESTATE); /* windows 2 and 3 are missing */
     it_buffer *out = NULL;
     EXPECT_OK(it_tensor_read(f->t, &b, 0, &out));
+    tu_buffer_flip(out);
     tu_cache_ok(c);
     assert_int_equal(wtab_get(&f->total, &w), 0);
     double ref[16];
@@ -1037,9 +1038,11 @@ static void test_contribute(void **state)
     v.dtype = IT_F32;
     EXPECT_ERR(it_tensor_contribute(f->t, &w, &v), IT_EDTYPE);
     v.dtype = IT_F64;
-    v.device_type = 2;
+    v.device_type = TU_DEV_TYPE == IT_DEVICE_CPU ? IT_DEVICE_CUDA : IT_DEVICE_CPU;
     EXPECT_ERR(it_tensor_contribute(f->t, &w, &v), IT_EDEVICE);
-    v.device_type = IT_DEVICE_CPU;
+    v.device_type = TU_DEV_TYPE;
+    v.device_id = TU_DEV_ID + 1;
+    EXPECT_ERR(it_tensor_contribute(f->t, &w, &v), IT_EDEVICE);
     free(mem);
     tu_cache_ok(c);
     assert_int_equal(window_done(f, &w), 0);
@@ -1085,13 +1088,23 @@ static int converter(void *ctx, const it_view *src, it_buffer *dst)
         CONV_FAIL(cc, "dst is not contiguous");
     if (n == 0)
         return IT_OK;
+    /* src in clear, contiguous */
+    size_t ses = tu_elsize(src->dtype), es = tu_elsize(dst->dtype);
+    int64_t cst[IT_MAX_DIMS];
+    tu_contig_strides(nd, src->shape, ses, cst);
+    char *clear = malloc((size_t)n * ses);
+    assert_non_null(clear);
+    it_copy_nd(ses, nd, src->shape, clear, cst, src->data, src->strides);
+    if (tu_on_dev(src))
+        tu_scramble(clear, (size_t)n * ses);
     int64_t j = 0;
-    size_t es = tu_elsize(dst->dtype);
     do {
-        double x = el_load(src->dtype, (const char *)src->data + tu_offset(nd, k, src->strides));
+        double x = el_load(src->dtype, clear + tu_offset(nd, k, cst));
         el_store(dst->dtype, (char *)dst->data + j * (int64_t)es, x);
         j++;
     } while (tu_next_index(nd, k, lo, hi));
+    free(clear);
+    tu_buffer_flip(dst);
     return IT_OK;
 }
 
@@ -1134,7 +1147,7 @@ static void test_retype(void **state)
     tu_cache_ok(c);
     assert_int_equal(it_tensor_tiles(f->t), tiles0);
     assert_int_equal(it_tensor_bytes(f->t) * 2, bytes0);
-    assert_int_equal(it_cache_bytes(c), bytes0 / 2);
+    assert_int_equal(tu_cache_bytes(c), bytes0 / 2);
     assert_int_equal(it_cache_weight(c), weight0); /* tile and window bytes both halve */
     assert_int_equal(read_nc(f, &b), IT_OK);
     /* new windows are computed in the new dtype */
@@ -1306,7 +1319,7 @@ static void pipeline_run(int64_t byte_limit, int64_t batch, int take)
         assert_int_equal(ft_calls_tree(p.b), before);
     }
     if (byte_limit == 0) {
-        assert_int_equal(it_cache_bytes(c), 0);
+        assert_int_equal(tu_cache_bytes(c), 0);
         assert_int_equal(it_cache_tiles(c), 0);
     }
     pipe_free(p);
@@ -1705,7 +1718,7 @@ static void test_fuzz(void **state)
                 ft_forget(f);
                 cleared = 1;
             }
-            assert_int_equal(it_cache_bytes(c), it_tensor_bytes(f->t));
+            assert_int_equal(tu_cache_bytes(c), it_tensor_bytes(f->t));
             assert_int_equal(it_cache_tiles(c), it_tensor_tiles(f->t));
             /* a custom blend may also hold parts of windows for later */
             if (custom)
@@ -1784,7 +1797,7 @@ static void test_fuzz_pipeline(void **state)
                 ft_forget(b);
                 tu_cache_ok(c);
             }
-            assert_int_equal(it_cache_bytes(c), it_tensor_bytes(a->t) + it_tensor_bytes(b->t));
+            assert_int_equal(tu_cache_bytes(c), it_tensor_bytes(a->t) + it_tensor_bytes(b->t));
         }
         ft_destroy(b);
         ft_destroy(a);
