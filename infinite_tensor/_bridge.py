@@ -5,7 +5,14 @@ fastest entry points this torch offers and hand them over once.  A torch that
 publishes the DLPack C exchange table (``Tensor.__dlpack_c_exchange_api__``,
 DLPack 1.3) lets the binding convert without capsules or Python calls; the
 capsule functions remain the fallback (older torch, tensor subclasses).
+
+Tiles of tensors on CUDA are torch allocations, and every copy or combine the
+C core does on them is a torch op (``_device_alloc`` and ``_device_apply``
+below, called from csrc/python/device.c): the extension needs no CUDA to
+build and no GPU to import.
 """
+import contextlib
+
 import torch
 import torch.utils.dlpack
 
@@ -14,6 +21,43 @@ from . import _core, errors
 _from = getattr(torch._C, "_from_dlpack", None) or torch.utils.dlpack.from_dlpack
 _to = getattr(torch._C, "_to_dlpack", None) or torch.utils.dlpack.to_dlpack
 _exchange = getattr(torch.Tensor, "__dlpack_c_exchange_api__", None)
+
+
+_CPU = torch.device("cpu")
+
+
+def _device_alloc(nbytes, device_type, device_id):
+    """A block of device memory for the core (freed when the core drops it)."""
+    device = _CPU if device_type == 1 else torch.device("cuda", device_id)
+    return torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device)
+
+
+def _maximum(dst, src):
+    torch.maximum(dst, src, out=dst)
+
+
+def _minimum(dst, src):
+    torch.minimum(dst, src, out=dst)
+
+
+# the core's it_combine codes: SUM, MAX, MIN, COPY
+_APPLY = (torch.Tensor.add_, _maximum, _minimum, torch.Tensor.copy_)
+
+
+def _device_apply(op, dst, src):
+    """dst (op)= src for the core, on torch's current stream."""
+    _APPLY[op](dst, src)
+
+
+@contextlib.contextmanager
+def device_ops_on_cpu():
+    """CPU tensors created inside use the device path that CUDA tensors use
+    (tiles allocated and combined by torch): tests run it without a GPU."""
+    previous = _core._device_ops_on_cpu(True)
+    try:
+        yield
+    finally:
+        _core._device_ops_on_cpu(previous)
 
 
 def configure(from_dlpack=_from, to_dlpack=_to, exchange_api=_exchange):
@@ -27,6 +71,8 @@ def configure(from_dlpack=_from, to_dlpack=_to, exchange_api=_exchange):
         set_grad_enabled=torch._C._set_grad_enabled,
         errors={name: getattr(errors, name) for name in errors.__all__},
         exchange_api=exchange_api,
+        device_alloc=_device_alloc,
+        device_apply=_device_apply,
     )
 
 

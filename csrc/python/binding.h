@@ -72,11 +72,26 @@ PyObject *raise_core(module_state *st, int rc);
 /* Export a buffer (ownership passes to torch) as a torch.Tensor with the
  * given shape (ndim dims; must have the buffer's element count). */
 PyObject *export_buffer(module_state *st, it_buffer *buf, int ndim, const int64_t *shape);
+/* A torch.Tensor over memory the core owns (no ownership passes): valid only
+ * while that memory lives, so used only inside one call. */
+PyObject *wrap_view(module_state *st, const it_view *v);
 /* Import a torch tensor: fill *view and *hold.  -1 with an exception. */
 int import_tensor(module_state *st, PyObject *obj, it_view *view, dl_hold *hold);
 void release_hold(dl_hold *hold);
 /* Map a DLPack dtype to the core's; -1 if unsupported. */
 int dtype_from_dl(DLDataType dt);
+
+/* device.c */
+/* The device-ops table whose memory and arithmetic are torch's (tiles on
+ * CUDA, or on the CPU when device ops are forced for tests). */
+extern const it_devops binding_devops;
+/* The table for a tensor on DLPack device type: NULL (the core's host
+ * kernels) for the CPU unless forced. */
+const it_devops *devops_for(int device_type);
+/* _configure's part: the torch callables behind the table. */
+int device_configure(module_state *st, PyObject *alloc, PyObject *apply);
+void device_clear(void);
+PyObject *mod_device_ops_on_cpu(PyObject *module, PyObject *args);
 
 /* index.c */
 /* Parse a __getitem__ key for a tensor of this shape into a box and the

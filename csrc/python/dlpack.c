@@ -77,6 +77,39 @@ int dtype_from_dl(DLDataType dt)
     return -1;
 }
 
+/* Hand blk (its dl_tensor filled in by the caller) to torch as a tensor;
+ * the deleter frees blk and the buffer it holds. */
+static PyObject *export_block_to_torch(module_state *st, export_block *blk, const DLTensor *dl)
+{
+    if (st->xapi) {
+        DLManagedTensorVersioned *m = &blk->mt.versioned;
+        m->version.major = IT_DLPACK_MAJOR;
+        m->version.minor = IT_DLPACK_MINOR;
+        m->manager_ctx = blk;
+        m->deleter = versioned_deleter;
+        m->flags = 0;
+        m->dl_tensor = *dl;
+        void *res = NULL;
+        /* on failure torch has taken the tensor or not, we cannot tell:
+         * leaking one buffer beats freeing it twice */
+        if (st->xapi->managed_tensor_to_py_object_no_sync(m, &res) < 0)
+            return NULL;
+        return res;
+    }
+    DLManagedTensor *m = &blk->mt.legacy;
+    m->dl_tensor = *dl;
+    m->manager_ctx = blk;
+    m->deleter = legacy_deleter;
+    PyObject *capsule = PyCapsule_New(m, "dltensor", capsule_destructor);
+    if (!capsule) {
+        export_free(blk);
+        return NULL;
+    }
+    PyObject *res = PyObject_CallOneArg(st->from_dlpack, capsule);
+    Py_DECREF(capsule);
+    return res;
+}
+
 PyObject *export_buffer(module_state *st, it_buffer *buf, int ndim, const int64_t *shape)
 {
     export_block *blk = it_malloc(sizeof *blk);
@@ -93,40 +126,37 @@ PyObject *export_buffer(module_state *st, it_buffer *buf, int ndim, const int64_
     }
     DLTensor dl = {
         .data = buf->data,
-        .device = {kDLCPU, 0},
+        .device = {buf->device.type, buf->device.id},
         .ndim = ndim,
         .dtype = dl_types[buf->dtype],
         .shape = blk->shape,
         .strides = blk->strides,
         .byte_offset = 0,
     };
-    if (st->xapi) {
-        DLManagedTensorVersioned *m = &blk->mt.versioned;
-        m->version.major = IT_DLPACK_MAJOR;
-        m->version.minor = IT_DLPACK_MINOR;
-        m->manager_ctx = blk;
-        m->deleter = versioned_deleter;
-        m->flags = 0;
-        m->dl_tensor = dl;
-        void *res = NULL;
-        /* on failure torch has taken the tensor or not, we cannot tell:
-         * leaking one buffer beats freeing it twice */
-        if (st->xapi->managed_tensor_to_py_object_no_sync(m, &res) < 0)
-            return NULL;
-        return res;
+    return export_block_to_torch(st, blk, &dl);
+}
+
+PyObject *wrap_view(module_state *st, const it_view *v)
+{
+    export_block *blk = it_malloc(sizeof *blk);
+    if (!blk)
+        return PyErr_NoMemory();
+    blk->buf = NULL;
+    int64_t es = (int64_t)it_dtype_size(v->dtype);
+    for (int d = 0; d < v->ndim; d++) {
+        blk->shape[d] = v->shape[d];
+        blk->strides[d] = v->strides[d] / es; /* the core's strides are whole elements */
     }
-    DLManagedTensor *m = &blk->mt.legacy;
-    m->dl_tensor = dl;
-    m->manager_ctx = blk;
-    m->deleter = legacy_deleter;
-    PyObject *capsule = PyCapsule_New(m, "dltensor", capsule_destructor);
-    if (!capsule) {
-        export_free(blk);
-        return NULL;
-    }
-    PyObject *res = PyObject_CallOneArg(st->from_dlpack, capsule);
-    Py_DECREF(capsule);
-    return res;
+    DLTensor dl = {
+        .data = v->data,
+        .device = {v->device_type, v->device_id},
+        .ndim = v->ndim,
+        .dtype = dl_types[v->dtype],
+        .shape = blk->shape,
+        .strides = blk->strides,
+        .byte_offset = 0,
+    };
+    return export_block_to_torch(st, blk, &dl);
 }
 
 void release_hold(dl_hold *hold)

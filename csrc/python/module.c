@@ -68,6 +68,7 @@ static PyObject *Cache_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
         Py_DECREF(self);
         return raise_core(state_of_type(tp), rc);
     }
+    it_cache_set_device_limit(self->cache, bytes); /* the same budget, counted apart */
     return (PyObject *)self;
 }
 
@@ -85,6 +86,7 @@ static PyObject *Cache_set_limits(CacheObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "LL", &bytes, &weight))
         return NULL;
     it_cache_set_limits(self->cache, bytes, weight);
+    it_cache_set_device_limit(self->cache, bytes);
     Py_RETURN_NONE;
 }
 
@@ -118,7 +120,8 @@ static PyObject *Cache_info(CacheObject *self, PyObject *unused)
     (void)unused;
     int64_t bl, wl;
     it_cache_limits(self->cache, &bl, &wl);
-    return Py_BuildValue("{sLsLsLsLsLsL}", "bytes", (long long)it_cache_bytes(self->cache),
+    return Py_BuildValue("{sLsLsLsLsLsLsL}", "bytes", (long long)it_cache_bytes(self->cache),
+                         "device_bytes", (long long)it_cache_device_bytes(self->cache),
                          "tiles", (long long)it_cache_tiles(self->cache),
                          "weight", (long long)it_cache_weight(self->cache),
                          "pinned", (long long)it_cache_pinned(self->cache),
@@ -151,11 +154,18 @@ static PyType_Spec Cache_spec = {
 static PyObject *mod_configure(PyObject *module, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"from_dlpack", "to_dlpack", "tensor_type", "is_grad_enabled",
-                             "set_grad_enabled", "errors", "exchange_api", NULL};
+                             "set_grad_enabled", "errors", "exchange_api", "device_alloc",
+                             "device_apply", NULL};
     module_state *st = PyModule_GetState(module);
-    PyObject *from, *to, *ttype, *isg, *setg, *errors, *xcap = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOO!|O", kwlist, &from, &to, &ttype, &isg, &setg,
-                                     &PyDict_Type, &errors, &xcap))
+    PyObject *from, *to, *ttype, *isg, *setg, *errors, *xcap = Py_None, *dalloc = NULL, *dapply = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOO!|OOO", kwlist, &from, &to, &ttype, &isg, &setg,
+                                     &PyDict_Type, &errors, &xcap, &dalloc, &dapply))
+        return NULL;
+    if ((dalloc || dapply) && (!dalloc || !dapply)) {
+        PyErr_SetString(PyExc_TypeError, "device_alloc and device_apply go together");
+        return NULL;
+    }
+    if (dalloc && device_configure(st, dalloc, dapply) < 0)
         return NULL;
     if (!PyType_Check(ttype)) {
         PyErr_SetString(PyExc_TypeError, "tensor_type must be a type");
@@ -429,6 +439,8 @@ static PyMethodDef module_methods[] = {
      "buffer_pool([limit]) -> bytes the recycling pool holds; sets its limit when given."},
     {"copy_threads", mod_copy_threads, METH_VARARGS,
      "copy_threads([n]) -> threads that assemble large reads (caller included); sets n when given."},
+    {"_device_ops_on_cpu", mod_device_ops_on_cpu, METH_VARARGS,
+     "_device_ops_on_cpu([flag]) -> previous flag; CPU tensors created while set use the device-ops path."},
     {"parallel_min_bytes", mod_parallel_min_bytes, METH_VARARGS,
      "parallel_min_bytes([n]) -> bytes below which a read is assembled on one thread; sets n when given."},
     {NULL, NULL, 0, NULL},
@@ -515,6 +527,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->ShapeMismatchError);
     Py_CLEAR(st->DeviceMismatchError);
     Py_CLEAR(st->DtypeMismatchError);
+    device_clear();
     return 0;
 }
 

@@ -647,6 +647,7 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     spec.dtype = (it_dtype)dtype;
     if (!PyArg_ParseTuple(device_code, "ii", &spec.device_type, &spec.device_id))
         return NULL;
+    spec.devops = devops_for(spec.device_type);
     if (parse_window(window, nd, &spec.window) < 0)
         return NULL;
     Py_ssize_t nargs = PyTuple_GET_SIZE(targs);
@@ -877,30 +878,28 @@ typedef struct convert_ctx {
     PyObject *fn;
 } convert_ctx;
 
+/* convert(src) for one tile: src is wrapped without a copy (it lives until
+ * the migration ends, after this call); the result, on the new device, is
+ * copied into dst through dst's device. */
 static int convert_tile(void *p, const it_view *src, it_buffer *dst)
 {
     convert_ctx *c = p;
-    it_buffer *copy;
-    int rc = it_buffer_create(src->dtype, src->ndim, src->shape, &copy);
-    if (rc)
-        return rc;
-    it_copy_nd(it_dtype_size(src->dtype), src->ndim, src->shape, copy->data, copy->strides,
-               src->data, src->strides);
-    PyObject *t = export_buffer(c->st, copy, copy->ndim, copy->shape);
+    PyObject *t = wrap_view(c->st, src);
     if (!t)
         return IT_ECALLBACK;
     PyObject *r = PyObject_CallOneArg(c->fn, t);
     Py_DECREF(t);
     if (!r)
         return IT_ECALLBACK;
-    it_view v;
+    it_view v, dv;
     dl_hold hold;
     if (import_tensor(c->st, r, &v, &hold) < 0) {
         Py_DECREF(r);
         return IT_ECALLBACK;
     }
     Py_DECREF(r);
-    int bad = v.dtype != dst->dtype || v.ndim != dst->ndim || v.device_type != IT_DEVICE_CPU;
+    int bad = v.dtype != dst->dtype || v.ndim != dst->ndim || v.device_type != dst->device.type ||
+              v.device_id != dst->device.id;
     for (int d = 0; !bad && d < dst->ndim; d++)
         bad = v.shape[d] != dst->shape[d];
     if (bad) {
@@ -908,19 +907,22 @@ static int convert_tile(void *p, const it_view *src, it_buffer *dst)
         PyErr_SetString(PyExc_ValueError, "tile conversion returned the wrong shape, dtype or device");
         return IT_ECALLBACK;
     }
-    it_copy_nd(it_dtype_size(dst->dtype), dst->ndim, dst->shape, dst->data, dst->strides, v.data, v.strides);
+    it_buffer_view(dst, &dv);
+    int rc = it_dev_apply(&dst->device, IT_COMBINE_COPY, &dv, &v);
     release_hold(&hold);
-    return IT_OK;
+    return rc;
 }
 
-/* retype(dtype_code, dtype_obj, fill, convert): convert cached tiles. */
-static PyObject *Tensor_retype(TensorObject *self, PyObject *args)
+/* migrate(device_code, device_obj, dtype_code, dtype_obj, fill, convert):
+ * move cached tiles to another device and/or dtype. */
+static PyObject *Tensor_migrate(TensorObject *self, PyObject *args)
 {
     module_state *st = state_of_type(Py_TYPE(self));
     int code;
-    PyObject *dtype_obj, *fill, *fn;
+    it_device dev = {0, 0, NULL};
+    PyObject *device_obj, *dtype_obj, *fill, *fn;
     unsigned char fillv[16];
-    if (!PyArg_ParseTuple(args, "iOOO", &code, &dtype_obj, &fill, &fn))
+    if (!PyArg_ParseTuple(args, "(ii)OiOOO", &dev.type, &dev.id, &device_obj, &code, &dtype_obj, &fill, &fn))
         return NULL;
     if (code < 0 || code >= IT_DTYPE_COUNT) {
         PyErr_SetString(PyExc_ValueError, "invalid dtype code");
@@ -928,13 +930,16 @@ static PyObject *Tensor_retype(TensorObject *self, PyObject *args)
     }
     if (read_fill(st, fill, (it_dtype)code, fillv) < 0)
         return NULL;
+    dev.ops = devops_for(dev.type);
     convert_ctx c = {st, fn};
-    int rc = it_tensor_retype(self->t, (it_dtype)code, fillv, convert_tile, &c);
+    int rc = it_tensor_migrate(self->t, &dev, (it_dtype)code, fillv, convert_tile, &c);
     if (rc)
         return raise_core(st, rc);
     tensor_user *u = it_tensor_get_user(self->t);
     Py_INCREF(dtype_obj);
     Py_SETREF(u->dtype, dtype_obj);
+    Py_INCREF(device_obj);
+    Py_SETREF(u->device, device_obj);
     Py_RETURN_NONE;
 }
 
@@ -1003,7 +1008,9 @@ static PyMethodDef Tensor_methods[] = {
     {"window_done", (PyCFunction)Tensor_window_done, METH_O, "Whether a window is in every tile it touches."},
     {"contribute", (PyCFunction)(void (*)(void))Tensor_contribute, METH_FASTCALL,
      "Add a window output computed elsewhere."},
-    {"retype", (PyCFunction)Tensor_retype, METH_VARARGS, "Convert cached tiles to another dtype."},
+    {"migrate", (PyCFunction)Tensor_migrate, METH_VARARGS,
+     "migrate(device_code, device, dtype_code, dtype, fill, convert): move cached tiles to another "
+     "device and/or dtype."},
     {"set_callbacks", (PyCFunction)Tensor_set_callbacks, METH_VARARGS, "Replace f, blend and batch size."},
     {NULL, NULL, 0, NULL},
 };

@@ -3,7 +3,7 @@
 forward to the node."""
 import weakref
 
-from .. import _core
+from .. import _bridge, _core
 from ..errors import TileAccessError, ValidationError
 from . import TileStore
 
@@ -69,9 +69,11 @@ class EngineStore(TileStore):
         return self._cache.info()["bytes"]
 
     def cache_info(self):
-        """Counters of the shared cache: bytes, tiles, weight, pinned."""
+        """Counters of the shared cache: bytes (host memory), device_bytes
+        (tiles on a GPU), tiles, weight, pinned.  The byte limit applies to
+        host and device bytes separately."""
         info = self._cache.info()
-        return {k: info[k] for k in ("bytes", "tiles", "weight", "pinned")}
+        return {k: info[k] for k in ("bytes", "device_bytes", "tiles", "weight", "pinned")}
 
     def is_window_processed(self, tensor_id, window_index):
         return self._node(tensor_id).window_done(tuple(window_index))
@@ -81,6 +83,18 @@ class EngineStore(TileStore):
 
     def read_pixels(self, tensor_id, pixel_slices):
         return self._node(tensor_id).read_cached(tuple(pixel_slices))
+
+
+def migrate_node(entry, tensor):
+    """Move the node's cached tiles to the device and dtype tensor declares;
+    every object sharing the node then declares them too."""
+    from ..infinite_tensor import _fill_tensor
+    device, dtype = tensor.device, tensor.dtype
+    entry.node.migrate(_bridge.device_code(device), device, _bridge.dtype_code(dtype), dtype,
+                       _fill_tensor(tensor._blend_init, dtype), lambda t: t.to(device=device, dtype=dtype))
+    entry.meta = tensor.to_json()
+    for view in entry.views:
+        view._device, view._dtype = device, dtype
 
 
 def describe_differences(old, new, prefix=""):

@@ -9,9 +9,9 @@ ceil(tile bytes / window bytes) windows).
 """
 import warnings
 
-from .. import _bridge, _core
+from .. import _core
 from ..errors import ValidationError
-from ._engine import EngineStore, Entry, check_limit
+from ._engine import EngineStore, Entry, check_limit, migrate_node
 
 
 class MemoryTileStore(EngineStore):
@@ -48,8 +48,6 @@ class MemoryTileStore(EngineStore):
 
     # -- registration ----------------------------------------------------------
     def register_tensor(self, tensor):
-        if tensor.device.type != "cpu":
-            raise ValidationError(f"device {tensor.device} is not supported by this build yet (CPU only)")
         tid = tensor.uuid
         entry = self._tensor_store.get(tid)
         if entry is not None:
@@ -87,15 +85,7 @@ class MemoryTileStore(EngineStore):
                        if v._node is entry.node and (v.device, v.dtype) != (old_device, old_dtype)), None)
         if tensor is None:
             return
-        if tensor.device != old_device and tensor.device.type != "cpu":
-            raise ValidationError(f"device {tensor.device} is not supported by this build (CPU only)")
-        if tensor.dtype != old_dtype:
-            dtype = tensor.dtype
-            entry.node.retype(_bridge.dtype_code(dtype), dtype,
-                              _fill_for(tensor._blend_init, dtype), lambda t: t.to(dtype))
-            entry.meta = tensor.to_json()
-            for view in entry.views:  # every object sharing the node now declares the new dtype
-                view._dtype = dtype
+        migrate_node(entry, tensor)
 
     # -- deprecated -------------------------------------------------------------
     def evict_cache_for(self, tensor_id, cache_limit):
@@ -110,8 +100,3 @@ class MemoryTileStore(EngineStore):
         entry = self._tensor_store.get(str(tensor_id))
         if entry is not None:
             entry.node.trim(cache_limit)
-
-
-def _fill_for(blend_init, dtype):
-    from ..infinite_tensor import _fill_tensor
-    return _fill_tensor(blend_init, dtype)

@@ -23,7 +23,7 @@ import warnings
 
 from .. import _core
 from ..errors import TileAccessError, ValidationError
-from ._engine import EngineStore, Entry, check_limit
+from ._engine import EngineStore, Entry, check_limit, migrate_node
 
 DEFAULT_TILE_SIZE = 512
 DEFAULT_CACHE_SIZE_BYTES = 100 * 1024 * 1024
@@ -123,8 +123,6 @@ class PersistentTileStore(EngineStore):
 
     def register_tensor(self, tensor):
         self._check_open()
-        if tensor.device.type != "cpu":
-            raise ValidationError(f"device {tensor.device} is not supported by this build yet (CPU only)")
         tid = tensor.uuid
         tile_size = self._effective_tile_size(tensor)
         entry = self._tensor_store.get(tid)
@@ -203,11 +201,10 @@ class PersistentTileStore(EngineStore):
             raise ValidationError(
                 f"Persistent stores do not support dtype changes ({old_dtype} -> {tensor.dtype}) for tensor "
                 f"{tensor_id}: clear the tensor and re-create it with the new dtype")
-        if tensor.device.type != "cpu":
-            raise ValidationError(f"device {tensor.device} is not supported by this build (CPU only)")
+        # stored tiles stay in the file (host memory); the cached ones move
+        migrate_node(entry, tensor)
         self._write_tensor_metadata(str(tensor_id), tensor.to_json(), entry.tile_size)
         self._flush_backend()
-        entry.meta = tensor.to_json()
 
     # -- write-back ----------------------------------------------------------------
     def _check_open(self):
