@@ -72,7 +72,8 @@ $(EXT_STAMP): $(VENV)/.deps-stamp $(CORE_SRC) $(CORE_HDR) $(BIND_SRC) setup.py s
 	$(VPY) setup.py -q build_ext --inplace
 	@touch $@
 
-$(BUILD)/test_%: csrc/tests/test_%.c $(CTEST_HDR) $(CORE_SRC) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
+# a test_X_device.c includes test_X.c: any test source may be part of any binary
+$(BUILD)/test_%: csrc/tests/test_%.c $(CTEST_SRC) $(CTEST_HDR) $(CORE_SRC) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
 	$(CC) $(CFLAGS_CORE) $(H5_CFLAGS) $< $(CORE_SRC) -lcmocka $(H5_LIBS) -lm -pthread -o $@
 
 ctest: $(CTEST_BIN)

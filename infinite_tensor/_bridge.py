@@ -50,10 +50,11 @@ def _device_apply(op, dst, src):
 
 
 @contextlib.contextmanager
-def device_ops_on_cpu():
-    """CPU tensors created inside use the device path that CUDA tensors use
-    (tiles allocated and combined by torch): tests run it without a GPU."""
-    previous = _core._device_ops_on_cpu(True)
+def device_ops_on_cpu(on=True):
+    """CPU tensors created (or migrated) inside use the device path that CUDA
+    tensors use (tiles allocated and combined by torch) when on is true, the
+    core's host kernels otherwise: tests run the device path without a GPU."""
+    previous = _core._device_ops_on_cpu(on)
     try:
         yield
     finally:

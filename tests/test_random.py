@@ -8,7 +8,7 @@ a dtype, a batch size and a store (shared, private, or bounded so that data
 is evicted and recomputed), then reads random boxes with steps and ints and
 compares every value (a share of the cases again with every read assembled
 by the thread pool, and with buffers crossing by DLPack capsules rather than
-torch's C exchange table).  It also checks that no window is computed twice in a
+torch's C exchange table, and on the device path that CUDA tensors take).  It also checks that no window is computed twice in a
 read, nor ever in an unbounded store, and that the top tensor computes
 exactly the windows a read needs.
 """
@@ -207,6 +207,14 @@ def capsules_only():
 @pytest.mark.parametrize("seed", range(1, N_CASES, 10))
 def test_random_case_dlpack_capsules(seed, capsules_only):
     run_case(seed)
+
+
+@pytest.mark.parametrize("seed", range(2, N_CASES, 5))
+def test_random_case_device_path(seed):
+    """Every tensor of the case keeps its tiles in torch allocations and does
+    its copies and combines through torch ops: the path CUDA tensors take."""
+    with _bridge.device_ops_on_cpu():
+        run_case(seed)
 
 
 def run_case(seed):
