@@ -66,7 +66,8 @@ static inline int tu_dev_alloc(void *ctx, int type, int id, size_t nbytes, void 
     (void)ctx;
     if (type != TU_DEV_TYPE || id != TU_DEV_ID)
         return it_error_set(IT_EDEVICE, "fake device asked for %d:%d", type, id);
-    unsigned char *m = malloc(nbytes + 64);
+    /* through the core's allocator, so failure injection reaches it too */
+    unsigned char *m = it_malloc(nbytes + 64);
     if (!m)
         return it_error_set(IT_ENOMEM, "fake device out of memory");
     memset(m, 0xCD, nbytes + 64); /* garbage: a value never written shows */
@@ -79,7 +80,7 @@ static inline int tu_dev_alloc(void *ctx, int type, int id, size_t nbytes, void 
 static inline void tu_dev_release(void *ctx, void *handle)
 {
     (void)ctx;
-    free(handle);
+    it_free(handle);
     tu_dev_live--;
 }
 
@@ -124,6 +125,20 @@ static inline int tu_dev_apply(void *ctx, it_combine op, const it_view *dst, con
 }
 
 static const it_devops tu_devops = {IT_DEVOPS_VERSION, NULL, tu_dev_alloc, tu_dev_release, tu_dev_apply};
+
+/* A contiguous copy of a view's values in clear (malloc'd; cst gets its
+ * strides). */
+static inline char *tu_clear_copy(const it_view *v, int64_t *cst)
+{
+    size_t es = it_dtype_size(v->dtype);
+    int64_t n = it_contiguous_strides(es, v->ndim, v->shape, cst);
+    char *c = malloc((size_t)n + 1);
+    assert_non_null(c);
+    it_copy_nd(es, v->ndim, v->shape, c, cst, v->data, v->strides);
+    if (tu_on_dev(v))
+        tu_scramble(c, (size_t)n);
+    return c;
+}
 
 /* Unscramble (or scramble) a whole buffer the core handed over, in place;
  * nothing for a host buffer. */

@@ -320,10 +320,14 @@ static void conv_run(const it_view *src, it_buffer *dst)
     if (n == 0)
         return;
     size_t es = tu_elsize(dst->dtype);
+    int64_t cst[IT_MAX_DIMS];
+    char *clear = tu_clear_copy(src, cst);
     do {
         el_store(dst->dtype, (char *)dst->data + j++ * (int64_t)es,
-                 el_load(src->dtype, (const char *)src->data + tu_offset(nd, k, src->strides)));
+                 el_load(src->dtype, clear + tu_offset(nd, k, cst)));
     } while (tu_next_index(nd, k, lo, hi));
+    free(clear);
+    tu_buffer_flip(dst);
 }
 
 static int convert_cb(void *ctx, const it_view *src, it_buffer *dst)
@@ -379,11 +383,15 @@ static void scenario_single(sweep *s)
         v.data = vals;
         v.dtype = IT_F64;
         v.ndim = 2;
-        v.device_type = IT_DEVICE_CPU;
+        v.device_type = TU_DEV_TYPE;
+        v.device_id = TU_DEV_ID;
         v.shape[0] = 3;
         v.shape[1] = 2;
         v.strides[0] = 16;
         v.strides[1] = 8;
+#ifdef TU_DEVICE
+        tu_scramble(vals, sizeof vals);
+#endif
         if (sw_call(s, it_tensor_contribute(f->t, co, &v), "it_tensor_contribute"))
             EXPECT_OK(it_tensor_contribute(f->t, co, &v));
         tu_cache_ok(c);

@@ -328,6 +328,7 @@ static int read_check(ft *f, const it_box *b, int flags)
     int rc = it_tensor_read(f->t, b, flags, &out);
     ft_check_errors(f);
     if (rc == IT_OK) {
+        tu_buffer_flip(out);
         int64_t ext[IT_MAX_DIMS];
         int64_t n = tu_box_numel(b, ext);
         size_t es = tu_elsize(f->spec.dtype);
@@ -1805,6 +1806,7 @@ static void child_run(const char *path, uint64_t seed, int ready_fd, long stop_a
         it_buffer *o = NULL;
         if (it_tensor_read(a->t, &b, 0, &o))
             _exit(CHILD_FAIL);
+        tu_buffer_flip(o);
         double ref[64];
         ft_reference(a, &b, ref);
         for (int64_t j = 0; j < s1 - s0; j++)
@@ -1976,6 +1978,7 @@ static void values_ok(ft *f, const it_box *b)
     int rc = it_tensor_read(f->t, b, 0, &o);
     if (rc)
         fail_msg("%sreading the store: %d (%s)", where, rc, it_error_message());
+    tu_buffer_flip(o);
     assert_int_equal(f->spec.dtype, IT_I64);
     double *ref = malloc(sizeof(double) * (size_t)n);
     assert_non_null(ref);

@@ -1088,15 +1088,9 @@ static int converter(void *ctx, const it_view *src, it_buffer *dst)
         CONV_FAIL(cc, "dst is not contiguous");
     if (n == 0)
         return IT_OK;
-    /* src in clear, contiguous */
-    size_t ses = tu_elsize(src->dtype), es = tu_elsize(dst->dtype);
+    size_t es = tu_elsize(dst->dtype);
     int64_t cst[IT_MAX_DIMS];
-    tu_contig_strides(nd, src->shape, ses, cst);
-    char *clear = malloc((size_t)n * ses);
-    assert_non_null(clear);
-    it_copy_nd(ses, nd, src->shape, clear, cst, src->data, src->strides);
-    if (tu_on_dev(src))
-        tu_scramble(clear, (size_t)n * ses);
+    char *clear = tu_clear_copy(src, cst);
     int64_t j = 0;
     do {
         double x = el_load(src->dtype, clear + tu_offset(nd, k, cst));
