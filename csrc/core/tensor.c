@@ -61,6 +61,10 @@
 #include <string.h>
 
 #define TILE_TARGET_ELEMS 8192
+/* Device tiles are bigger: each operation on device memory costs a kernel
+ * launch (microseconds), whatever its size, so fewer, larger pieces per
+ * window and per read win where host tiles favour the CPU caches. */
+#define TILE_TARGET_DEVICE_ELEMS (1 << 20)
 #define TILE_MAX_BYTES (((int64_t)1) << 40)
 
 struct it_tensor {
@@ -1669,7 +1673,7 @@ int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
 
 /* Tile extent along infinite dim d when the spec leaves it to us: a multiple
  * of the window stride.  Commutative blends aim at TILE_TARGET_ELEMS per
- * tile.  A custom blend completes every tile a read touches (see the essay
+ * tile (TILE_TARGET_DEVICE_ELEMS on a device).  A custom blend completes every tile a read touches (see the essay
  * above), so its tiles are about one window wide: a read then computes at
  * most one window beyond its edge per side. */
 static int64_t pick_tile_extent(const it_tensor_spec *s, int d, int ninf, int64_t finite_elems)
@@ -1680,7 +1684,8 @@ static int64_t pick_tile_extent(const it_tensor_spec *s, int d, int ninf, int64_
     if (s->combine == IT_COMBINE_CUSTOM) {
         k = it_ceildiv(s->window.size[d], unit);
     } else {
-        double per = (double)TILE_TARGET_ELEMS / (double)finite_elems;
+        double want = s->devops ? TILE_TARGET_DEVICE_ELEMS : TILE_TARGET_ELEMS;
+        double per = want / (double)finite_elems;
         double target = per > 1 ? pow(per, 1.0 / ninf) : 1.0;
         k = (int64_t)llround(target / (double)unit);
     }
