@@ -245,3 +245,33 @@ def test_cuda_reads_on_a_side_stream():
         got = t[0:64, 0:64]
     stream.synchronize()
     assert_same(got.cpu(), ref.ref[0:64, 0:64])
+
+
+@needs_cuda
+def test_cuda_persistent_to_moves_tiles_and_rolls_back_on_a_failed_write(tmp_path, monkeypatch):
+    path = str(tmp_path / "move.h5")
+    ref = make((None, None), pure_for((3, 4), torch.float32), Win((3, 4), (2, 3)), dtype=torch.float32)
+    calls = []
+
+    def f(ctx):
+        calls.append(ctx)
+        return pattern(ctx, (3, 4), torch.float32).to(t.device)
+
+    with it.HDF5TileStore(path, tile_size=8) as store:
+        t = it.InfiniteTensor((None, None), f, it.TensorWindow((3, 4), (2, 3)), tile_store=store, tensor_id="m")
+        assert_same(t[0:16, 0:16], ref.ref[0:16, 0:16])
+        n = len(calls)
+        t.to("cuda")
+        assert store.cache_info()["device_bytes"] > 0
+        got = t[0:16, 0:16]
+        assert got.is_cuda and len(calls) == n
+        assert_same(got.cpu(), ref.ref[0:16, 0:16])
+
+        def broken(*args, **kwargs):
+            raise OSError("disk full")
+        monkeypatch.setattr(store, "_write_tensor_metadata", broken)
+        with pytest.raises(OSError, match="disk full"):
+            t.to("cpu")
+        assert t.device.type == "cuda" and store.cache_info()["bytes"] == 0
+        assert_same(t[0:16, 0:16].cpu(), ref.ref[0:16, 0:16])
+        monkeypatch.undo()

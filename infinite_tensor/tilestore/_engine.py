@@ -85,16 +85,17 @@ class EngineStore(TileStore):
         return self._node(tensor_id).read_cached(tuple(pixel_slices))
 
 
-def migrate_node(entry, tensor):
-    """Move the node's cached tiles to the device and dtype tensor declares;
-    every object sharing the node then declares them too."""
+def migrate_node(entry, device, dtype, blend_init):
+    """Move the node's cached tiles to device and dtype (all or nothing);
+    every object sharing the node then declares them."""
     from ..infinite_tensor import _fill_tensor
-    device, dtype = tensor.device, tensor.dtype
     entry.node.migrate(_bridge.device_code(device), device, _bridge.dtype_code(dtype), dtype,
-                       _fill_tensor(tensor._blend_init, dtype), lambda t: t.to(device=device, dtype=dtype))
-    entry.meta = tensor.to_json()
-    for view in entry.views:
+                       _fill_tensor(blend_init, dtype), lambda t: t.to(device=device, dtype=dtype))
+    views = list(entry.views)
+    for view in views:
         view._device, view._dtype = device, dtype
+    if views:
+        entry.meta = views[0].to_json()
 
 
 def describe_differences(old, new, prefix=""):

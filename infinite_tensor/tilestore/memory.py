@@ -85,7 +85,7 @@ class MemoryTileStore(EngineStore):
                        if v._node is entry.node and (v.device, v.dtype) != (old_device, old_dtype)), None)
         if tensor is None:
             return
-        migrate_node(entry, tensor)
+        migrate_node(entry, tensor.device, tensor.dtype, tensor._blend_init)
 
     # -- deprecated -------------------------------------------------------------
     def evict_cache_for(self, tensor_id, cache_limit):

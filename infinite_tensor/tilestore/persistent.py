@@ -202,9 +202,14 @@ class PersistentTileStore(EngineStore):
                 f"Persistent stores do not support dtype changes ({old_dtype} -> {tensor.dtype}) for tensor "
                 f"{tensor_id}: clear the tensor and re-create it with the new dtype")
         # stored tiles stay in the file (host memory); the cached ones move
-        migrate_node(entry, tensor)
-        self._write_tensor_metadata(str(tensor_id), tensor.to_json(), entry.tile_size)
-        self._flush_backend()
+        migrate_node(entry, tensor.device, tensor.dtype, tensor._blend_init)
+        try:
+            self._write_tensor_metadata(str(tensor_id), tensor.to_json(), entry.tile_size)
+            self._flush_backend()
+        except BaseException:
+            # the file still names the old device: so do the tiles and tensors
+            migrate_node(entry, old_device, old_dtype, tensor._blend_init)
+            raise
 
     # -- write-back ----------------------------------------------------------------
     def _check_open(self):
