@@ -60,8 +60,6 @@ void it_cache_set_device_limit(it_cache *c, int64_t byte_limit)
     it_cache_trim(c);
 }
 
-int64_t it_cache_device_limit(const it_cache *c) { return c->dev_byte_limit; }
-
 void it_cache_limits(const it_cache *c, int64_t *byte_limit, int64_t *weight_limit)
 {
     *byte_limit = c->byte_limit;

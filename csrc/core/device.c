@@ -8,11 +8,6 @@
 
 const it_device it_host_device = {IT_DEVICE_CPU, 0, NULL};
 
-int it_device_same(const it_device *a, const it_device *b)
-{
-    return a->type == b->type && a->id == b->id && a->ops == b->ops;
-}
-
 void it_view_make(it_view *v, const it_device *dev, void *data, it_dtype dt, int ndim,
                   const int64_t *shape, const int64_t *strides)
 {
@@ -29,11 +24,6 @@ int it_dev_apply(const it_device *dev, it_combine op, const it_view *dst, const 
 {
     if (dev->ops)
         return dev->ops->apply(dev->ops->ctx, op, dst, src);
-    if (op == IT_COMBINE_COPY) {
-        it_copy_nd(it_dtype_size(dst->dtype), dst->ndim, dst->shape, dst->data, dst->strides,
-                   src->data, src->strides);
-        return IT_OK;
-    }
     return it_combine_nd(op, dst->dtype, dst->ndim, dst->shape, dst->data, dst->strides,
                          src->data, src->strides);
 }

@@ -334,7 +334,13 @@ static int tile_create(it_tensor *t, const int64_t *coord, int lazy, it_tile **o
     int zero = 1;
     for (size_t b = 0; b < t->elsize; b++)
         zero &= t->spec.fill[b] == 0;
-    if (t->dev.ops) { /* device memory: never touched here */
+    /* device memory is only ever filled through its table */
+    int host = !t->dev.ops;
+    if (host && lazy && zero && t->spec.combine == IT_COMBINE_SUM && t->ndim > 0) {
+        tile->flags |= TILE_LAZY;
+    } else if (host && zero) {
+        memset(tile->buf->data, 0, tile->buf->nbytes);
+    } else {
         it_view v;
         it_buffer_view(tile->buf, &v);
         if ((rc = it_dev_fill(&t->dev, &v, t->spec.fill))) {
@@ -342,12 +348,6 @@ static int tile_create(it_tensor *t, const int64_t *coord, int lazy, it_tile **o
             it_free(tile);
             return rc;
         }
-    } else if (lazy && zero && t->spec.combine == IT_COMBINE_SUM && t->ndim > 0) {
-        tile->flags |= TILE_LAZY;
-    } else if (zero) {
-        memset(tile->buf->data, 0, tile->buf->nbytes);
-    } else {
-        it_fill_nd(t->elsize, t->ndim, t->tshape, tile->buf->data, t->tstrides, t->spec.fill);
     }
     tile->owner = t;
     tile->coord = (int64_t *)(tile + 1);
@@ -846,13 +846,8 @@ static void part_view(const it_tensor *t, it_view *v, const void *data, const in
 static int dev_apply(const it_tensor *t, it_combine op, const int64_t *shape, void *dst,
                      const int64_t *dst_strides, const void *src, const int64_t *src_strides)
 {
-    if (!t->dev.ops) { /* the hot path of host tensors: no views to build */
-        if (op == IT_COMBINE_COPY) {
-            it_copy_nd(t->elsize, t->ndim, shape, dst, dst_strides, src, src_strides);
-            return IT_OK;
-        }
+    if (!t->dev.ops) /* the hot path of host tensors: no views to build */
         return it_combine_nd(op, t->spec.dtype, t->ndim, shape, dst, dst_strides, src, src_strides);
-    }
     it_view dv, sv;
     part_view(t, &dv, dst, shape, dst_strides);
     part_view(t, &sv, src, shape, src_strides);

@@ -34,7 +34,6 @@ void it_cache_limits(const it_cache *c, int64_t *byte_limit, int64_t *weight_lim
 /* Limit the bytes of tiles in device memory (memory of a device-ops table,
  * it_device.h), counted apart from host bytes; < 0: none (the default). */
 void it_cache_set_device_limit(it_cache *c, int64_t byte_limit);
-int64_t it_cache_device_limit(const it_cache *c);
 /* Limit the number of tiles held (persistent stores count tiles); < 0: none. */
 void it_cache_set_tile_limit(it_cache *c, int64_t tile_limit);
 /* Evict unpinned tiles, least recently used first, until within limits.

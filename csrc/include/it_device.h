@@ -61,9 +61,6 @@ typedef struct it_device {
 /* The host device (type CPU, no ops). */
 extern const it_device it_host_device;
 
-/* 1 if the two devices are the same memory space handled the same way. */
-int it_device_same(const it_device *a, const it_device *b);
-
 #ifdef __cplusplus
 }
 #endif

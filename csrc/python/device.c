@@ -39,20 +39,27 @@ static int callback_failed(const char *what)
     return it_error_set(IT_ECALLBACK, "%s failed (the Python exception says why)", what);
 }
 
+/* IT_OK if fn may be called now; never call Python over a pending exception. */
+static int ready(PyObject *fn)
+{
+    if (!fn)
+        return it_error_set(IT_ESTATE, "device memory is not configured");
+    if (PyErr_Occurred())
+        return callback_failed("an earlier call");
+    return IT_OK;
+}
+
 static int dev_alloc(void *ctx, int device_type, int device_id, size_t nbytes, void **data, void **handle)
 {
     (void)ctx;
     PyGILState_STATE g = PyGILState_Ensure();
-    int rc = IT_OK;
     PyObject *t = NULL, *p = NULL;
-    if (!alloc_fn) {
-        rc = it_error_set(IT_ESTATE, "device memory is not configured");
-    } else if (PyErr_Occurred()) {
-        rc = callback_failed("an earlier call"); /* never call Python over a pending exception */
-    } else if (!(t = PyObject_CallFunction(alloc_fn, "nii", (Py_ssize_t)nbytes, device_type, device_id)) ||
-               !(p = PyObject_CallMethod(t, "data_ptr", NULL))) {
+    int rc = ready(alloc_fn);
+    if (rc == IT_OK &&
+        (!(t = PyObject_CallFunction(alloc_fn, "nii", (Py_ssize_t)nbytes, device_type, device_id)) ||
+         !(p = PyObject_CallMethod(t, "data_ptr", NULL))))
         rc = callback_failed("allocating device memory");
-    } else {
+    if (rc == IT_OK) {
         *data = PyLong_AsVoidPtr(p);
         if (PyErr_Occurred()) {
             rc = callback_failed("allocating device memory");
@@ -83,16 +90,11 @@ static int dev_apply(void *ctx, it_combine op, const it_view *dst, const it_view
 {
     (void)ctx;
     PyGILState_STATE g = PyGILState_Ensure();
-    int rc = IT_OK;
     PyObject *d = NULL, *s = NULL, *r = NULL;
-    if (!apply_fn) {
-        rc = it_error_set(IT_ESTATE, "device memory is not configured");
-    } else if (PyErr_Occurred()) {
-        rc = callback_failed("an earlier call");
-    } else if (!(d = wrap_view(dev_state, dst)) || !(s = wrap_view(dev_state, src)) ||
-               !(r = PyObject_CallFunction(apply_fn, "iOO", (int)op, d, s))) {
+    int rc = ready(apply_fn);
+    if (rc == IT_OK && (!(d = wrap_view(dev_state, dst)) || !(s = wrap_view(dev_state, src)) ||
+                        !(r = PyObject_CallFunction(apply_fn, "iOO", (int)op, d, s))))
         rc = callback_failed("a device operation");
-    }
     Py_XDECREF(r);
     Py_XDECREF(s);
     Py_XDECREF(d);

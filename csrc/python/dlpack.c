@@ -110,42 +110,20 @@ static PyObject *export_block_to_torch(module_state *st, export_block *blk, cons
     return res;
 }
 
-PyObject *export_buffer(module_state *st, it_buffer *buf, int ndim, const int64_t *shape)
+/* A tensor over the view's memory (shape and byte strides as in v); owned,
+ * when not NULL, is freed with the tensor (or now, on failure). */
+static PyObject *export_view(module_state *st, const it_view *v, it_buffer *owned)
 {
     export_block *blk = it_malloc(sizeof *blk);
     if (!blk) {
-        it_buffer_free(buf);
+        it_buffer_free(owned);
         return PyErr_NoMemory();
     }
-    blk->buf = buf;
-    int64_t s = 1; /* DLPack strides count elements */
-    for (int d = ndim - 1; d >= 0; d--) {
-        blk->shape[d] = shape[d];
-        blk->strides[d] = s;
-        s *= shape[d] ? shape[d] : 1;
-    }
-    DLTensor dl = {
-        .data = buf->data,
-        .device = {buf->device.type, buf->device.id},
-        .ndim = ndim,
-        .dtype = dl_types[buf->dtype],
-        .shape = blk->shape,
-        .strides = blk->strides,
-        .byte_offset = 0,
-    };
-    return export_block_to_torch(st, blk, &dl);
-}
-
-PyObject *wrap_view(module_state *st, const it_view *v)
-{
-    export_block *blk = it_malloc(sizeof *blk);
-    if (!blk)
-        return PyErr_NoMemory();
-    blk->buf = NULL;
+    blk->buf = owned;
     int64_t es = (int64_t)it_dtype_size(v->dtype);
     for (int d = 0; d < v->ndim; d++) {
         blk->shape[d] = v->shape[d];
-        blk->strides[d] = v->strides[d] / es; /* the core's strides are whole elements */
+        blk->strides[d] = v->strides[d] / es; /* DLPack counts elements; ours are whole ones */
     }
     DLTensor dl = {
         .data = v->data,
@@ -158,6 +136,18 @@ PyObject *wrap_view(module_state *st, const it_view *v)
     };
     return export_block_to_torch(st, blk, &dl);
 }
+
+PyObject *export_buffer(module_state *st, it_buffer *buf, int ndim, const int64_t *shape)
+{
+    it_view v;
+    it_buffer_view(buf, &v);
+    v.ndim = ndim; /* the same elements, contiguous, under the caller's shape */
+    memcpy(v.shape, shape, sizeof(int64_t) * (size_t)ndim);
+    it_contiguous_strides(it_dtype_size(buf->dtype), ndim, shape, v.strides);
+    return export_view(st, &v, buf);
+}
+
+PyObject *wrap_view(module_state *st, const it_view *v) { return export_view(st, v, NULL); }
 
 void release_hold(dl_hold *hold)
 {

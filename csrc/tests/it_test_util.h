@@ -52,7 +52,7 @@
 /* ------------------------------------------------------------------ */
 /* the scrambled fake device                                            */
 
-static long tu_dev_live, tu_dev_ops; /* allocations alive; apply calls */
+static long tu_dev_live; /* allocations alive */
 
 static inline void tu_scramble(void *p, size_t n)
 {
@@ -86,12 +86,25 @@ static inline void tu_dev_release(void *ctx, void *handle)
 
 static inline int tu_on_dev(const it_view *v) { return v->device_type == IT_DEVICE_CUDA; }
 
+/* A contiguous copy of a view's values in clear (malloc'd; cst gets its
+ * strides). */
+static inline char *tu_clear_copy(const it_view *v, int64_t *cst)
+{
+    size_t es = it_dtype_size(v->dtype);
+    int64_t n = it_contiguous_strides(es, v->ndim, v->shape, cst);
+    char *c = malloc((size_t)n + 1);
+    assert_non_null(c);
+    it_copy_nd(es, v->ndim, v->shape, c, cst, v->data, v->strides);
+    if (tu_on_dev(v))
+        tu_scramble(c, (size_t)n);
+    return c;
+}
+
 /* dst (op)= src through contiguous host copies, unscrambling the operands on
  * the device and scrambling the result back. */
 static inline int tu_dev_apply(void *ctx, it_combine op, const it_view *dst, const it_view *src)
 {
     (void)ctx;
-    tu_dev_ops++;
     if (dst->ndim != src->ndim || dst->dtype != src->dtype)
         return it_error_set(IT_EINVAL, "fake device: operands differ in rank or dtype");
     for (int d = 0; d < dst->ndim; d++)
@@ -101,15 +114,7 @@ static inline int tu_dev_apply(void *ctx, it_combine op, const it_view *dst, con
         return it_error_set(IT_EDEVICE, "fake device: an operand is on another device");
     size_t es = it_dtype_size(dst->dtype);
     int64_t cst[IT_MAX_DIMS], n = it_contiguous_strides(es, dst->ndim, dst->shape, cst);
-    char *a = malloc((size_t)n + 1), *b = malloc((size_t)n + 1);
-    assert_non_null(a);
-    assert_non_null(b);
-    it_copy_nd(es, dst->ndim, dst->shape, a, cst, dst->data, dst->strides);
-    it_copy_nd(es, dst->ndim, dst->shape, b, cst, src->data, src->strides);
-    if (tu_on_dev(dst))
-        tu_scramble(a, (size_t)n);
-    if (tu_on_dev(src))
-        tu_scramble(b, (size_t)n);
+    char *a = tu_clear_copy(dst, cst), *b = tu_clear_copy(src, cst);
     int rc = IT_OK;
     if (op == IT_COMBINE_COPY)
         memcpy(a, b, (size_t)n);
@@ -125,20 +130,6 @@ static inline int tu_dev_apply(void *ctx, it_combine op, const it_view *dst, con
 }
 
 static const it_devops tu_devops = {IT_DEVOPS_VERSION, NULL, tu_dev_alloc, tu_dev_release, tu_dev_apply};
-
-/* A contiguous copy of a view's values in clear (malloc'd; cst gets its
- * strides). */
-static inline char *tu_clear_copy(const it_view *v, int64_t *cst)
-{
-    size_t es = it_dtype_size(v->dtype);
-    int64_t n = it_contiguous_strides(es, v->ndim, v->shape, cst);
-    char *c = malloc((size_t)n + 1);
-    assert_non_null(c);
-    it_copy_nd(es, v->ndim, v->shape, c, cst, v->data, v->strides);
-    if (tu_on_dev(v))
-        tu_scramble(c, (size_t)n);
-    return c;
-}
 
 /* Unscramble (or scramble) a whole buffer the core handed over, in place;
  * nothing for a host buffer. */
