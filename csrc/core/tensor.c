@@ -92,6 +92,9 @@ struct it_tensor {
     void *bctx;
     int bflags;
     int64_t ndirty;
+    struct claim *claims; /* windows threads are computing right now */
+    it_owner busy;        /* custom blends: the thread completing tiles */
+    int busy_depth;
 };
 
 #define CLEARED_MSG "the cache of a tensor this read uses was cleared during the read"
@@ -1563,55 +1566,193 @@ static int finish_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, con
     return IT_OK;
 }
 
-static int ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions)
+/* ---- claims: windows a thread is computing -------------------------------
+ *
+ * Between planning and contributing, a read calls f, which may let other
+ * threads run (the caller's lock is released inside callbacks).  So that
+ * each window is computed once, a read claims the windows it is about to
+ * compute (the sorted pending set, registered on the tensor until its batches
+ * are done); a read that plans windows someone else claimed computes the
+ * rest, then waits for progress and plans again (wait.c).  A thread that
+ * fails releases its claims like one that succeeds: the windows are missing
+ * again, and the next plan computes them.
+ *
+ * No deadlock: a thread waits only for claims on the tensor it is ensuring,
+ * after computing its own claims there, or (inside them) for tensors
+ * upstream; the holder of a claim waits only upstream of it.  Waits follow
+ * the graph, which has no cycle, and a thread meeting its own claim is
+ * reading its own tensor through its upstreams: IT_ECYCLE, as before.
+ *
+ * Custom blends complete tiles in window order, so one thread at a time
+ * completes a custom-blend tensor's tiles (t->busy, for the whole of
+ * ensure); the others wait for it, then find those tiles complete.
+ */
+typedef struct claim {
+    struct claim *next;
+    it_owner owner;
+    const winset *ws; /* sorted */
+} claim;
+
+static int winset_has_sorted(const winset *s, const int64_t *w)
 {
-    winset pending = {0};
-    int rc = IT_OK;
-    uint64_t gen = t->generation;
-    pending.k = t->ncoords;
+    int64_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        const int64_t *x = s->tuples + mid * s->k;
+        if (lex_less(x, w, s->k))
+            lo = mid + 1;
+        else if (lex_less(w, x, s->k))
+            hi = mid;
+        else
+            return 1;
+    }
+    return 0;
+}
+
+/* Drop from the sorted pending set the windows another thread claimed
+ * (*foreign: some were).  The order of the rest is kept. */
+static int drop_claimed(const it_tensor *t, winset *pending, int *foreign)
+{
+    int64_t K = pending->k, keep = 0;
+    int any = 0;
+    *foreign = 0;
+    for (const claim *c = t->claims; c && !any; c = c->next)
+        any = it__owner_live(c->owner);
+    if (!any)
+        return IT_OK;
+    for (int64_t i = 0; i < pending->n; i++) {
+        const int64_t *w = pending->tuples + i * K;
+        int taken = 0;
+        for (const claim *c = t->claims; c && !taken; c = c->next) {
+            if (!it__owner_live(c->owner) || !winset_has_sorted(c->ws, w))
+                continue;
+            if (it__owner_is_self(c->owner))
+                return it_error_set(IT_ECYCLE, "f of a tensor reads that same tensor (a cycle)");
+            taken = 1;
+        }
+        if (taken) {
+            *foreign = 1;
+        } else {
+            if (keep != i)
+                memmove(pending->tuples + keep * K, w, sizeof(int64_t) * (size_t)K);
+            keep++;
+        }
+    }
+    pending->n = keep;
+    return IT_OK;
+}
+
+static int compute_claimed(read_ctx *ctx, it_tensor *t, const winset *mine)
+{
+    claim c = {t->claims, it__owner_self(), mine};
+    t->claims = &c;
+    int rc = compute_pending(ctx, t, mine);
+    claim **p = &t->claims;
+    while (*p != &c)
+        p = &(*p)->next;
+    *p = c.next;
+    it__wait_progress();
+    return rc;
+}
+
+static int busy_enter(it_tensor *t, uint64_t gen)
+{
+    for (;;) {
+        if (!it__owner_live(t->busy)) {
+            t->busy = it__owner_self();
+            t->busy_depth = 1;
+            return IT_OK;
+        }
+        if (it__owner_is_self(t->busy)) {
+            t->busy_depth++;
+            return IT_OK;
+        }
+        it__wait_until_moved(it__wait_epoch());
+        if (t->generation != gen)
+            return it_error_set(IT_ESTATE, CLEARED_MSG);
+    }
+}
+
+/* Leave t to the other threads: drop this context's marks on its tiles
+ * (they are complete, or this read failed; either way the next reader of
+ * an incomplete one takes it over). */
+static void busy_leave(read_ctx *ctx, it_tensor *t)
+{
+    if (--t->busy_depth > 0)
+        return;
+    for (size_t i = 0; i < ctx->npins; i++)
+        if (ctx->pins[i]->owner == t && ctx->pins[i]->mark == ctx->serial)
+            ctx->pins[i]->mark = 0;
+    t->busy = (it_owner){0};
+    it__wait_progress();
+}
+
+/* Plan the regions into pending (sorted). */
+static int plan(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions,
+                winset *pending)
+{
+    int rc;
     int64_t present = 0;
     if (nregions == 1 && t->spec.combine != IT_COMBINE_CUSTOM) {
         /* the common cold read: none of the region's tiles exists, so every
          * window meeting the region is pending, in lexicographic order */
         if ((rc = plan_region(ctx, t, starts, stops, NULL, &present)))
-            goto done;
-        if (present == 0) {
-            rc = winset_domain(&pending, t, starts, stops);
-            goto planned;
-        }
+            return rc;
+        if (present == 0)
+            return winset_domain(pending, t, starts, stops);
     }
     for (int64_t r = 0; r < nregions; r++)
-        if ((rc = plan_region(ctx, t, starts + r * t->ndim, stops + r * t->ndim, &pending, NULL)))
-            goto done;
-planned:
-    if (rc)
-        goto done;
-    if (pending.n > 0) {
+        if ((rc = plan_region(ctx, t, starts + r * t->ndim, stops + r * t->ndim, pending, NULL)))
+            return rc;
+    return winset_sort(pending);
+}
+
+static int ensure_windows(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops,
+                          int64_t nregions, uint64_t gen)
+{
+    for (;;) {
+        winset pending = {0};
+        int foreign = 0, rc;
+        pending.k = t->ncoords;
+        uint64_t seen = it__wait_epoch();
+        if ((rc = plan(ctx, t, starts, stops, nregions, &pending)) || pending.n == 0)
+            goto next;
         if (ctx->flags & IT_READ_NO_COMPUTE) {
             rc = it_error_set(IT_ESTATE, "the region needs %lld window(s) that have not been computed",
                               (long long)pending.n);
-            goto done;
-        }
-        if (t->bflags & IT_BACKEND_READONLY) {
+        } else if (t->bflags & IT_BACKEND_READONLY) {
             rc = it_error_set(IT_ESTATE, "the region needs %lld window(s) that are not stored, and the "
                               "store is read-only (mode 'r'): open it for writing to compute them",
                               (long long)pending.n);
-            goto done;
-        }
-        if (in_computing_stack(t)) {
+        } else if (in_computing_stack(t)) {
             rc = it_error_set(IT_ECYCLE, "f of a tensor reads that same tensor (a cycle)");
-            goto done;
+        } else if ((rc = drop_claimed(t, &pending, &foreign)) == IT_OK && pending.n > 0) {
+            rc = compute_claimed(ctx, t, &pending);
         }
-        if ((rc = winset_sort(&pending)) || (rc = compute_pending(ctx, t, &pending)))
-            goto done;
+    next:
+        winset_free(&pending);
+        if (rc || !foreign)
+            return rc;
+        it__wait_until_moved(seen);
+        if (t->generation != gen)
+            return it_error_set(IT_ESTATE, CLEARED_MSG);
     }
-    if (t->spec.combine == IT_COMBINE_CUSTOM)
+}
+
+static int ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions)
+{
+    uint64_t gen = t->generation;
+    int custom = t->spec.combine == IT_COMBINE_CUSTOM, rc;
+    if (custom && (rc = busy_enter(t, gen)))
+        return rc;
+    rc = ensure_windows(ctx, t, starts, stops, nregions, gen);
+    if (custom)
         for (int64_t r = 0; r < nregions && rc == IT_OK; r++)
             rc = finish_region(ctx, t, starts + r * t->ndim, stops + r * t->ndim);
+    if (custom)
+        busy_leave(ctx, t);
     if (rc == IT_OK && t->generation != gen)
         rc = it_error_set(IT_ESTATE, CLEARED_MSG);
-done:
-    winset_free(&pending);
     return rc;
 }
 

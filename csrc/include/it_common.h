@@ -74,6 +74,22 @@ void it_alloc_fail_after(long n);
 /* Blocks currently allocated through the it_* functions. */
 long it_alloc_live_blocks(void);
 
+/*
+ * Threads.  The core keeps no locks of its own: callers serialise every call
+ * into it with one lock of theirs (the Python binding: the GIL), which a
+ * callback (f, blend, a backend) may release while it runs.  So a read can
+ * meet windows that another thread is computing right now.  It computes the
+ * others, then waits for those, with the caller's lock released through these
+ * hooks: release() gives the lock up and returns a token, reacquire(token)
+ * takes it back.  Without hooks the core waits holding nothing (right when
+ * the caller has no lock, e.g. one thread).  Set them once, before any read.
+ */
+typedef struct it_lock_hooks {
+    void *(*release)(void);
+    void (*reacquire)(void *token);
+} it_lock_hooks;
+void it_set_lock_hooks(const it_lock_hooks *hooks);
+
 #define IT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define IT_MAX(a, b) ((a) > (b) ? (a) : (b))
 

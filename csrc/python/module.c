@@ -448,10 +448,16 @@ static PyMethodDef module_methods[] = {
 
 #define DEFAULT_POOL_BYTES (256u * 1024u * 1024u)
 
+/* The GIL is the lock that serialises calls into the core (it_common.h,
+ * "Threads"): a read waiting for windows another thread computes lets it go. */
+static void *gil_release(void) { return PyEval_SaveThread(); }
+static void gil_reacquire(void *token) { PyEval_RestoreThread((PyThreadState *)token); }
+
 static int module_exec(PyObject *module)
 {
     module_state *st = PyModule_GetState(module);
     it_buffer_pool_set_limit(DEFAULT_POOL_BYTES);
+    it_set_lock_hooks(&(it_lock_hooks){gil_release, gil_reacquire});
     st->Cache_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Cache_spec, NULL);
     if (!st->Cache_type)
         return -1;

@@ -657,6 +657,7 @@ struct ft {
     int nested_propagate; /* a failing nested read fails the compute with its code */
     long nested_reads;
     int clear_self_at_call; /* call it_tensor_clear(own tensor) inside this call */
+    void (*pause)(void); /* called inside every compute: lets other threads run (threads test) */
     uint64_t rng_state;
 
     /* a callback never longjmps out of the core (cmocka's failure does):
@@ -1017,6 +1018,8 @@ static inline int ft_compute(void *user, it_batch *b)
             CB_FAIL(f, "compute: window (%s) intersects no region that was read",
                      tu_fmt_coords(nd, co).s);
     }
+    if (f->pause)
+        f->pause();
     if (f->fail_call > 0 &&
         (f->calls == f->fail_call || (f->fail_repeat && f->calls > f->fail_call))) {
         f->failed_calls++;

@@ -9,7 +9,11 @@
  * operation the cache must pass it_cache_check with nothing pinned, and
  * every test ends with as many live core allocations as it started with.
  */
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
 #include "it_test_util.h"
+
+#include <pthread.h>
+#include <time.h>
 
 #define L IT_COORD_LIMIT
 
@@ -1483,6 +1487,121 @@ static void test_bad_output(void **state)
     LEAK_END;
 }
 
+/* ------------------------------------------------------------------ */
+/* threads: callers serialise calls with one lock, which compute gives   */
+/* up for a while (as f releases the GIL); a read meeting windows       */
+/* another thread is computing waits for them with the lock released    */
+/* (it_set_lock_hooks) instead of computing them again                  */
+
+#define TH_THREADS 8
+#define TH_READS 10
+
+static pthread_mutex_t caller_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *caller_release(void)
+{
+    pthread_mutex_unlock(&caller_lock);
+    return NULL;
+}
+static void caller_reacquire(void *token)
+{
+    (void)token;
+    pthread_mutex_lock(&caller_lock);
+}
+static void pause_unlocked(void)
+{
+    pthread_mutex_unlock(&caller_lock);
+    nanosleep(&(struct timespec){0, 100000}, NULL);
+    pthread_mutex_lock(&caller_lock);
+}
+
+typedef struct th_job {
+    ft *f;
+    it_box box[TH_READS];
+    it_buffer *out[TH_READS];
+    int rc[TH_READS];
+} th_job;
+
+/* no cmocka assertion here (it would jump into the main thread's frame):
+ * the main thread checks the results after the join */
+static void *th_reader(void *arg)
+{
+    th_job *j = arg;
+    pthread_mutex_lock(&caller_lock);
+    for (int i = 0; i < TH_READS; i++)
+        j->rc[i] = it_tensor_read(j->f->t, &j->box[i], 0, &j->out[i]);
+    pthread_mutex_unlock(&caller_lock);
+    return NULL;
+}
+
+static void threads_case(int custom, int64_t byte_limit, uint64_t seed)
+{
+    it_cache *c = mkcache(byte_limit, -1);
+    ft *up = ft_new(2, (int64_t[]){INF, INF}, IT_F64);
+    ft_set_window(up, (int64_t[]){4, 4}, (int64_t[]){2, 2}, (int64_t[]){-1, 0}, NULL);
+    up->seed = seed;
+    ft_create_ok(up, c);
+    ft *f = ft_new(2, (int64_t[]){INF, INF}, IT_F64);
+    ft_set_window(f, (int64_t[]){3, 3}, (int64_t[]){2, 2}, NULL, NULL);
+    it_window aw = mkwin(2, (int64_t[]){5, 5}, (int64_t[]){2, 2}, (int64_t[]){-1, -1}, NULL, 2);
+    ft_add_arg(f, up, &aw);
+    f->seed = seed + 1;
+    f->spec.batch_size = 3;
+    if (custom) {
+        f->spec.combine = IT_COMBINE_CUSTOM;
+        f->blend_kind = 2; /* 2*a + b: order matters */
+    }
+    ft_create_ok(f, c);
+    up->pause = f->pause = pause_unlocked;
+    up->once = f->once = byte_limit < 0; /* nothing is lost, so never twice */
+
+    static th_job jobs[TH_THREADS];
+    pthread_t th[TH_THREADS];
+    rng_t r = {seed};
+    for (int k = 0; k < TH_THREADS; k++) {
+        jobs[k].f = f;
+        for (int i = 0; i < TH_READS; i++) {
+            int64_t y = rng_range(&r, -20, 20), x = rng_range(&r, -20, 20);
+            jobs[k].box[i] = mkbox(2, (int64_t[]){y, x},
+                                   (int64_t[]){y + rng_range(&r, 1, 14), x + rng_range(&r, 1, 14)}, NULL);
+            jobs[k].out[i] = NULL;
+        }
+    }
+    it_set_lock_hooks(&(it_lock_hooks){caller_release, caller_reacquire});
+    for (int k = 0; k < TH_THREADS; k++)
+        assert_int_equal(pthread_create(&th[k], NULL, th_reader, &jobs[k]), 0);
+    for (int k = 0; k < TH_THREADS; k++)
+        pthread_join(th[k], NULL);
+    it_set_lock_hooks(NULL);
+    up->pause = f->pause = NULL;
+
+    ft_check_errors(up);
+    ft_check_errors(f);
+    for (int k = 0; k < TH_THREADS; k++)
+        for (int i = 0; i < TH_READS; i++) {
+            if (jobs[k].rc[i] != IT_OK)
+                fail_msg("thread %d read %d failed: %d", k, i, jobs[k].rc[i]);
+            tu_buffer_flip(jobs[k].out[i]);
+            ft_compare(f, &jobs[k].box[i], jobs[k].out[i]);
+            it_buffer_free(jobs[k].out[i]);
+        }
+    tu_cache_ok(c);
+    assert_int_equal(it_cache_pinned(c), 0);
+    ft_destroy(f);
+    ft_destroy(up);
+    it_cache_unref(c);
+}
+
+static void test_threads_wait_for_claimed_windows(void **state)
+{
+    (void)state;
+    LEAK_BEGIN;
+    threads_case(0, -1, 41);
+    threads_case(1, -1, 42);
+    threads_case(0, 3000, 43); /* eviction pressure */
+    threads_case(1, 3000, 44);
+    LEAK_END;
+}
+
 static void test_cycle(void **state)
 {
     (void)state;
@@ -1840,6 +1959,7 @@ int main(void)
         cmocka_unit_test(test_callback_failure_pipeline),
         cmocka_unit_test(test_bad_output),
         cmocka_unit_test(test_cycle),
+        cmocka_unit_test(test_threads_wait_for_claimed_windows),
         cmocka_unit_test(test_read_errors),
         cmocka_unit_test(test_read_full_range_box),
         cmocka_unit_test(test_read_empty_huge_box),
