@@ -348,3 +348,42 @@ def test_a_cycle_through_another_thread_is_still_an_error_not_a_hang():
 
     run_threads(reader, 4)
     assert len(seen) == 4 and all("cycle" in s for s in seen)
+
+
+def _child_reads(t, q):
+    q.put(t[0:16, 0:16].tolist())  # a list: a tensor would travel as a shared fd
+
+
+def test_a_forked_child_does_not_wait_for_windows_a_parent_thread_was_computing():
+    """A DataLoader worker forks while another thread of the parent is inside
+    f: the claims of that thread (which the child does not have) must not
+    make the child wait forever; the child computes the windows itself."""
+    import multiprocessing
+
+    entered, release = threading.Event(), threading.Event()
+
+    def f(ctx):
+        if threading.current_thread() is not threading.main_thread() and not release.is_set():
+            entered.set()
+            release.wait(60)
+        return torch.full((8, 8), float(ctx[0] * 10 + ctx[1]))
+
+    t = it.InfiniteTensor((None, None), f, TensorWindow((8, 8), stride=(4, 4)))
+    th = threading.Thread(target=lambda: t[0:16, 0:16], daemon=True)
+    th.start()
+    assert entered.wait(30)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        q = ctx.Queue()
+        p = ctx.Process(target=_child_reads, args=(t, q))
+        p.start()
+        got = torch.tensor(q.get(timeout=60))
+        p.join(30)
+        assert p.exitcode == 0
+    finally:
+        release.set()
+        th.join(30)
+    ref = it.InfiniteTensor((None, None), lambda c: torch.full((8, 8), float(c[0] * 10 + c[1])),
+                            TensorWindow((8, 8), stride=(4, 4)))[0:16, 0:16]
+    assert torch.equal(got, ref)
+    assert torch.equal(t[0:16, 0:16], ref)
