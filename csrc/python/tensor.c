@@ -95,6 +95,23 @@ static PyObject *shape_tuple(const it_view *v)
 /* f returned a tensor DLPack cannot carry (a meta or sparse tensor, say):
  * report the mismatch the 0.3 checks would report, in their order (shape,
  * device, dtype), or else the export error itself.  Returns -1. */
+/* A tensor DLPack cannot export because it is not dense (sparse, mkldnn...):
+ * 1 with a TypeError naming `who` set, 0 if its layout is strided, -1 with an
+ * exception if the layout cannot be read. */
+static int layout_error(PyObject *out, const char *who)
+{
+    PyObject *layout = PyObject_GetAttrString(out, "layout");
+    if (!layout)
+        return -1;
+    PyObject *name = PyObject_Str(layout);
+    int strided = name ? PyUnicode_CompareWithASCIIString(name, "torch.strided") == 0 : -1;
+    if (strided == 0)
+        PyErr_Format(PyExc_TypeError, "%s must return a dense (strided) torch.Tensor, got layout %S", who, layout);
+    Py_XDECREF(name);
+    Py_DECREF(layout);
+    return strided < 0 ? -1 : !strided;
+}
+
 static int explain_unexportable(tensor_user *u, PyObject *out)
 {
     module_state *st = u->st;
@@ -120,7 +137,7 @@ static int explain_unexportable(tensor_user *u, PyObject *out)
     } else if (!dt_eq) {
         PyErr_Format(st->DtypeMismatchError,
                      "Function output has dtype %S, tensor declared dtype %S.", dt, u->dtype);
-    } else {
+    } else if (layout_error(out, "f") == 0) {
         PyErr_Restore(et, ev, tb);
         et = ev = tb = NULL;
     }
@@ -477,7 +494,25 @@ static int blend_pair(tensor_user *u, PyObject *blend, it_buffer **existing, it_
         return IT_ECALLBACK;
     }
     int rc = import_tensor(st, r, result, hold);
-    if (rc == 0) {
+    if (rc < 0) {
+        /* what DLPack refused: say which rule the result broke, if one did */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyObject *dev = PyObject_GetAttrString(r, "device");
+        int dev_eq = dev ? PyObject_RichCompareBool(dev, u->device, Py_EQ) : -1;
+        if (dev_eq == 0)
+            PyErr_Format(st->DeviceMismatchError, "blend returned a tensor on device %S, tensor "
+                         "declared device %S.", dev, u->device);
+        if (dev_eq < 0 || (dev_eq == 1 && layout_error(r, "blend") <= 0)) {
+            PyErr_Clear();
+            PyErr_Restore(et, ev, tb);
+        } else {
+            Py_XDECREF(et);
+            Py_XDECREF(ev);
+            Py_XDECREF(tb);
+        }
+        Py_XDECREF(dev);
+    } else {
         int bad = result->ndim != ndim;
         for (int d = 0; !bad && d < ndim; d++)
             bad = result->shape[d] != shape[d];
