@@ -17,7 +17,8 @@ def check_limit(name, value):
         return -1
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValidationError(f"{name} must be None or an int >= 0, got {value!r}")
-    return value
+    # the core counts in int64; a larger limit than that can never be reached
+    return min(value, 2**63 - 1)
 
 
 class Entry:
