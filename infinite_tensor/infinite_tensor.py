@@ -132,6 +132,8 @@ class InfiniteTensor:
         for i, d in enumerate(shape):
             if d is not None and (not _is_int(d) or d <= 0):
                 raise ValidationError(f"Dimension {i} must be None or positive integer, got {d!r}")
+            if d is not None and d >= 2**63:  # the core checks the real limit; it takes int64s
+                raise ValidationError(f"dim {i} must be infinite or in [1, 2**48], got {d}")
         if not callable(f):
             raise ValidationError(f"Function must be callable, got {type(f).__name__}")
         if blend is not None and not callable(blend):
