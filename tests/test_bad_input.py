@@ -906,3 +906,19 @@ def test_corrupt_tile_index_detected(tmp_path):
     finally:
         s.close()
     assert_same(got, p.ref[32:40, 0:8])
+
+
+@pytest.mark.parametrize("mode, exc, frag", [
+    ("a", TAE, "Not a directory"),
+    ("w", TAE, "Not a directory"),
+    ("r", FileNotFoundError, "No such file"),
+])
+def test_path_under_a_regular_file(tmp_path, mode, exc, frag):
+    """A path whose parent is a file: refused for every user, root included
+    (the permission tests above are skipped for root)."""
+    parent = tmp_path / "plain.txt"
+    parent.write_text("keep me")
+    with pytest.raises(exc, match=frag):
+        it.HDF5TileStore(parent / "x.h5", mode=mode)
+    assert parent.read_text() == "keep me"
+    _reads_back(tmp_path / "next.h5")

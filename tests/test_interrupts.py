@@ -239,3 +239,40 @@ def test_upstream_fails_mid_read(env, n, exc, batch, blend):
     down.check(LONG)
     up.check(LONG)
     env.check()
+
+
+# -------------------------------------------------- failures over tiles already partly computed
+@pytest.fixture(params=["memory", "hdf5", "memory-evicting", "hdf5-evicting"])
+def any_env(request, tmp_path):
+    e = StoreEnv(request.param, tmp_path)
+    yield e
+    e.close()
+
+
+PARTS = [(slice(-6, 10), slice(-4, 8)), (slice(20, 33), slice(30, 41))]
+
+
+@pytest.mark.parametrize("n", [1, 9, 120])
+@pytest.mark.parametrize("where", ["f", "blend"])
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError], ids=["KeyboardInterrupt", "RuntimeError"])
+@pytest.mark.parametrize("batch", [None, 4])
+def test_fail_over_partly_computed_tiles(any_env, n, where, exc, batch):
+    """Parts of the region were read before (so its tiles are partly
+    combined, and with an evicting cache written to the file or dropped):
+    a read of the whole region failing midway must not leave any tile
+    half-updated, in memory or in the file."""
+    env = any_env
+    fault = Fault(exc, n)
+    p = _tensor(env, where, fault, batch, "custom" if where == "blend" else "sum")
+    fault.armed = False
+    for part in PARTS:
+        p.check(part)
+    fault.armed = True
+    with pytest.raises(exc):
+        p.lib[LONG]
+    assert fault.fired
+    _recovered(env, p, fault)
+    if env.persistent:  # the file agrees after a reopen as well
+        again = _tensor(env, where, fault, batch, "custom" if where == "blend" else "sum")
+        again.check(LONG)
+        assert again.calls == [], "windows were computed again after reopen"
