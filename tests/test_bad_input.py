@@ -11,8 +11,6 @@ HDF5.  docs/bad-input.md lists every case with the test that covers it.
 from __future__ import annotations
 
 import os
-import random
-import shutil
 import struct
 
 import numpy as np

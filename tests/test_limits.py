@@ -250,7 +250,8 @@ def test_zero_size_read_on_read_only_store(tmp_path):
     """An empty read needs no window, so mode "r" does not refuse it."""
     path = tmp_path / "ro.h5"
     s = it.HDF5TileStore(path, tile_size=8)
-    InfiniteTensor((None, None), lambda c: torch.ones(4, 4), TensorWindow((4, 4)), tile_store=s, tensor_id="t")[0:4, 0:4]
+    first = InfiniteTensor((None, None), lambda c: torch.ones(4, 4), TensorWindow((4, 4)), tile_store=s, tensor_id="t")
+    first[0:4, 0:4]
     s.close()
     s = it.HDF5TileStore(path, mode="r", tile_size=8)
     t = InfiniteTensor((None, None), lambda c: torch.ones(4, 4), TensorWindow((4, 4)), tile_store=s, tensor_id="t")
