@@ -920,3 +920,50 @@ def test_path_under_a_regular_file(tmp_path, mode, exc, frag):
         it.HDF5TileStore(parent / "x.h5", mode=mode)
     assert parent.read_text() == "keep me"
     _reads_back(tmp_path / "next.h5")
+
+
+# ---------------------------------------------------------------- the store protocol
+PROTOCOL_CASES = [
+    ("read-pixels-not-slices", lambda s: s.read_pixels("good", "junk"), IndexError, "Too many indices"),
+    ("read-pixels-open", lambda s: s.read_pixels("good", (S(None, 4), S(0, 4))), IndexError,
+     "Slice must have start and stop"),
+    ("read-pixels-step-zero", lambda s: s.read_pixels("good", (S(0, 4, 0), S(0, 4))), ValueError,
+     "slice step must be greater than zero"),
+    ("read-pixels-not-computed", lambda s: s.read_pixels("good", (S(100, 104), S(0, 4))), TAE,
+     "window(s) that have not been computed"),
+    ("read-pixels-unknown-id", lambda s: s.read_pixels("nope", (S(0, 4), S(0, 4))), TAE, "Tile has been deleted"),
+    ("processed-float", lambda s: s.is_window_processed("good", (1.5, 0)), TypeError,
+     "cannot be interpreted as an integer"),
+    ("processed-length", lambda s: s.is_window_processed("good", (0,)), ValueError,
+     "a window index of this tensor has 2 entries, got 1"),
+    ("processed-none", lambda s: s.is_window_processed("good", None), TypeError, "not iterable"),
+    ("processed-huge", lambda s: s.is_window_processed("good", (2**70, 0)), IndexError,
+     "outside the supported range"),
+    ("notify-wrong-shape", lambda s: s.notify_window_processed("good", (50, 50), torch.ones(3, 3)), SME,
+     "Function output shape (3, 3) does not match expected window shape (6, 6)"),
+    ("notify-wrong-dtype", lambda s: s.notify_window_processed("good", (50, 50), torch.ones(6, 6)),
+     it.DtypeMismatchError, "Function output has dtype torch.float32, tensor declared dtype torch.int64."),
+    ("notify-numpy", lambda s: s.notify_window_processed("good", (50, 50), np.ones((6, 6), np.int64)), TypeError,
+     "got numpy.ndarray"),
+    ("notify-huge-index", lambda s: s.notify_window_processed("good", (2**70, 0), torch.ones(6, 6, dtype=torch.int64)),
+     IndexError, "outside the supported range"),
+]
+
+
+@pytest.mark.parametrize("case, call, exc, fragment", PROTOCOL_CASES, ids=[c[0] for c in PROTOCOL_CASES])
+def test_store_protocol_rejects(env, case, call, exc, fragment):
+    with pytest.raises(exc) as ei:
+        call(env.store)
+    assert type(ei.value) is exc, type(ei.value)
+    assert fragment in str(ei.value), str(ei.value)
+    assert not env.store.is_window_processed("good", (50, 50))
+    env.check()
+
+
+def test_store_protocol_renotify_is_ignored(env):
+    """Notifying a window already combined (with other values) never counts
+    it twice or replaces it."""
+    w = (0, 0)
+    assert env.store.is_window_processed("good", w)
+    env.store.notify_window_processed("good", w, torch.full(DEMO_WIN.size, 1000, dtype=torch.int64))
+    env.check()
