@@ -967,3 +967,82 @@ def test_store_protocol_renotify_is_ignored(env):
     assert env.store.is_window_processed("good", w)
     env.store.notify_window_processed("good", w, torch.full(DEMO_WIN.size, 1000, dtype=torch.int64))
     env.check()
+
+
+# ---------------------------------------------------------------- f touching the store during a read
+def _reenter(case, env, holder):
+    t, s = holder["t"], env.store
+    if case == "read-self":
+        t[0:4, 0:4]
+    elif case == "clear-tensor-self":
+        s.clear_tensor(t.uuid)
+    elif case == "clear-cache-self":
+        t.clear_cache()
+    elif case == "to-self":
+        t.to(torch.float64)
+    elif case == "close-store":
+        s.close()
+    elif case == "flush-store":
+        s.flush()
+    elif case == "clear-other":
+        s.clear_tensor("victim-other")
+    elif case == "reregister-self":
+        InfiniteTensor(DEMO_SHAPE, t.f, DEMO_WIN.lib(), dtype=torch.int64, tile_store=s, tensor_id=t.uuid)
+    elif case == "cache-limit-zero":
+        s._cache_size_bytes = 0
+    elif case == "read-other":
+        holder["other"][-20:20, -20:20]
+
+
+# (case, kinds it applies to, exception or None, fragment)
+REENTRANT_CASES = [
+    ("read-self", ("memory", "hdf5"), it.InfiniteTensorError, "reads that same tensor (a cycle)"),
+    ("clear-tensor-self", ("memory",), TAE, "was cleared during the read"),
+    ("clear-tensor-self", ("hdf5",), TAE, "was deleted from"),
+    ("clear-cache-self", ("memory", "hdf5"), TAE, "was cleared during the read"),
+    ("to-self", ("memory",), TAE, "a read of this tensor is in progress"),
+    ("to-self", ("hdf5",), VE, "Persistent stores do not support dtype changes"),
+    ("close-store", ("hdf5",), TAE, "is closed"),
+    ("flush-store", ("hdf5",), None, None),
+    ("clear-other", ("memory", "hdf5"), None, None),
+    ("reregister-self", ("memory", "hdf5"), None, None),
+    ("cache-limit-zero", ("memory", "hdf5"), None, None),
+    ("read-other", ("memory", "hdf5"), None, None),
+]
+
+
+@pytest.mark.parametrize("case, kinds, exc, fragment", REENTRANT_CASES,
+                         ids=[f"{c[0]}-{'-'.join(c[1])}" for c in REENTRANT_CASES])
+def test_f_touches_the_store_mid_read(env, case, kinds, exc, fragment):
+    if env.kind not in kinds:
+        pytest.skip(f"{case} on {env.kind}: another row")
+    holder = {"other": demo_pair(env.store, "victim-other").lib}
+    state = {"n": 0, "armed": True}
+
+    def pure(ctx):
+        if state["armed"]:
+            state["n"] += 1
+            if state["n"] == 3:
+                state["armed"] = False
+                _reenter(case, env, holder)
+        return demo_pure(ctx)
+
+    p = make(DEMO_SHAPE, pure, DEMO_WIN, store=env.store, dtype=torch.int64, tensor_id="victim")
+    holder["t"] = p.lib
+    if exc is None:
+        p.check(BOX)
+    else:
+        with pytest.raises(exc) as ei:
+            p.lib[BOX]
+        assert type(ei.value) is exc, type(ei.value)
+        assert fragment in str(ei.value), str(ei.value)
+    if case == "close-store":
+        env.store.__enter__()  # `with store:` reopens
+    assert env.store.cache_info()["pinned"] == 0
+    if case == "clear-tensor-self":
+        p = make(DEMO_SHAPE, demo_pure, DEMO_WIN, store=env.store, dtype=torch.int64, tensor_id="victim")
+    p.check(BOX)
+    if case == "cache-limit-zero" and env.kind == "memory":
+        env.store._cache_size_bytes = None  # the healthy tensor was evicted: recomputed once, then cached
+        env.good.check(BOX)
+    env.check()
