@@ -276,3 +276,28 @@ def test_fail_over_partly_computed_tiles(any_env, n, where, exc, batch):
         again = _tensor(env, where, fault, batch, "custom" if where == "blend" else "sum")
         again.check(LONG)
         assert again.calls == [], "windows were computed again after reopen"
+
+
+# -------------------------------------------------- the device path (torch-allocated tiles), run on the CPU
+@pytest.mark.parametrize("n", [1, 7, 150])
+@pytest.mark.parametrize("where", ["f", "blend"])
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError], ids=["KeyboardInterrupt", "RuntimeError"])
+@pytest.mark.parametrize("batch", [None, 4])
+def test_fail_mid_read_device_path(env, n, where, exc, batch):
+    """The same failures on the path CUDA tensors take (tiles allocated and
+    combined by torch), exercised on the CPU."""
+    from infinite_tensor import _bridge
+
+    fault = Fault(exc, n)
+    with _bridge.device_ops_on_cpu():
+        p = _tensor(env, where, fault, batch, "custom" if where == "blend" else "sum")
+        fault.armed = False
+        p.check(PARTS[0])
+        fault.armed = True
+        with pytest.raises(exc):
+            p.lib[LONG]
+        assert fault.fired
+        assert env.store.cache_info()["pinned"] == 0
+        fault.armed = False
+        p.check(LONG)
+    env.check()
