@@ -94,7 +94,9 @@ def _parse_to_args(*args, **kwargs):
 
 
 def _normalize_device(device):
-    device = torch.device(device)
+    # an int names a CUDA device, as in .to(); torch.device(3) itself asks the
+    # accelerator and fails with a RuntimeError where there is none
+    device = _as_device(device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValidationError(f"device {device} is not available: torch.cuda.is_available() is False")
@@ -108,7 +110,7 @@ def _fill_tensor(blend_init, dtype):
     value = 0 if blend_init is None else blend_init
     try:
         return torch.tensor(value, dtype=dtype)
-    except (RuntimeError, OverflowError, TypeError) as e:
+    except (RuntimeError, OverflowError, TypeError, ValueError) as e:
         raise ValidationError(f"blend_init {blend_init!r} cannot be represented as {dtype}: {e}") from None
 
 
@@ -130,6 +132,8 @@ class InfiniteTensor:
         for i, d in enumerate(shape):
             if d is not None and (not _is_int(d) or d <= 0):
                 raise ValidationError(f"Dimension {i} must be None or positive integer, got {d!r}")
+            if d is not None and d >= 2**63:  # the core checks the real limit; it takes int64s
+                raise ValidationError(f"dim {i} must be infinite or in [1, 2**48], got {d}")
         if not callable(f):
             raise ValidationError(f"Function must be callable, got {type(f).__name__}")
         if blend is not None and not callable(blend):

@@ -12,6 +12,9 @@ from . import _core
 from .errors import ValidationError
 
 
+_INT64 = 2**63
+
+
 def _is_int(x):
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -74,6 +77,10 @@ class TensorWindow:
 
     def _core_tuple(self):
         """(size, stride, offset, map) as the core takes them."""
+        for name in ("size", "stride", "offset"):
+            for d, v in enumerate(getattr(self, name)):
+                if not -_INT64 <= v < _INT64:  # the core checks the real limits; it takes int64s
+                    raise ValidationError(f"window {name}[{d}] must be within +-2**48, got {v}")
         return (tuple(self.size), tuple(self.stride), tuple(self.offset), tuple(self._map()))
 
     # -- public API ----------------------------------------------------
@@ -96,6 +103,9 @@ class TensorWindow:
         stops = [s.stop for s in pixel_slices]
         if len(starts) != n:
             raise ValidationError(f"expected {n} slices, got {len(starts)}")
+        for d, (a, b) in enumerate(zip(starts, stops)):
+            if any(isinstance(v, int) and not -_INT64 <= v < _INT64 for v in (a, b)):  # past int64
+                raise IndexError(f"region [{a}, {b}) on dim {d} is beyond +-2**62")
         dom = _core.window_domain(*self._core_tuple(), n, shape, starts, stops)
         if dom is None:
             return

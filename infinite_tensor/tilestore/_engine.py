@@ -17,7 +17,8 @@ def check_limit(name, value):
         return -1
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValidationError(f"{name} must be None or an int >= 0, got {value!r}")
-    return value
+    # the core counts in int64; a larger limit than that can never be reached
+    return min(value, 2**63 - 1)
 
 
 class Entry:
@@ -76,10 +77,18 @@ class EngineStore(TileStore):
         return {k: info[k] for k in ("bytes", "device_bytes", "tiles", "weight", "pinned")}
 
     def is_window_processed(self, tensor_id, window_index):
-        return self._node(tensor_id).window_done(tuple(window_index))
+        node = self._node(tensor_id)
+        try:
+            return node.window_done(tuple(window_index))
+        except OverflowError:
+            raise IndexError(f"window index {tuple(window_index)} is outside the supported range") from None
 
     def notify_window_processed(self, tensor_id, window_index, output):
-        self._node(tensor_id).contribute(tuple(window_index), output)
+        node = self._node(tensor_id)
+        try:
+            node.contribute(tuple(window_index), output)
+        except OverflowError:
+            raise IndexError(f"window index {tuple(window_index)} is outside the supported range") from None
 
     def read_pixels(self, tensor_id, pixel_slices):
         return self._node(tensor_id).read_cached(tuple(pixel_slices))

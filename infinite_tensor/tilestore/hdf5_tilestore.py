@@ -37,6 +37,15 @@ def _gzip_level(compression, compression_opts):
     return level
 
 
+def _h5_name(tensor_id):
+    """The id as the file names it: HDF5 names are C strings, so an id with a
+    NUL character cannot be stored (the memory store takes any id)."""
+    tid = str(tensor_id)
+    if "\x00" in tid:
+        raise ValidationError(f"tensor id {tid!r} contains a NUL character, which an HDF5 file cannot name")
+    return tid
+
+
 class HDF5TileStore(PersistentTileStore):
     """Tiles of any number of tensors in one HDF5 file.
 
@@ -81,7 +90,10 @@ class HDF5TileStore(PersistentTileStore):
 
     # -- storage primitives (the engine reads and writes tiles in C) -------------
     def _read_tensor_metadata(self, tensor_id):
-        record = self._file.read_meta(str(tensor_id))
+        try:
+            record = self._file.read_meta(_h5_name(tensor_id))
+        except UnicodeDecodeError as e:  # a damaged file: the metadata text is not UTF-8
+            raise ValidationError(f"Tensor {tensor_id} has unreadable metadata on disk: {e}") from None
         if record is None:
             return None
         text, tile_size = record
@@ -92,10 +104,10 @@ class HDF5TileStore(PersistentTileStore):
         return {"metadata": meta, "tile_size": tuple(tile_size)}
 
     def _write_tensor_metadata(self, tensor_id, metadata, tile_size):
-        self._file.write_meta(str(tensor_id), json.dumps(metadata), tuple(int(t) for t in tile_size))
+        self._file.write_meta(_h5_name(tensor_id), json.dumps(metadata), tuple(int(t) for t in tile_size))
 
     def _delete_tensor_state(self, tensor_id):
-        self._file.delete(str(tensor_id))
+        self._file.delete(_h5_name(tensor_id))
 
     def _read_tile(self, tensor_id, tile_index):
         raise NotImplementedError("HDF5TileStore reads tiles in the C engine; read the tensor instead")
