@@ -277,9 +277,7 @@ F_CASES = [
     ("list", lambda g: g.tolist(), TypeError, "got list"),
     ("tuple-of-tensor", lambda g: (g,), TypeError, "got tuple"),
     ("python-int", lambda g: 3, TypeError, "got int"),
-    pytest.param("sparse", lambda g: g.to_sparse(), TypeError, "f must return", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: a sparse f output surfaces torch's RuntimeError from DLPack export, "
-                            "not a TypeError/ShapeMismatchError")),
+    ("sparse", lambda g: g.to_sparse(), TypeError, "f must return a dense (strided) torch.Tensor"),
     ("raises-keyerror", _raise(KeyError("boom in f")), KeyError, "boom in f"),
     ("raises-valueerror", _raise(ValueError("bad window")), ValueError, "bad window"),
     ("raises-library-error", _raise(it.TileAccessError("from f")), TAE, "from f"),
@@ -474,10 +472,8 @@ def _inplace_then_raise(a, b):
 BLEND_CASES = [
     ("wrong-shape", lambda a, b: torch.ones(1, dtype=a.dtype), SME, "blend returned shape (1,) for a region of shape"),
     ("wrong-dtype", lambda a, b: _max(a, b).double(), it.DtypeMismatchError, "blend returned dtype torch.float64"),
-    pytest.param("wrong-device", lambda a, b: _max(a, b).to("meta"), it.DeviceMismatchError,
-                 "blend returned a tensor on device meta", marks=pytest.mark.xfail(
-                     strict=True, reason="BUG: blend returning a meta tensor raises BufferError from the DLPack "
-                                         "import instead of DeviceMismatchError (f's output is checked first)")),
+    ("wrong-device", lambda a, b: _max(a, b).to("meta"), it.DeviceMismatchError,
+     "blend returned a tensor on device meta"),
     ("none", lambda a, b: None, TypeError, "blend must return a torch.Tensor, got NoneType"),
     ("numpy", lambda a, b: _max(a, b).numpy(), TypeError, "got numpy.ndarray"),
     ("scalar", lambda a, b: 3, TypeError, "got int"),
