@@ -98,8 +98,6 @@ def test_overflowing_coordinates_raise(env, index, fragment):
     (-E62, S(0, 4)),
     (S(0, 4), S(E62 - 3, E62)),
 ], ids=["slice-to-2**62", "int-2**62-1", "slice-from--2**62", "int--2**62", "dim1-to-2**62"])
-@pytest.mark.xfail(strict=True, reason="BUG: reads the index parser accepts (within +-2**62) whose windows reach "
-                                       "past 2**62 raise IndexError only after f has run")
 def test_edge_of_range(env, index):
     """Within the documented range: the right values, or an IndexError
     before any window is computed."""

@@ -104,13 +104,11 @@ int it_window_bounds(const it_window *w, const int64_t *coords, int64_t *start, 
     return IT_OK;
 }
 
-int it_window_domain(const it_window *w, const int64_t *shape,
-                     const int64_t *start, const int64_t *stop,
-                     int64_t *lo, int64_t *count, int64_t *total)
+int it_window_span(const it_window *w, const int64_t *shape, const int64_t *start, const int64_t *stop,
+                   int64_t *lo, int64_t *hi, int *any)
 {
-    int64_t hi[IT_MAX_DIMS];
     int used[IT_MAX_DIMS] = {0};
-    *total = 0;
+    *any = 0;
     for (int d = 0; d < w->ndim; d++)
         if (start[d] < -IT_COORD_LIMIT || start[d] > IT_COORD_LIMIT ||
             stop[d] < -IT_COORD_LIMIT || stop[d] > IT_COORD_LIMIT)
@@ -149,10 +147,24 @@ int it_window_domain(const it_window *w, const int64_t *shape,
         if (l > h)
             return IT_OK;
     }
-    int64_t n = 1;
-    for (int c = 0; c < w->ncoords; c++) {
+    for (int c = 0; c < w->ncoords; c++)
         if (!used[c])
             lo[c] = hi[c] = 0;
+    *any = 1;
+    return IT_OK;
+}
+
+int it_window_domain(const it_window *w, const int64_t *shape,
+                     const int64_t *start, const int64_t *stop,
+                     int64_t *lo, int64_t *count, int64_t *total)
+{
+    int64_t hi[IT_MAX_DIMS];
+    int any, rc;
+    *total = 0;
+    if ((rc = it_window_span(w, shape, start, stop, lo, hi, &any)) || !any)
+        return rc;
+    int64_t n = 1;
+    for (int c = 0; c < w->ncoords; c++) {
         if ((uint64_t)hi[c] - (uint64_t)lo[c] >= (uint64_t)INT64_MAX) /* hi >= lo here */
             return it_error_set(IT_ETOOBIG, "the region meets too many windows to enumerate");
         count[c] = hi[c] - lo[c] + 1;

@@ -1756,6 +1756,86 @@ static int ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int6
     return rc;
 }
 
+/* ---- reach: every coordinate a read will use, checked before it starts ----
+ *
+ * Windows meeting a box near +-2**62 stick out of it, their arguments' windows
+ * further, and the geometry refuses coordinates past the limit.  Found in
+ * the middle of a read, that refusal would come after some f already ran, so
+ * a read first follows the box through the graph: the windows of each tensor
+ * meeting its region (a custom blend's: of the whole tiles it completes),
+ * their bounds, and the regions of the arguments those windows read.  Window
+ * bounds grow with the window index, so the two corner windows of the
+ * domain bound everything.  A tensor met again with a region inside the one
+ * already followed is not followed again (diamonds).
+ */
+#define REACH_MAX_DEPTH 1000
+#define REACH_MEMO 32
+
+typedef struct reach_memo {
+    int n;
+    const it_tensor *t[REACH_MEMO];
+    int64_t start[REACH_MEMO][IT_MAX_DIMS], stop[REACH_MEMO][IT_MAX_DIMS];
+} reach_memo;
+
+/* 1 if [start, stop) of t lies inside a region already followed; otherwise
+ * grows that region to cover it (and the caller follows the union). */
+static int reach_seen(reach_memo *m, const it_tensor *t, int64_t *start, int64_t *stop)
+{
+    for (int i = 0; i < m->n; i++) {
+        if (m->t[i] != t)
+            continue;
+        int inside = 1;
+        for (int d = 0; d < t->ndim; d++)
+            inside &= m->start[i][d] <= start[d] && stop[d] <= m->stop[i][d];
+        if (inside)
+            return 1;
+        for (int d = 0; d < t->ndim; d++) {
+            start[d] = m->start[i][d] = IT_MIN(start[d], m->start[i][d]);
+            stop[d] = m->stop[i][d] = IT_MAX(stop[d], m->stop[i][d]);
+        }
+        return 0;
+    }
+    if (m->n < REACH_MEMO) {
+        m->t[m->n] = t;
+        memcpy(m->start[m->n], start, sizeof(int64_t) * (size_t)t->ndim);
+        memcpy(m->stop[m->n], stop, sizeof(int64_t) * (size_t)t->ndim);
+        m->n++;
+    }
+    return 0;
+}
+
+static int reach_check(const it_tensor *t, const int64_t *rstart, const int64_t *rstop, reach_memo *m, int depth)
+{
+    int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS], lo[IT_MAX_DIMS], hi[IT_MAX_DIMS];
+    int64_t s0[IT_MAX_DIMS], e0[IT_MAX_DIMS], s1[IT_MAX_DIMS], e1[IT_MAX_DIMS];
+    int rc;
+    if (depth > REACH_MAX_DEPTH)
+        return it_error_set(IT_ETOOBIG, "the pipeline is more than %d tensors deep", REACH_MAX_DEPTH);
+    if (!clipped_region(t, rstart, rstop, 0, start, stop))
+        return IT_OK;
+    if (t->spec.combine == IT_COMBINE_CUSTOM)
+        for (int k = 0; k < t->ninf; k++) {
+            int d = t->inf_dim[k];
+            start[d] = it_floordiv(start[d], t->tshape[d]) * t->tshape[d];
+            stop[d] = (it_floordiv(stop[d] - 1, t->tshape[d]) + 1) * t->tshape[d];
+        }
+    if (reach_seen(m, t, start, stop))
+        return IT_OK;
+    int any;
+    if ((rc = it_window_span(&t->spec.window, t->spec.shape, start, stop, lo, hi, &any)) || !any)
+        return rc;
+    if ((rc = it_window_bounds(&t->spec.window, lo, s0, e0)) ||
+        (rc = it_window_bounds(&t->spec.window, hi, s1, e1)))
+        return rc;
+    for (int a = 0; a < t->spec.nargs; a++) {
+        const it_window *aw = &t->arg_windows[a];
+        if ((rc = it_window_bounds(aw, lo, s0, e0)) || (rc = it_window_bounds(aw, hi, s1, e1)) ||
+            (rc = reach_check(t->args[a], s0, e1, m, depth + 1)))
+            return rc;
+    }
+    return IT_OK;
+}
+
 /* ---- public API ---------------------------------------------------------- */
 
 int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
@@ -1775,6 +1855,15 @@ int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
     int64_t numel;
     if ((rc = it_box_numel(box, &numel)))
         return rc;
+    if (!empty && !(flags & IT_READ_NO_COMPUTE)) {
+        reach_memo memo;
+        memo.n = 0;
+        int64_t rstop[IT_MAX_DIMS];
+        for (int d = 0; d < t->ndim; d++) /* the samples' hull */
+            rstop[d] = box->start[d] + (it_box_extent(box, d) - 1) * box->step[d] + 1;
+        if ((rc = reach_check(t, box->start, rstop, &memo, 0)))
+            return rc;
+    }
     /* the result is allocated first: a region too large to hold fails
      * here, before any window is computed */
     it_buffer *buf;

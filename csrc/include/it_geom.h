@@ -87,6 +87,12 @@ int it_window_bounds(const it_window *w, const int64_t *coords,
  * intersects).  IT_ERANGE if the region lies beyond IT_COORD_LIMIT,
  * IT_ETOOBIG if the count overflows int64.
  */
+/* The same without the count: the first and last index per coordinate
+ * (lo[c] <= hi[c]; both 0 for a coordinate no dim follows), *any = 0 when
+ * nothing intersects.  IT_ERANGE as above; never IT_ETOOBIG. */
+int it_window_span(const it_window *w, const int64_t *shape, const int64_t *start, const int64_t *stop,
+                   int64_t *lo, int64_t *hi, int *any);
+
 int it_window_domain(const it_window *w, const int64_t *shape,
                      const int64_t *start, const int64_t *stop,
                      int64_t *lo, int64_t *count, int64_t *total);

@@ -1693,6 +1693,54 @@ static void test_read_full_range_box(void **state)
     LEAK_END;
 }
 
+/* Near +-2**62, a read whose windows (or their arguments' windows, or the
+ * tiles a custom blend completes) would reach past the limit is refused
+ * before any f runs; one just inside gives the right values. */
+static void test_read_edge_of_range(void **state)
+{
+    (void)state;
+    LEAK_BEGIN;
+    it_cache *c = mkcache(-1, -1);
+    ft *up = mk1d(c, 6, 4, -1, 16);
+    ft *f = ft_new(1, (int64_t[]){INF}, IT_F64);
+    ft_set_window(f, (int64_t[]){4}, (int64_t[]){4}, NULL, NULL);
+    it_window aw = mkwin(1, (int64_t[]){12}, (int64_t[]){4}, (int64_t[]){-4}, NULL, 1);
+    ft_add_arg(f, up, &aw);
+    ft_create_ok(f, c);
+    it_buffer *out = NULL;
+    /* f's own windows fit, its argument's reach 4 past the limit */
+    it_box b = mkbox(1, (int64_t[]){L - 4}, (int64_t[]){L}, NULL);
+    EXPECT_ERR(it_tensor_read(f->t, &b, 0, &out), IT_ERANGE);
+    /* up's windows [4i - 1, 4i + 5) meeting [L - 3, L) stick out */
+    EXPECT_ERR(it_tensor_read(up->t, &b, 0, &out), IT_ERANGE);
+    b = mkbox(1, (int64_t[]){-L}, (int64_t[]){-L + 2}, NULL);
+    EXPECT_ERR(it_tensor_read(up->t, &b, 0, &out), IT_ERANGE);
+    assert_null(out);
+    assert_int_equal(up->calls + f->calls, 0);
+    tu_cache_ok(c);
+    ft_read_ok1(f, L - 24, L - 16);
+    ft_read_ok1(up, L - 12, L - 6);
+    ft_read_ok1(up, -L + 8, -L + 16);
+    /* custom blend: the tiles completed are [L - 8, L) and reach no further */
+    ft *g = ft_new(1, (int64_t[]){INF}, IT_F64);
+    ft_set_window(g, (int64_t[]){4}, (int64_t[]){2}, NULL, NULL);
+    g->spec.combine = IT_COMBINE_CUSTOM;
+    g->blend_kind = 2;
+    g->spec.tile_shape[0] = 6;
+    ft_create_ok(g, c);
+    /* L is a multiple of 2 but not of 6: the tile holding L - 1 ends past L */
+    b = mkbox(1, (int64_t[]){L - 1}, (int64_t[]){L}, NULL);
+    long before = g->calls;
+    EXPECT_ERR(it_tensor_read(g->t, &b, 0, &out), IT_ERANGE);
+    assert_int_equal(g->calls, before);
+    ft_read_ok1(g, L - 40, L - 20);
+    ft_destroy(g);
+    ft_destroy(f);
+    ft_destroy(up);
+    it_cache_unref(c);
+    LEAK_END;
+}
+
 /* ------------------------------------------------------------------ */
 /* random configurations                                                */
 
@@ -1962,6 +2010,7 @@ int main(void)
         cmocka_unit_test(test_threads_wait_for_claimed_windows),
         cmocka_unit_test(test_read_errors),
         cmocka_unit_test(test_read_full_range_box),
+        cmocka_unit_test(test_read_edge_of_range),
         cmocka_unit_test(test_read_empty_huge_box),
         cmocka_unit_test(test_lazy_tiles),
         cmocka_unit_test(test_fuzz),
