@@ -400,6 +400,7 @@ static int open_fid(it_h5file *f, int mode)
             f->fid = H5Fopen(f->path, mode == IT_H5_READ ? H5F_ACC_RDONLY : H5F_ACC_RDWR, fapl);
         if (rc == IT_OK && f->fid < 0)
             rc = h5fail(mode == IT_H5_READ ? "opening (read-only)" : "opening", f->path);
+
     }
     H5Pclose(fapl);
     if (rc == IT_OK)
@@ -743,6 +744,7 @@ static hid_t make_dataset(h5tensor *h, const char *name, hid_t type, int rank, c
     H5Pset_chunk(dcpl, rank, chunk);
     if (gzip >= 0)
         H5Pset_deflate(dcpl, (unsigned)gzip);
+    H5Pset_fletcher32(dcpl); /* last: a checksum of the bytes on disk */
     hid_t d = H5Dcreate2(h->grp, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     H5Pclose(dcpl);
     H5Sclose(sp);
@@ -885,6 +887,22 @@ static int row_io(hid_t d, hid_t mtype, int64_t row, int rank, const hsize_t *ta
     return e < 0 ? -1 : 0;
 }
 
+/* 1 if the chunk holding row `row` of dataset d is stored.  A tile listed in
+ * the index whose chunk the file cannot find has a damaged chunk index:
+ * HDF5 would read it as the fill value, silently. */
+static int row_stored(hid_t d, int64_t row)
+{
+    hid_t dcpl = H5Dget_create_plist(d);
+    hsize_t chunk[IT_MAX_DIMS + 1], off[IT_MAX_DIMS + 1] = {0}, size = 0;
+    int rank = dcpl < 0 ? -1 : H5Pget_chunk(dcpl, IT_MAX_DIMS + 1, chunk);
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    if (rank < 1)
+        return 0;
+    off[0] = (hsize_t)row - (hsize_t)row % chunk[0];
+    return H5Dget_chunk_storage_size(d, off, &size) >= 0 && size > 0;
+}
+
 /* ---- the backend ---------------------------------------------------------- */
 
 static int deleted(const h5tensor *h)
@@ -909,6 +927,9 @@ static int h5_load(void *ctx, it_tile_io *io, int *found)
     if (nbytes > h->row_bytes)
         return it_error_set(IT_EIO, "a tile of tensor '%s' needs %lld bitmap bytes but the file has %lld",
                             h->name, (long long)nbytes, (long long)h->row_bytes);
+    if (!row_stored(h->dtiles, row) || !row_stored(h->dbits, row))
+        return it_error_set(IT_EIO, "a tile of tensor '%s' listed in %s is missing from the file (a damaged "
+                            "chunk index)", h->name, h->file->path);
     hsize_t tail[IT_MAX_DIMS];
     hid_t mt = file_type(h->dtype);
     for (int d = 0; d < h->ndim; d++)
