@@ -18,10 +18,16 @@ def sources(folder):
     return sorted(glob.glob(os.path.join("csrc", folder, "*.c")))
 
 
+link_extra = ["-pthread"]
 extra = ["-std=c11", "-O3", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter",
          "-Wno-missing-field-initializers", "-Wno-cast-function-type"]
 if os.environ.get("IT_SANITIZE"):
-    extra += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
+    # `make sanitize` builds this way into build/asan-ext (never in place); the
+    # extension is linked against the sanitizer runtimes, and Python must run
+    # with libasan preloaded (it has to come first in the process)
+    extra += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined",
+              "-O1", "-g"]
+    link_extra += ["-fsanitize=address,undefined"]
 
 
 def hdf5_flags():
@@ -51,7 +57,7 @@ core = Extension(
     runtime_library_dirs=h5_libdirs,
     extra_compile_args=extra,
     libraries=h5_libs + ["m"],
-    extra_link_args=["-pthread"],
+    extra_link_args=link_extra,
 )
 
 setup(ext_modules=[core])

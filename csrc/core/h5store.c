@@ -11,6 +11,7 @@
  * has ntiles rows everywhere.
  */
 #define _POSIX_C_SOURCE 200809L /* kill, opendir */
+#define _DEFAULT_SOURCE         /* flock */
 #include "it_h5store.h"
 #include "it_h5journal.h"
 
@@ -21,6 +22,8 @@
 #include <dirent.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -349,6 +352,35 @@ static void remove_stale_temps(const char *path)
     closedir(d);
 }
 
+/*
+ * Mode "w" on an existing file renames a new file over it, which no lock of
+ * the old file would stop: take the old file's exclusive lock first (the one
+ * h5journal.c takes for a writer) and hold it until the rename is done, so
+ * that a file another process has open ("r" or writing) is refused like any
+ * other conflicting open, and nobody opens the old file meanwhile.  *fd is
+ * the descriptor to close after the rename (-1: none).  Locking disabled
+ * with HDF5_USE_FILE_LOCKING=FALSE, or unsupported: nothing is checked.
+ */
+static int lock_replaced_file(const char *path, int *fd)
+{
+    const char *env = getenv("HDF5_USE_FILE_LOCKING");
+    *fd = -1;
+    if (env && (strcmp(env, "FALSE") == 0 || strcmp(env, "0") == 0))
+        return IT_OK;
+    int o = open(path, O_RDONLY | O_CLOEXEC);
+    if (o < 0)
+        return IT_OK; /* missing (or unreadable): nothing to protect, the create reports */
+    if (flock(o, LOCK_EX | LOCK_NB) == 0) {
+        *fd = o;
+        return IT_OK;
+    }
+    int e = errno;
+    close(o);
+    if (e == EWOULDBLOCK)
+        return it_error_set(IT_EIO, "unable to lock %s (exclusive): another process has it open", path);
+    return IT_OK; /* locks unsupported here */
+}
+
 static int create_file(const char *path, hid_t fapl)
 {
     size_t n = strlen(path);
@@ -358,6 +390,13 @@ static int create_file(const char *path, hid_t fapl)
         it_free(tmp);
         it_free(journal);
         return it_error_set(IT_ENOMEM, "out of memory creating %s", path);
+    }
+    int old = -1;
+    rc = lock_replaced_file(path, &old);
+    if (rc != IT_OK) {
+        it_free(tmp);
+        it_free(journal);
+        return rc;
     }
     remove_stale_temps(path);
     snprintf(tmp, n + 40, "%s.creating-%ld", path, (long)getpid());
@@ -378,6 +417,8 @@ static int create_file(const char *path, hid_t fapl)
         rc = it_error_set(IT_EIO, "cannot create %s: %s", path, strerror(errno));
     if (rc != IT_OK)
         unlink(tmp);
+    if (old >= 0)
+        close(old);
     it_free(tmp);
     it_free(journal);
     return rc;

@@ -1822,12 +1822,23 @@ static void check_done_matches(ft *f, rng_t *r)
     }
 }
 
+/* IT_FUZZ_DIVISOR=k runs the first 1/k of the fuzz configurations (the
+ * same ones, from the same seeds).  Only `make valgrind` sets it, for the
+ * device copy (test_tensor_device: 40 s natively, about 50 times that under
+ * valgrind); every other run does them all. */
+static int fuzz_configs(int all)
+{
+    const char *env = getenv("IT_FUZZ_DIVISOR");
+    int k = env ? atoi(env) : 1;
+    return k > 1 ? (all + k - 1) / k : all;
+}
+
 static void test_fuzz(void **state)
 {
     (void)state;
     LEAK_BEGIN;
     rng_t r = {20251122};
-    for (int cfg = 0; cfg < 6000; cfg++) {
+    for (int cfg = 0, n = fuzz_configs(6000); cfg < n; cfg++) {
         int unbounded;
         it_cache *c = random_cache(&r, &unbounded);
         int nd = (int)rng_range(&r, 1, 3);
@@ -1905,7 +1916,7 @@ static void test_fuzz_pipeline(void **state)
     (void)state;
     LEAK_BEGIN;
     rng_t r = {777};
-    for (int cfg = 0; cfg < 2000; cfg++) {
+    for (int cfg = 0, n = fuzz_configs(2000); cfg < n; cfg++) {
         int unbounded;
         it_cache *c = random_cache(&r, &unbounded);
         ft *a = random_fake(&r, (int)rng_range(&r, 1, 3));
