@@ -387,12 +387,6 @@ static int open_fid(it_h5file *f, int mode)
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     int rc = it_h5j_set_fapl(fapl);
-    /* H5Fclose closes the file for real, whatever HDF5 still holds open
-     * inside: after a failed write on a damaged file libhdf5 1.10 can keep
-     * an object open internally, and a weak close would then leave the
-     * file, its lock and the driver's handle open for the process's life */
-    if (rc == IT_OK && H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0)
-        rc = h5fail("setting up", f->path);
     int exists = file_exists(f->path);
     f->fid = -1;
     if (rc == IT_OK) {
