@@ -280,6 +280,7 @@ static int exercise_store(const char *path, int mode, int gzip, unsigned salt)
     if (getenv("FUZZ_DEBUG"))
         fprintf(stderr, "open mode %d: %d %s (%ld blocks)\n", mode, rc, it_error_message(),
                 it_alloc_live_blocks());
+    fz_note(rc, mode); /* a read-write open may write (the tensors group) */
     if (rc != IT_OK) {
         fz_check_error(rc, "it_h5_open");
         FZ_CHECK(f == NULL, "a failed open returned a file");
