@@ -117,6 +117,8 @@ FUZZ_MODE_journal := -fork=1 -ignore_timeouts=1 -ignore_crashes=1 -ignore_ooms=0
 FUZZ_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 .PHONY: fuzz fuzz-sysdeps fuzz-replay fuzz-replay-sanitize fuzz-merge fuzz-seeds
+# (the harnesses are built through pattern rules: keep them between runs)
+.PRECIOUS: $(BUILD)/fuzz/fuzz_%
 
 fuzz-sysdeps: $(BUILD)/.fuzz-sysdeps-stamp
 
