@@ -151,3 +151,97 @@ valgrind: $(VG_BIN)
 
 clean:
 	rm -rf $(BUILD) infinite_tensor/*.so
+
+# ---- fuzzing (csrc/fuzz/README.md) ------------------------------------------
+#   make fuzz           each libFuzzer harness for FUZZ_SECONDS (default 60);
+#                       new inputs go to build/fuzz/corpus/, crashes to
+#                       build/fuzz/artifacts/ (the kept corpus is only read)
+#   make fuzz-replay    the kept corpus as regression tests (part of ctest;
+#                       fuzz-replay-sanitize is part of sanitize); no clang
+#   make fuzz-merge     minimise build/fuzz/corpus into the kept corpus
+#   make fuzz-seeds     remake the HDF5 seed files with the core
+# Only `make fuzz` needs clang and libFuzzer (their own stamp below).
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang-16
+FUZZ_DEB_PKGS := clang-16 libclang-rt-16-dev
+FUZZ_HARNESSES := geom h5file journal
+FUZZ_SRC := $(wildcard csrc/fuzz/*.c csrc/fuzz/*.h)
+FUZZ_WARN := -std=c11 -O1 -g -Wall -Wextra -Wno-unused-parameter -Icsrc/include
+# dtype.c asks __builtin_cpu_supports("f16c"), which clang 14-16 reject: the
+# fuzz build takes the portable float16 row instead
+FUZZ_CLANG := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+  "-D__builtin_cpu_supports(x)=0"
+FUZZ_MAXLEN_geom := 512
+FUZZ_MAXLEN_h5file := 65536
+FUZZ_MAXLEN_journal := 16384
+FUZZ_OPTS := -timeout=20 -rss_limit_mb=2048 -print_final_stats=1
+# libhdf5 1.10 hangs and crashes on some damaged files (csrc/fuzz/README.md):
+# the HDF5 harnesses run in fork mode and go on after a crash or a hang;
+# triage.sh then fails the run for every crash that is not inside libhdf5
+FUZZ_MODE_h5file := -fork=1 -ignore_timeouts=1 -ignore_crashes=1 -ignore_ooms=0
+FUZZ_MODE_journal := -fork=1 -ignore_timeouts=1 -ignore_crashes=1 -ignore_ooms=0
+FUZZ_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+.PHONY: fuzz fuzz-sysdeps fuzz-replay fuzz-replay-sanitize fuzz-merge fuzz-seeds
+# (the harnesses are built through pattern rules: keep them between runs)
+.PRECIOUS: $(BUILD)/fuzz/fuzz_%
+
+fuzz-sysdeps: $(BUILD)/.fuzz-sysdeps-stamp
+
+$(BUILD)/.fuzz-sysdeps-stamp: | $(BUILD)/.sysdeps-stamp
+	@missing=""; for p in $(FUZZ_DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+
+$(BUILD)/fuzz/fuzz_%: csrc/fuzz/fuzz_%.c $(FUZZ_SRC) $(CORE_SRC) $(CORE_HDR) | $(BUILD)/.fuzz-sysdeps-stamp
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_WARN) $(FUZZ_CLANG) $(H5_CFLAGS) $< $(CORE_SRC) $(H5_LIBS) -lm -pthread -o $@
+
+fuzz-run-%: $(BUILD)/fuzz/fuzz_%
+	@rm -rf $(BUILD)/fuzz/artifacts/$*
+	@mkdir -p $(BUILD)/fuzz/corpus/$* $(BUILD)/fuzz/artifacts/$*
+	@echo "== fuzz_$* for $(FUZZ_SECONDS) s"
+	./$(BUILD)/fuzz/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAXLEN_$*) $(FUZZ_OPTS) $(FUZZ_MODE_$*) \
+	  -artifact_prefix=$(BUILD)/fuzz/artifacts/$*/ $(BUILD)/fuzz/corpus/$* csrc/fuzz/corpus/fuzz_$* \
+	  || echo "libFuzzer exited with status $$?: triage.sh decides"
+	sh csrc/fuzz/triage.sh ./$(BUILD)/fuzz/fuzz_$* $(BUILD)/fuzz/artifacts/$*
+
+fuzz: $(addprefix fuzz-run-,$(FUZZ_HARNESSES))
+
+fuzz-merge-%: $(BUILD)/fuzz/fuzz_%
+	./$(BUILD)/fuzz/fuzz_$* -merge=1 -max_len=$(FUZZ_MAXLEN_$*) $(FUZZ_OPTS) \
+	  csrc/fuzz/corpus/fuzz_$* $(BUILD)/fuzz/corpus/$*
+
+fuzz-merge: $(addprefix fuzz-merge-,$(FUZZ_HARNESSES))
+
+$(BUILD)/fuzz-replay/replay_%: csrc/fuzz/fuzz_%.c $(FUZZ_SRC) $(CORE_SRC) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
+	@mkdir -p $(@D)
+	$(CC) $(FUZZ_WARN) -Werror $(H5_CFLAGS) csrc/fuzz/replay.c $< $(CORE_SRC) $(H5_LIBS) -lm -pthread -o $@
+
+$(BUILD)/sanitize/fuzz-replay/replay_%: csrc/fuzz/fuzz_%.c $(FUZZ_SRC) $(CORE_SRC) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
+	@mkdir -p $(@D)
+	$(CC) $(FUZZ_WARN) $(FUZZ_SAN) $(H5_CFLAGS) csrc/fuzz/replay.c $< $(CORE_SRC) $(H5_LIBS) -lm -pthread -o $@
+
+fuzz-replay: $(addprefix $(BUILD)/fuzz-replay/replay_,$(FUZZ_HARNESSES))
+	@set -e; for h in $(FUZZ_HARNESSES); do ./$(BUILD)/fuzz-replay/replay_$$h csrc/fuzz/corpus/fuzz_$$h; done
+
+fuzz-replay-sanitize: $(addprefix $(BUILD)/sanitize/fuzz-replay/replay_,$(FUZZ_HARNESSES))
+	@set -e; for h in $(FUZZ_HARNESSES); do \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
+	  ./$(BUILD)/sanitize/fuzz-replay/replay_$$h csrc/fuzz/corpus/fuzz_$$h; done
+
+ctest: fuzz-replay
+sanitize: fuzz-replay-sanitize
+
+fuzz-seeds: | $(BUILD)/.sysdeps-stamp
+	@mkdir -p $(BUILD)/fuzz/seeds/fuzz_h5file $(BUILD)/fuzz/seeds/fuzz_journal
+	$(CC) $(FUZZ_WARN) -Wno-unused-function $(H5_CFLAGS) csrc/fuzz/mkseeds.c $(CORE_SRC) $(H5_LIBS) \
+	  -lm -pthread -o $(BUILD)/fuzz/mkseeds
+	./$(BUILD)/fuzz/mkseeds $(BUILD)/fuzz/seeds
+	cp $(BUILD)/fuzz/seeds/fuzz_h5file/* csrc/fuzz/corpus/fuzz_h5file/
+	cp $(BUILD)/fuzz/seeds/fuzz_journal/* csrc/fuzz/corpus/fuzz_journal/
+	cp $(BUILD)/fuzz/seeds/journal-base.h5 csrc/fuzz/journal-base.h5

@@ -1,0 +1,37 @@
+#!/bin/sh
+# Sort the crash artifacts of one fuzz run (make fuzz calls this):
+#
+#   sh csrc/fuzz/triage.sh HARNESS_BINARY ARTIFACT_DIR
+#
+# Replays each crash-* / leak-* / oom-* file and names the first stack frame
+# that is neither the C library, the sanitizers nor libFuzzer.  A crash whose
+# first such frame is inside libhdf5 is a libhdf5 bug on a damaged file
+# (csrc/fuzz/README.md): it is listed, and tolerated; so is running out of
+# memory inside libhdf5 (a huge length read from a damaged file).  Anything
+# else - a frame of ours, a broken invariant (abort in a harness), a leak,
+# running out of memory in our code - fails.  Timeouts (libhdf5 hangs) are
+# listed only.
+bin=$1
+dir=$2
+status=0
+for a in "$dir"/*; do
+    [ -f "$a" ] || continue
+    case "$(basename "$a")" in
+    timeout-*) echo "timeout (a hang; see csrc/fuzz/README.md): $a"; continue ;;
+    crash-* | leak-* | oom-*) ;;
+    *) continue ;;
+    esac
+    first=$("$bin" -runs=1 "$a" 2>&1 | grep -E '^ *#[0-9]+ 0x' |
+        grep -v -E 'sanitizer|fuzzer::|libc\.so|__libc|_start|__interceptor|sysdeps|/nptl/|abort\.c|raise\.c|in malloc|in calloc|in realloc' |
+        head -n 1)
+    case "$(basename "$a")" in
+    crash-* | oom-*)
+        case "$first" in
+        *libhdf5*) echo "libhdf5 crash or allocation on a damaged file (tolerated): $a"; echo "  $first"; continue ;;
+        esac ;;
+    esac
+    echo "FAILURE: $a"
+    echo "  $first"
+    status=1
+done
+exit $status
