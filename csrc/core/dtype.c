@@ -247,6 +247,12 @@ void it_fill_nd(size_t elsize, int ndim, const int64_t *shape,
 int64_t it_contiguous_strides(size_t elsize, int ndim, const int64_t *shape, int64_t *strides)
 {
     int64_t s = (int64_t)elsize;
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] == 0) { /* holds nothing: any strides do, whatever the other extents */
+            for (int k = 0; k < ndim; k++)
+                strides[k] = (int64_t)elsize;
+            return 0;
+        }
     for (int d = ndim - 1; d >= 0; d--) {
         strides[d] = s;
         if (shape[d] > 0 && s > INT64_MAX / shape[d])
@@ -342,6 +348,7 @@ HALF_ROWS(bf16, it_bf16_to_float, it_float_to_bf16)
  * the results are the same bits, NaN payloads aside. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#include <cpuid.h>
 #include <stdatomic.h>
 #define IT_HAVE_F16C_ROW 1
 __attribute__((target("avx,f16c"))) static void sum_f16_f16c(char *d, int64_t ds, const char *s,
@@ -369,8 +376,10 @@ static row_fn sum_f16_row(void)
     static atomic_int have = -1; /* -1: not asked yet */
     int h = atomic_load_explicit(&have, memory_order_relaxed);
     if (h < 0) {
+        /* F16C from CPUID (clang's __builtin_cpu_supports has no "f16c") */
+        unsigned a, b, c, d;
         __builtin_cpu_init();
-        h = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+        h = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && __builtin_cpu_supports("avx");
         atomic_store_explicit(&have, h, memory_order_relaxed);
     }
     return h ? sum_f16_f16c : sum_f16;

@@ -305,6 +305,17 @@ static void tile_box(const it_tensor *t, const int64_t *coord, int64_t *start, i
     }
 }
 
+/* The part of a tile's box where windows can lie: a tile may cross
+ * +-2**62 (its extent need not divide 2**62), and no window lies beyond. */
+static void tile_window_box(const it_tensor *t, const int64_t *coord, int64_t *start, int64_t *stop)
+{
+    tile_box(t, coord, start, stop);
+    for (int d = 0; d < t->ndim; d++) {
+        start[d] = IT_MAX(start[d], -IT_COORD_LIMIT);
+        stop[d] = IT_MIN(stop[d], IT_COORD_LIMIT);
+    }
+}
+
 /* Windows a lazy tile may take before it is filled: tile_values keeps
  * their boxes on the stack. */
 #define LAZY_MAX_WINDOWS 32
@@ -317,7 +328,7 @@ static int tile_create(it_tensor *t, const int64_t *coord, int lazy, it_tile **o
     int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS], lo[IT_MAX_DIMS] = {0}, n[IT_MAX_DIMS] = {0}, total;
     int rc;
     *out = NULL;
-    tile_box(t, coord, start, stop);
+    tile_window_box(t, coord, start, stop);
     if ((rc = it_window_domain(&t->spec.window, t->spec.shape, start, stop, lo, n, &total)))
         return rc;
     if (total > (((int64_t)1) << 36))
@@ -1398,7 +1409,7 @@ static int plan_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const
         }
         if (tile && tile->ncontrib == tile->ntotal)
             continue;
-        tile_box(t, tc, ts, te);
+        tile_window_box(t, tc, ts, te);
         if (custom && !(ctx->flags & IT_READ_NO_COMPUTE)) {
             if (tile && tile->mark != 0 && tile->mark != ctx->serial)
                 return it_error_set(IT_ESTATE, BUSY_MSG);
@@ -1816,8 +1827,8 @@ static int reach_check(const it_tensor *t, const int64_t *rstart, const int64_t 
     if (t->spec.combine == IT_COMBINE_CUSTOM)
         for (int k = 0; k < t->ninf; k++) {
             int d = t->inf_dim[k];
-            start[d] = it_floordiv(start[d], t->tshape[d]) * t->tshape[d];
-            stop[d] = (it_floordiv(stop[d] - 1, t->tshape[d]) + 1) * t->tshape[d];
+            start[d] = IT_MAX(it_floordiv(start[d], t->tshape[d]) * t->tshape[d], -IT_COORD_LIMIT);
+            stop[d] = IT_MIN((it_floordiv(stop[d] - 1, t->tshape[d]) + 1) * t->tshape[d], IT_COORD_LIMIT);
         }
     if (reach_seen(m, t, start, stop))
         return IT_OK;
@@ -1901,20 +1912,34 @@ int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
  * tile (TILE_TARGET_DEVICE_ELEMS on a device).  A custom blend completes every tile a read touches (see the essay
  * above), so its tiles are about one window wide: a read then computes at
  * most one window beyond its edge per side. */
+/* min(a * b, cap) for a, b >= 0, without overflowing */
+static int64_t capped_mul(int64_t a, int64_t b, int64_t cap)
+{
+    return b != 0 && a > cap / b ? cap : IT_MIN(a * b, cap);
+}
+
 static int64_t pick_tile_extent(const it_tensor_spec *s, int d, int ninf, int64_t finite_elems)
 {
     if (s->window.map[d] == IT_MAP_FIXED)
         return s->window.size[d];
-    int64_t unit = s->window.stride[d], k;
+    /* A multiple of the stride gives every tile the same number of windows;
+     * nothing needs it, so sparse windows (a stride far above the window
+     * size or the target) get tiles of their own size instead of a stride's
+     * worth of memory that no window fills. */
+    int64_t unit = s->window.stride[d], size = s->window.size[d], k;
     if (s->combine == IT_COMBINE_CUSTOM) {
-        k = it_ceildiv(s->window.size[d], unit);
+        if (unit > size)
+            return size; /* about one window wide, as below */
+        k = it_ceildiv(size, unit);
     } else {
         double want = s->devops ? TILE_TARGET_DEVICE_ELEMS : TILE_TARGET_ELEMS;
         double per = want / (double)finite_elems;
         double target = per > 1 ? pow(per, 1.0 / ninf) : 1.0;
         k = (int64_t)llround(target / (double)unit);
+        if (k == 0) /* the stride is over twice the target */
+            return IT_MAX((int64_t)llround(target), 1);
     }
-    return IT_MAX(k, 1) * unit;
+    return k * unit;
 }
 
 int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
@@ -2037,8 +2062,8 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
             t->tshape[d] = spec->shape[d];
         }
         t->spec.tile_shape[d] = t->tshape[d];
-        window_elems = IT_MIN(window_elems * spec->window.size[d], TILE_MAX_BYTES);
-        tile_elems = IT_MIN(tile_elems * t->tshape[d], TILE_MAX_BYTES);
+        window_elems = capped_mul(window_elems, spec->window.size[d], TILE_MAX_BYTES);
+        tile_elems = capped_mul(tile_elems, t->tshape[d], TILE_MAX_BYTES);
     }
     t->window_bytes = IT_MAX(window_elems * (int64_t)es, 1);
     if (tile_elems >= TILE_MAX_BYTES / (int64_t)es) {

@@ -523,44 +523,25 @@ static double ref_pixel(const ftensor *t, const int64_t *p)
 }
 
 /*
- * KNOWN BUG (tensor.c, the read planner): a read of a valid box within one
- * tile of +-2^62 fails with IT_ERANGE ("region ... is beyond +-2**62") when
- * the tile extent does not divide 2^62 (e.g. a picked tile of 8190 pixels
- * for a stride-5 window): the planner rounds the region out to whole tiles
- * and hands the rounded region, which crosses the limit, to
- * it_window_domain.  Reproducer: csrc/fuzz/known/fuzz_geom/read-near-limit-erange
- * (a 1-d read of [-2^62 + 1, -2^62 + 7)).  Until it is fixed, IT_ERANGE is
- * accepted for boxes within 2^50 of the limit.
+ * The core refuses (IT_ERANGE, before any window is computed) a read whose
+ * windows would reach past +-2^62 (tensor.c, "reach"), although the box
+ * itself lies inside.  Along a dim of window size z, the windows meeting
+ * [a, b) lie in [a - z + 1, b + z - 1), so a refusal is right only when that
+ * span crosses the limit on some sliding dim.  (This used to be a blanket
+ * allowance within 2^50 of the limit, while the planner failed such reads
+ * half-way; reproducer kept as corpus/fuzz_geom/read-near-limit-erange.)
  */
-static int near_limit(const it_box *b)
+static int may_reach_past_limit(const ftensor *ft, const it_box *b)
 {
-#ifdef FUZZ_NO_KNOWN_SKIPS
-    return 0;
-#else
-    const int64_t edge = IT_COORD_LIMIT - ((int64_t)1 << 50);
-    for (int d = 0; d < b->ndim; d++)
-        if (b->start[d] < -edge || b->stop[d] > edge)
+    const it_window *w = &ft->spec.window;
+    for (int d = 0; d < b->ndim; d++) {
+        if (w->map[d] == IT_MAP_FIXED)
+            continue;
+        if ((i128)b->start[d] - w->size[d] + 1 < -(i128)IT_COORD_LIMIT ||
+            (i128)b->stop[d] + w->size[d] - 1 > (i128)IT_COORD_LIMIT)
             return 1;
+    }
     return 0;
-#endif
-}
-
-/*
- * KNOWN BUG (dtype.c it_contiguous_strides, through it_buffer_create): the
- * byte strides of an empty buffer are still multiplied out, so a read of
- * an empty box whose other extents are huge (dim 0 [-31, -2^48), dim 1
- * [-2^57, 2^60)) fails with IT_ETOOBIG ("a region of this size cannot be
- * allocated") instead of returning an empty buffer (test_read_empty_huge_box
- * covers only the case where the empty dim comes last).  Reproducer:
- * csrc/fuzz/known/fuzz_geom/empty-box-etoobig.
- */
-static int empty_known(i128 n)
-{
-#ifdef FUZZ_NO_KNOWN_SKIPS
-    return 0;
-#else
-    return n == 0;
-#endif
 }
 
 static void check_read(ftensor *ft, it_tensor *t, it_cache *cache, const it_box *box, int flags)
@@ -616,7 +597,7 @@ static void check_read(ftensor *ft, it_tensor *t, it_cache *cache, const it_box 
         /* the window function gives up on huge plans; nothing else may fail
          * a valid read of a small box */
         FZ_CHECK(bad || rc == IT_ECALLBACK || (flags & IT_READ_NO_COMPUTE) ||
-                     (rc == IT_ERANGE && near_limit(box)) || (rc == IT_ETOOBIG && empty_known(n)),
+                     (rc == IT_ERANGE && may_reach_past_limit(ft, box)),
                  "a read of a small box failed: %d (%s)", rc, it_error_message());
     } else {
         FZ_CHECK(out != NULL, "read returned no buffer");
@@ -644,43 +625,11 @@ static void check_read(ftensor *ft, it_tensor *t, it_cache *cache, const it_box 
 }
 
 /*
- * KNOWN BUG (tensor.c, it_tensor_create, not ours to fix here): the running
- * products window_elems * size[d] and tile_elems * tshape[d] are formed
- * before they are clamped to TILE_MAX_BYTES, so two large window sizes (or
- * a large finite extent times a large tile extent) overflow int64 (UBSan:
- * signed integer overflow at tensor.c:1810/1811).  Reproducer:
- * csrc/fuzz/known/fuzz_geom/tensor-create-elems-overflow.  Until it is
- * fixed, specs that would reach it are not created, so the fuzzer can get
- * past it.  Build with -DFUZZ_NO_KNOWN_SKIPS to see it again.
- */
-static int hits_known_create_overflow(const it_tensor_spec *sp)
-{
-#ifdef FUZZ_NO_KNOWN_SKIPS
-    return 0;
-#else
-    i128 we = 1, te = 1, cap = (i128)1 << 40;
-    for (int d = 0; d < sp->ndim; d++) {
-        /* a picked tile extent (tile_shape 0) is the window size on a fixed
-         * dim, else at most the stride plus 8192 */
-        i128 picked = sp->window.map[d] == IT_MAP_FIXED ? sp->window.size[d] : (i128)sp->window.stride[d] + 8192;
-        i128 ts = sp->shape[d] != IT_DIM_INFINITE ? sp->shape[d] : sp->tile_shape[d] > 0 ? sp->tile_shape[d] : picked;
-        we *= sp->window.size[d] > 0 ? sp->window.size[d] : 1;
-        te *= ts > 0 ? ts : 1;
-        if (we > INT64_MAX || te > INT64_MAX)
-            return 1;
-        we = we < cap ? we : cap;
-        te = te < cap ? te : cap;
-    }
-    return 0;
-#endif
-}
-
-/*
  * Tiles over 16 MiB are not fuzzed: a read allocates whole tiles, and a
- * tensor with big tiles asked for them.  Note (tensor.c, pick_tile_extent):
- * a picked tile extent is a multiple of the window stride, so a sparse
- * window (size 1, stride 7e8) gets a 5.9 GB tile, allocated by a read of
- * one pixel (reproducer: csrc/fuzz/known/fuzz_geom/picked-tile-6gb).
+ * tensor with big tiles asked for them.  (A picked tile extent used to be a
+ * multiple of the stride, so a sparse window, size 1 and stride 7e8, got a
+ * 5.9 GB tile for a one-pixel read: corpus/fuzz_geom/picked-tile-6gb.  The
+ * estimate below still allows for a stride's worth.)
  */
 static int tile_too_big(const it_tensor_spec *sp)
 {
@@ -734,7 +683,7 @@ static void op_tensor(fz_reader *r)
     for (int d = 0; d < nd; d++)
         if (sp->shape[d] != IT_DIM_INFINITE && (sp->shape[d] < 0 || sp->shape[d] > IT_COORD_LIMIT))
             shape_ok = 0;
-    if (hits_known_create_overflow(sp) || tile_too_big(sp)) {
+    if (tile_too_big(sp)) {
         free(ft);
         return;
     }

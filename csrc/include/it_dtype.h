@@ -85,7 +85,8 @@ void it_fill_nd(size_t elsize, int ndim, const int64_t *shape,
                 void *dst, const int64_t *dst_strides, const void *value);
 
 /* Row-major byte strides for a contiguous buffer; returns total bytes, or -1
- * on overflow. */
+ * on overflow.  A buffer with a zero extent is 0 bytes whatever the other
+ * extents (its strides are then all elsize). */
 int64_t it_contiguous_strides(size_t elsize, int ndim, const int64_t *shape,
                               int64_t *strides);
 
