@@ -387,3 +387,44 @@ def test_a_forked_child_does_not_wait_for_windows_a_parent_thread_was_computing(
                             TensorWindow((8, 8), stride=(4, 4)))[0:16, 0:16]
     assert torch.equal(got, ref)
     assert torch.equal(t[0:16, 0:16], ref)
+
+
+def test_two_tensors_whose_f_read_each_other_fail_in_every_thread_not_hang():
+    """x's f reads y and y's f reads x (not through args): a cycle, an error
+    in one thread.  Two threads, each inside one side, would each wait for
+    the other's windows; the second to wait finds the cycle and reports it,
+    which frees the first.  Both end with the cycle error."""
+    inside = threading.Barrier(2, timeout=30)
+    holder = {}
+
+    def fx(ctx):
+        if threading.current_thread().name == "x-reader":
+            inside.wait()  # both threads hold claims on their own windows now
+        return holder["y"][0:4] + 1
+
+    def fy(ctx):
+        if threading.current_thread().name == "y-reader":
+            inside.wait()
+        return holder["x"][0:4] * 2
+
+    holder["x"] = it.InfiniteTensor((None,), fx, TensorWindow((4,)))
+    holder["y"] = it.InfiniteTensor((None,), fy, TensorWindow((4,)))
+    with pytest.raises(it.InfiniteTensorError, match="cycle"):
+        holder["x"][0:4]  # one thread: the usual error
+    errors = {}
+
+    def read(name):
+        try:
+            holder[name[0]][0:4]
+            errors[name] = None
+        except it.InfiniteTensorError as e:
+            errors[name] = str(e)
+
+    threads = [threading.Thread(target=read, args=(n,), name=n, daemon=True) for n in ("x-reader", "y-reader")]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(JOIN_SECONDS)
+    assert not any(th.is_alive() for th in threads), "deadlock: two threads wait for each other"
+    assert set(errors) == {"x-reader", "y-reader"}
+    assert all(e is not None and "cycle" in e for e in errors.values()), errors

@@ -1593,6 +1593,12 @@ static int finish_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, con
  * upstream; the holder of a claim waits only upstream of it.  Waits follow
  * the graph, which has no cycle, and a thread meeting its own claim is
  * reading its own tensor through its upstreams: IT_ECYCLE, as before.
+ * f may also read tensors that are not its args, and two tensors whose f
+ * read each other form a cycle the graph does not show.  So a thread about
+ * to wait first follows the waits its wait would join (the threads holding
+ * the claims it needs, the claims those threads wait for, ...); if they lead
+ * back to itself, waiting would never end, and it reports IT_ECYCLE instead,
+ * which is what one thread alone gets for such a cycle.
  *
  * Custom blends complete tiles in window order, so one thread at a time
  * completes a custom-blend tensor's tiles (t->busy, for the whole of
@@ -1620,9 +1626,26 @@ static int winset_has_sorted(const winset *s, const int64_t *w)
     return 0;
 }
 
+/* Add w at the end of a set read only as a sorted list (no table). */
+static int winset_append(winset *s, const int64_t *w)
+{
+    if (s->n == s->cap) {
+        int64_t cap = s->cap ? s->cap * 2 : 16;
+        int64_t *p = it_realloc(s->tuples, sizeof(int64_t) * (size_t)(cap * s->k));
+        if (!p)
+            return it_error_set(IT_ENOMEM, "out of memory planning windows");
+        s->tuples = p;
+        s->cap = cap;
+    }
+    memcpy(s->tuples + s->n * s->k, w, sizeof(int64_t) * (size_t)s->k);
+    s->n++;
+    return IT_OK;
+}
+
 /* Drop from the sorted pending set the windows another thread claimed
- * (*foreign: some were).  The order of the rest is kept. */
-static int drop_claimed(const it_tensor *t, winset *pending, int *foreign)
+ * (*foreign: some were; they go to dropped, in order).  The order of the
+ * rest is kept. */
+static int drop_claimed(const it_tensor *t, winset *pending, winset *dropped, int *foreign)
 {
     int64_t K = pending->k, keep = 0;
     int any = 0;
@@ -1643,6 +1666,9 @@ static int drop_claimed(const it_tensor *t, winset *pending, int *foreign)
         }
         if (taken) {
             *foreign = 1;
+            int rc = winset_append(dropped, w);
+            if (rc)
+                return rc;
         } else {
             if (keep != i)
                 memmove(pending->tuples + keep * K, w, sizeof(int64_t) * (size_t)K);
@@ -1651,6 +1677,43 @@ static int drop_claimed(const it_tensor *t, winset *pending, int *foreign)
     }
     pending->n = keep;
     return IT_OK;
+}
+
+/* A thread asleep in ensure_windows: the windows of t it waits for.  On its
+ * stack, listed while it sleeps; read and changed under the caller's lock. */
+typedef struct waiter {
+    struct waiter *next;
+    it_owner owner;
+    const it_tensor *t;
+    const winset *wants; /* sorted */
+} waiter;
+static waiter *waiters;
+
+static int sets_meet(const winset *a, const winset *b)
+{
+    for (int64_t i = 0; i < a->n; i++)
+        if (winset_has_sorted(b, a->tuples + i * a->k))
+            return 1;
+    return 0;
+}
+
+/* 1 if the threads computing windows of t this thread wants wait, directly
+ * or through others, for this thread. */
+static int wait_closes_cycle(const it_tensor *t, const winset *wants, int depth)
+{
+    if (depth > 64) /* more threads in one chain than anyone runs */
+        return 0;
+    for (const claim *c = t->claims; c; c = c->next) {
+        if (!it__owner_live(c->owner) || !sets_meet(wants, c->ws))
+            continue;
+        if (it__owner_is_self(c->owner))
+            return 1;
+        for (const waiter *w = waiters; w; w = w->next)
+            if (it__owner_live(w->owner) && w->owner.thread == c->owner.thread &&
+                wait_closes_cycle(w->t, w->wants, depth + 1))
+                return 1;
+    }
+    return 0;
 }
 
 static int compute_claimed(read_ctx *ctx, it_tensor *t, const winset *mine)
@@ -1722,9 +1785,9 @@ static int ensure_windows(read_ctx *ctx, it_tensor *t, const int64_t *starts, co
                           int64_t nregions, uint64_t gen)
 {
     for (;;) {
-        winset pending = {0};
+        winset pending = {0}, dropped = {0};
         int foreign = 0, rc;
-        pending.k = t->ncoords;
+        pending.k = dropped.k = t->ncoords;
         uint64_t seen = it__wait_epoch();
         if ((rc = plan(ctx, t, starts, stops, nregions, &pending)) || pending.n == 0)
             goto next;
@@ -1737,14 +1800,26 @@ static int ensure_windows(read_ctx *ctx, it_tensor *t, const int64_t *starts, co
                               (long long)pending.n);
         } else if (in_computing_stack(t)) {
             rc = it_error_set(IT_ECYCLE, "f of a tensor reads that same tensor (a cycle)");
-        } else if ((rc = drop_claimed(t, &pending, &foreign)) == IT_OK && pending.n > 0) {
+        } else if ((rc = drop_claimed(t, &pending, &dropped, &foreign)) == IT_OK && pending.n > 0) {
             rc = compute_claimed(ctx, t, &pending);
+        }
+        if (rc == IT_OK && foreign && wait_closes_cycle(t, &dropped, 0))
+            rc = it_error_set(IT_ECYCLE, "f of a tensor reads that same tensor (a cycle, through "
+                                         "tensors that another thread is computing)");
+        if (rc == IT_OK && foreign) {
+            waiter me = {waiters, it__owner_self(), t, &dropped};
+            waiters = &me;
+            it__wait_until_moved(seen);
+            waiter **p = &waiters;
+            while (*p != &me)
+                p = &(*p)->next;
+            *p = me.next;
         }
     next:
         winset_free(&pending);
+        winset_free(&dropped);
         if (rc || !foreign)
             return rc;
-        it__wait_until_moved(seen);
         if (t->generation != gen)
             return it_error_set(IT_ESTATE, CLEARED_MSG);
     }
