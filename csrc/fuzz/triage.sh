@@ -4,7 +4,10 @@
 #   sh csrc/fuzz/triage.sh HARNESS_BINARY ARTIFACT_DIR
 #
 # Replays each crash-* / leak-* / oom-* file and names the first stack frame
-# that is neither the C library, the sanitizers nor libFuzzer.  A crash whose
+# that is neither the C library, the sanitizers nor libFuzzer (nor a frame of
+# the harness binary without a source line: the sanitizers' interceptors,
+# such as strdup called by libhdf5; our code is built with -g, so its frames
+# name their file and line).  A crash whose
 # first such frame is inside libhdf5 is a libhdf5 bug on a damaged file
 # (csrc/fuzz/README.md): it is listed, and tolerated; so is running out of
 # memory inside libhdf5 (a huge length read from a damaged file).  Anything
@@ -23,6 +26,7 @@ for a in "$dir"/*; do
     esac
     first=$("$bin" -runs=1 "$a" 2>&1 | grep -E '^ *#[0-9]+ 0x' |
         grep -v -E 'sanitizer|fuzzer::|libc\.so|__libc|_start|__interceptor|sysdeps|/nptl/|abort\.c|raise\.c|in malloc|in calloc|in realloc' |
+        grep -v -E '/fuzz_[a-z0-9]+\+0x[0-9a-f]+\)' |
         head -n 1)
     case "$(basename "$a")" in
     crash-* | oom-*)
