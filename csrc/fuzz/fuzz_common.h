@@ -21,7 +21,9 @@
 #include <string.h>
 
 #include "it_common.h"
+#include "it_dtype.h"
 #include "it_geom.h"
+#include "it_tensor.h"
 
 typedef struct fz_reader {
     const uint8_t *p;
@@ -95,6 +97,19 @@ static inline void fz_check_error(int rc, const char *what)
     FZ_CHECK(it_error_code() == rc, "%s returned %d but it_error_code() is %d (\"%s\")", what, rc,
              it_error_code(), it_error_message());
     FZ_CHECK(it_error_message()[0] != '\0', "%s returned %d without a message", what, rc);
+}
+
+/* *v: a C-contiguous CPU view of nd dims of the given sizes at data (a
+ * harness's window function lays its outputs out so). */
+static inline void fz_contiguous_view(it_view *v, void *data, it_dtype dt, int nd, const int64_t *size)
+{
+    memset(v, 0, sizeof *v);
+    v->data = data;
+    v->dtype = dt;
+    v->ndim = nd;
+    v->device_type = IT_DEVICE_CPU;
+    memcpy(v->shape, size, sizeof(int64_t) * (size_t)nd);
+    it_contiguous_strides(it_dtype_size(dt), nd, v->shape, v->strides);
 }
 
 #endif

@@ -436,17 +436,7 @@ static int ft_compute(void *user, it_batch *b)
             FZ_CHECK(c < nd && co[c] > co[c - nd], "batch not in increasing lexicographic order");
         }
         it_view *v = &b->out[i];
-        memset(v, 0, sizeof *v);
-        v->data = block + (size_t)(i * wn) * es;
-        v->dtype = t->spec.dtype;
-        v->ndim = nd;
-        v->device_type = IT_DEVICE_CPU;
-        int64_t st = (int64_t)es;
-        for (int d = nd - 1; d >= 0; d--) {
-            v->shape[d] = w->size[d];
-            v->strides[d] = st;
-            st *= w->size[d];
-        }
+        fz_contiguous_view(v, block + (size_t)(i * wn) * es, t->spec.dtype, nd, w->size);
         int64_t k[IT_MAX_DIMS] = {0};
         for (int64_t j = 0; j < wn; j++) {
             store_el(t->spec.dtype, (char *)v->data + j * (int64_t)es, wvalue(t, co, k));

@@ -180,17 +180,7 @@ static int fz_compute(void *user, it_batch *b)
     for (int64_t i = 0; i < b->n; i++) {
         const int64_t *co = b->coords + i * nd;
         it_view *v = &b->out[i];
-        memset(v, 0, sizeof *v);
-        v->data = block + (size_t)(i * wn) * es;
-        v->dtype = t->spec.dtype;
-        v->ndim = nd;
-        v->device_type = IT_DEVICE_CPU;
-        int64_t st = (int64_t)es;
-        for (int d = nd - 1; d >= 0; d--) {
-            v->shape[d] = w->size[d];
-            v->strides[d] = st;
-            st *= w->size[d];
-        }
+        fz_contiguous_view(v, block + (size_t)(i * wn) * es, t->spec.dtype, nd, w->size);
         int64_t k[IT_MAX_DIMS] = {0};
         for (int64_t j = 0; j < wn; j++) {
             fz_store_el(t->spec.dtype, (char *)v->data + j * (int64_t)es, fz_value(co, nd, k));
