@@ -56,6 +56,7 @@ struct h5tensor {
     int64_t tshape[IT_MAX_DIMS];
     int64_t row_bytes; /* bitmap bytes per tile */
     hid_t grp, dtiles, dindex, dbits, dsums; /* < 0 until opened; dsums < 0 also in older files */
+    hsize_t tiles_chunk_rows, bits_chunk_rows; /* rows per chunk of tiles and bits, read when they open */
     /* slot table: coordinates of row r at coords[r * ninf]; open addressing
      * table of row + 1 (0: empty) */
     int loaded;
@@ -793,6 +794,30 @@ static hid_t make_dataset(h5tensor *h, const char *name, hid_t type, int rank, c
     return d;
 }
 
+/* Rows per chunk of a chunked dataset; 0 when it is not chunked. */
+static hsize_t chunk_rows(hid_t d)
+{
+    hid_t dcpl = H5Dget_create_plist(d);
+    hsize_t chunk[IT_MAX_DIMS + 1];
+    int rank = dcpl < 0 ? -1 : H5Pget_chunk(dcpl, IT_MAX_DIMS + 1, chunk);
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    return rank < 1 ? 0 : chunk[0];
+}
+
+/* 1 if the chunk holding row `row` of dataset d (rows_per_chunk from
+ * chunk_rows) is stored.  A tile listed in the index whose chunk the file
+ * cannot find has a damaged chunk index: HDF5 would read it as the fill
+ * value, silently. */
+static int row_stored(hid_t d, hsize_t rows_per_chunk, int64_t row)
+{
+    hsize_t off[IT_MAX_DIMS + 1] = {0}, size = 0;
+    if (rows_per_chunk == 0)
+        return 0;
+    off[0] = (hsize_t)row - (hsize_t)row % rows_per_chunk;
+    return H5Dget_chunk_storage_size(d, off, &size) >= 0 && size > 0;
+}
+
 /* Open (or with create, make) the group's datasets and read the slot
  * table.  *present = 0 when the tensor has no tile yet and create is 0. */
 static int open_tiles(h5tensor *h, int create, int *present)
@@ -884,6 +909,8 @@ static int open_tiles(h5tensor *h, int create, int *present)
         return it_error_set(IT_EIO, "the datasets of tensor '%s' do not match its shape, tile size and "
                             "windows: the file is damaged or was changed by other software", h->name);
     }
+    h->tiles_chunk_rows = chunk_rows(h->dtiles);
+    h->bits_chunk_rows = chunk_rows(h->dbits);
     int64_t rows = (int64_t)td[0];
     if ((rc = coords_room(h, rows + 1))) {
         close_handles(h);
@@ -975,22 +1002,6 @@ static uint64_t tile_sum(const void *data, size_t n)
     return r ^ (r >> 29);
 }
 
-/* 1 if the chunk holding row `row` of dataset d is stored.  A tile listed in
- * the index whose chunk the file cannot find has a damaged chunk index:
- * HDF5 would read it as the fill value, silently. */
-static int row_stored(hid_t d, int64_t row)
-{
-    hid_t dcpl = H5Dget_create_plist(d);
-    hsize_t chunk[IT_MAX_DIMS + 1], off[IT_MAX_DIMS + 1] = {0}, size = 0;
-    int rank = dcpl < 0 ? -1 : H5Pget_chunk(dcpl, IT_MAX_DIMS + 1, chunk);
-    if (dcpl >= 0)
-        H5Pclose(dcpl);
-    if (rank < 1)
-        return 0;
-    off[0] = (hsize_t)row - (hsize_t)row % chunk[0];
-    return H5Dget_chunk_storage_size(d, off, &size) >= 0 && size > 0;
-}
-
 /* ---- the backend ---------------------------------------------------------- */
 
 static int deleted(const h5tensor *h)
@@ -1015,7 +1026,7 @@ static int h5_load(void *ctx, it_tile_io *io, int *found)
     if (nbytes > h->row_bytes)
         return it_error_set(IT_EIO, "a tile of tensor '%s' needs %lld bitmap bytes but the file has %lld",
                             h->name, (long long)nbytes, (long long)h->row_bytes);
-    if (!row_stored(h->dtiles, row) || !row_stored(h->dbits, row))
+    if (!row_stored(h->dtiles, h->tiles_chunk_rows, row) || !row_stored(h->dbits, h->bits_chunk_rows, row))
         return it_error_set(IT_EIO, "a tile of tensor '%s' listed in %s is missing from the file (a damaged "
                             "chunk index)", h->name, h->file->path);
     hsize_t tail[IT_MAX_DIMS];

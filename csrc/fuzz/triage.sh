@@ -7,16 +7,23 @@
 # that is neither the C library, the sanitizers nor libFuzzer (nor a frame of
 # the harness binary without a source line: the sanitizers' interceptors,
 # such as strdup called by libhdf5; our code is built with -g, so its frames
-# name their file and line).  A crash whose
-# first such frame is inside libhdf5 is a libhdf5 bug on a damaged file
-# (csrc/fuzz/README.md): it is listed, and tolerated; so is running out of
-# memory inside libhdf5 (a huge length read from a damaged file).  Anything
-# else - a frame of ours, a broken invariant (abort in a harness), a leak,
-# running out of memory in our code - fails.  Timeouts (libhdf5 hangs) are
-# listed only.
+# name their file and line).  The replay unwinds with DWARF unwind tables
+# (fast_unwind_on_*=0): the default frame-pointer unwinder stops inside
+# libc and libhdf5, which are built without frame pointers, and would hide
+# who called them.
+#
+# A crash whose first such frame is inside libhdf5 is a libhdf5 bug on a
+# damaged file (csrc/fuzz/README.md): it is listed, and tolerated; so is
+# running out of memory inside libhdf5 (a huge length read from a damaged
+# file).  Anything else - a frame of ours, a broken invariant (abort in a
+# harness), a leak, running out of memory in our code, a crash that does not
+# happen again when replayed alone - fails, and the replay's report is
+# printed.  Timeouts (libhdf5 hangs) are listed only.
 bin=$1
 dir=$2
 status=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 for a in "$dir"/*; do
     [ -f "$a" ] || continue
     case "$(basename "$a")" in
@@ -24,10 +31,19 @@ for a in "$dir"/*; do
     crash-* | leak-* | oom-*) ;;
     *) continue ;;
     esac
-    first=$("$bin" -runs=1 "$a" 2>&1 | grep -E '^ *#[0-9]+ 0x' |
+    ASAN_OPTIONS="fast_unwind_on_malloc=0:fast_unwind_on_fatal=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
+    UBSAN_OPTIONS="print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}" \
+        "$bin" -runs=1 -timeout=60 "$a" >"$log" 2>&1
+    rc=$?
+    first=$(grep -E '^ *#[0-9]+ 0x' "$log" |
         grep -v -E 'sanitizer|fuzzer::|libc\.so|__libc|_start|__interceptor|sysdeps|/nptl/|abort\.c|raise\.c|in malloc|in calloc|in realloc' |
         grep -v -E '/fuzz_[a-z0-9]+\+0x[0-9a-f]+\)' |
         head -n 1)
+    if [ "$rc" = 0 ]; then
+        echo "FAILURE (does not happen again when replayed alone): $a"
+        status=1
+        continue
+    fi
     case "$(basename "$a")" in
     crash-* | oom-*)
         case "$first" in
@@ -35,7 +51,9 @@ for a in "$dir"/*; do
         esac ;;
     esac
     echo "FAILURE: $a"
-    echo "  $first"
+    echo "  first frame of ours or unknown: ${first:-(none)}"
+    echo "  the replay's report:"
+    grep -E 'ERROR|runtime error|SUMMARY|^ *#[0-9]+ 0x' "$log" | head -n 40 | sed 's/^/    /'
     status=1
 done
 exit $status
