@@ -34,16 +34,15 @@ for a in "$dir"/*; do
     ASAN_OPTIONS="fast_unwind_on_malloc=0:fast_unwind_on_fatal=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
     UBSAN_OPTIONS="print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}" \
         "$bin" -runs=1 -timeout=60 "$a" >"$log" 2>&1
-    rc=$?
-    first=$(grep -E '^ *#[0-9]+ 0x' "$log" |
-        grep -v -E 'sanitizer|fuzzer::|libc\.so|__libc|_start|__interceptor|sysdeps|/nptl/|abort\.c|raise\.c|in malloc|in calloc|in realloc' |
-        grep -v -E '/fuzz_[a-z0-9]+\+0x[0-9a-f]+\)' |
-        head -n 1)
-    if [ "$rc" = 0 ]; then
+    if [ $? = 0 ]; then
         echo "FAILURE (does not happen again when replayed alone): $a"
         status=1
         continue
     fi
+    first=$(grep -E '^ *#[0-9]+ 0x' "$log" |
+        grep -v -E 'sanitizer|fuzzer::|libc\.so|__libc|_start|__interceptor|sysdeps|/nptl/|abort\.c|raise\.c|in malloc|in calloc|in realloc' |
+        grep -v -E '/fuzz_[a-z0-9]+\+0x[0-9a-f]+\)' |
+        head -n 1)
     case "$(basename "$a")" in
     crash-* | oom-*)
         case "$first" in
