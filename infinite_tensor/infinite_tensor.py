@@ -149,6 +149,7 @@ class InfiniteTensor:
         if tile_store is None:
             from .tilestore import MemoryTileStore
             tile_store = MemoryTileStore()
+        self._id_given = tensor_id is not None  # stores warn when a random id hides a stored tensor
         if tensor_id is None:
             tensor_id = str(_uuidlib.uuid4())
         if not isinstance(output_window, TensorWindow):

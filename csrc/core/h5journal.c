@@ -1027,6 +1027,43 @@ static void free_handle(jfile *f)
     it_free(f);
 }
 
+/* ------------------------------------------------------------------ */
+/* names next to the file                                               */
+/* ------------------------------------------------------------------ */
+
+#define NAME_LIMIT 255 /* NAME_MAX on Linux and the BSDs */
+
+char *it_h5j_sibling(const char *path, const char *suffix, size_t reserve)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    size_t dlen = (size_t)(base - path), blen = strlen(base), slen = strlen(suffix);
+    if (blen + slen + reserve <= NAME_LIMIT) {
+        char *s = it_malloc(dlen + blen + slen + 1);
+        if (s) {
+            memcpy(s, path, dlen + blen);
+            memcpy(s + dlen + blen, suffix, slen + 1);
+        }
+        return s;
+    }
+    /* FNV-1a over the whole component keeps cut names of different files apart */
+    uint64_t h = 0xcbf29ce484222325u;
+    for (size_t i = 0; i < blen; i++)
+        h = (h ^ (unsigned char)base[i]) * 0x100000001b3u;
+    size_t keep = slen + reserve + 17 < NAME_LIMIT ? NAME_LIMIT - slen - reserve - 17 : 0;
+    if (keep > blen)
+        keep = blen;
+    char *s = it_malloc(dlen + keep + 17 + slen + 1);
+    if (s) {
+        memcpy(s, path, dlen + keep);
+        snprintf(s + dlen + keep, 18, "~%016llx", (unsigned long long)h);
+        memcpy(s + dlen + keep + 17, suffix, slen + 1);
+    }
+    return s;
+}
+
+char *it_h5j_journal_path(const char *path) { return it_h5j_sibling(path, "-journal", 0); }
+
 static jfile *new_handle(const char *name, unsigned flags, hid_t fapl)
 {
     size_t n = strlen(name);
@@ -1035,14 +1072,12 @@ static jfile *new_handle(const char *name, unsigned flags, hid_t fapl)
         return NULL;
     f->fd = f->jfd = -1;
     f->path = it_malloc(n + 1);
-    f->jpath = it_malloc(n + sizeof "-journal");
+    f->jpath = it_h5j_journal_path(name);
     if (!f->path || !f->jpath) {
         free_handle(f);
         return NULL;
     }
     memcpy(f->path, name, n + 1);
-    memcpy(f->jpath, name, n);
-    memcpy(f->jpath + n, "-journal", sizeof "-journal");
     f->rw = (flags & H5F_ACC_RDWR) != 0;
     f->flags = fapl_flags(fapl);
     f->ignore_disabled_locks = ignore_disabled_locks(fapl);
@@ -1317,16 +1352,13 @@ static herr_t j_unlock(H5FD_t *file)
 static herr_t j_del(const char *name, hid_t fapl)
 {
     (void)fapl;
-    size_t n = strlen(name);
-    char *jpath = malloc(n + sizeof "-journal");
+    char *jpath = it_h5j_journal_path(name);
     if (!jpath)
         return -1;
-    memcpy(jpath, name, n);
-    memcpy(jpath + n, "-journal", sizeof "-journal");
     int rc = unlink(name) < 0 ? -1 : 0;
     if (unlink(jpath) < 0 && errno != ENOENT)
         rc = -1;
-    free(jpath);
+    it_free(jpath);
     return rc;
 }
 #endif

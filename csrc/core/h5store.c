@@ -23,6 +23,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,6 +45,12 @@ struct it_h5file {
      * half-written record, so this handle never commits again (the file
      * keeps its last commit) until it is closed and reopened */
     int failed;
+    /* while open: the file's identity, for the list of files open in this
+     * process (open_here) */
+    dev_t dev;
+    ino_t ino;
+    pid_t pid;
+    it_h5file *next_open;
 };
 
 struct h5tensor {
@@ -318,39 +325,58 @@ static int check_format(hid_t fid, const char *path)
  * under the final name belongs to whatever was there before: it goes first,
  * or it would be replayed onto the new file.
  */
-/* Remove "<path>.creating-<pid>" files left by creators that died. */
+/*
+ * The temporary name of a new file: "<stem>.creating-<pid>", where <stem> is
+ * the final name, or a cut one ending in a hash (it_h5j_sibling) when the
+ * temporary name or its journal ("...-journal") would pass NAME_MAX.  The
+ * room kept for ".creating-", the pid and "-journal" does not depend on the
+ * pid, so the stem is the same for every creator of one path.
+ */
+#define CREATING ".creating-"
+#define CREATING_ROOM (sizeof CREATING - 1 + 10 + sizeof "-journal" - 1)
+
+static char *creating_stem(const char *path) { return it_h5j_sibling(path, "", CREATING_ROOM); }
+
+/* Remove "<stem>.creating-<pid>" files, and their journals, left by
+ * creators that died. */
 static void remove_stale_temps(const char *path)
 {
-    const char *slash = strrchr(path, '/');
-    size_t dlen = slash ? (size_t)(slash - path) : 0;
-    const char *base = slash ? slash + 1 : path;
+    char *stem = creating_stem(path);
+    if (!stem)
+        return;
+    const char *slash = strrchr(stem, '/');
+    size_t dlen = slash ? (size_t)(slash - stem) : 0;
+    const char *base = slash ? slash + 1 : stem;
     char dir[4096], full[4096 + 256];
+    DIR *d = NULL;
     if (!slash) {
         strcpy(dir, ".");
     } else if (dlen == 0) {
         strcpy(dir, "/");
     } else if (dlen < sizeof dir) {
-        memcpy(dir, path, dlen);
+        memcpy(dir, stem, dlen);
         dir[dlen] = '\0';
     } else {
-        return;
+        goto out;
     }
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    size_t blen = strlen(base);
+    if (!(d = opendir(dir)))
+        goto out;
+    size_t blen = strlen(base), clen = sizeof CREATING - 1;
     for (struct dirent *e; (e = readdir(d));) {
         const char *n = e->d_name;
-        if (strncmp(n, base, blen) != 0 || strncmp(n + blen, ".creating-", 10) != 0)
+        if (strncmp(n, base, blen) != 0 || strncmp(n + blen, CREATING, clen) != 0)
             continue;
         char *end;
-        long pid = strtol(n + blen + 10, &end, 10);
-        if (!*end && pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+        long pid = strtol(n + blen + clen, &end, 10);
+        if ((!*end || strcmp(end, "-journal") == 0) && pid > 0 && kill((pid_t)pid, 0) != 0 &&
+            errno == ESRCH) {
             snprintf(full, sizeof full, "%s/%s", dir, n);
             unlink(full);
         }
     }
     closedir(d);
+out:
+    it_free(stem);
 }
 
 /*
@@ -384,9 +410,14 @@ static int lock_replaced_file(const char *path, int *fd)
 
 static int create_file(const char *path, hid_t fapl)
 {
-    size_t n = strlen(path);
-    char *tmp = it_malloc(n + 40), *journal = it_malloc(n + 16);
+    char *stem = creating_stem(path), *journal = it_h5j_journal_path(path), *tmp = NULL;
     int rc = IT_OK;
+    if (stem) {
+        size_t n = strlen(stem) + CREATING_ROOM + 1;
+        if ((tmp = it_malloc(n)))
+            snprintf(tmp, n, "%s" CREATING "%ld", stem, (long)getpid());
+        it_free(stem);
+    }
     if (!tmp || !journal) {
         it_free(tmp);
         it_free(journal);
@@ -400,8 +431,6 @@ static int create_file(const char *path, hid_t fapl)
         return rc;
     }
     remove_stale_temps(path);
-    snprintf(tmp, n + 40, "%s.creating-%ld", path, (long)getpid());
-    snprintf(journal, n + 16, "%s-journal", path);
     hid_t fid = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl), g = -1;
     int64_t v = IT_H5_FORMAT;
     if (fid < 0 || (g = H5Gcreate2(fid, "tensors", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0)
@@ -416,8 +445,13 @@ static int create_file(const char *path, hid_t fapl)
         rc = it_error_set(IT_EIO, "cannot remove the stale journal %s: %s", journal, strerror(errno));
     if (rc == IT_OK && rename(tmp, path) != 0)
         rc = it_error_set(IT_EIO, "cannot create %s: %s", path, strerror(errno));
-    if (rc != IT_OK)
+    if (rc != IT_OK) {
+        char *tj = it_h5j_journal_path(tmp);
         unlink(tmp);
+        if (tj)
+            unlink(tj);
+        it_free(tj);
+    }
     if (old >= 0)
         close(old);
     it_free(tmp);
@@ -425,7 +459,65 @@ static int create_file(const char *path, hid_t fapl)
     return rc;
 }
 
+/*
+ * Files open in this process.  HDF5 hands a second H5Fopen of an open file
+ * the same shared file, and the file lock is per open file description, so
+ * nothing below would stop a second it_h5file on one file: each would keep
+ * its own slot tables and hand out the same rows.  open_fid refuses a file
+ * (same device and inode) that another it_h5file of this process has open,
+ * unless both are read-only.
+ * A forked child inherits the list; entries of another pid are not its own.
+ */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static it_h5file *open_here;
+
+static it_h5file *find_open(const struct stat *st, int readonly)
+{
+    pid_t me = getpid();
+    for (it_h5file *o = open_here; o; o = o->next_open)
+        if (o->dev == st->st_dev && o->ino == st->st_ino && o->pid == me && !(readonly && o->readonly))
+            return o;
+    return NULL;
+}
+
+static void forget_open(it_h5file *f)
+{
+    pthread_mutex_lock(&open_lock);
+    for (it_h5file **p = &open_here; *p; p = &(*p)->next_open)
+        if (*p == f) {
+            *p = f->next_open;
+            break;
+        }
+    f->next_open = NULL;
+    pthread_mutex_unlock(&open_lock);
+}
+
+static int open_fid_unlisted(it_h5file *f, int mode);
+
 static int open_fid(it_h5file *f, int mode)
+{
+    struct stat st;
+    int rc = IT_OK;
+    pthread_mutex_lock(&open_lock);
+    if (stat(f->path, &st) == 0 && find_open(&st, mode == IT_H5_READ))
+        rc = it_error_set(IT_ESTATE, "%s is already open in this process (by another store): close that "
+                          "store first, or use it", f->path);
+    if (rc == IT_OK)
+        rc = open_fid_unlisted(f, mode);
+    if (rc == IT_OK && stat(f->path, &st) != 0)
+        memset(&st, 0, sizeof st); /* renamed away meanwhile: nothing to match */
+    if (rc == IT_OK) {
+        f->dev = st.st_dev;
+        f->ino = st.st_ino;
+        f->pid = getpid();
+        f->next_open = open_here;
+        open_here = f;
+    }
+    pthread_mutex_unlock(&open_lock);
+    return rc;
+}
+
+static int open_fid_unlisted(it_h5file *f, int mode)
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     int rc = it_h5j_set_fapl(fapl);
@@ -438,6 +530,8 @@ static int open_fid(it_h5file *f, int mode)
             rc = it_error_set(IT_EIO, "file exists: %s (mode 'w-' creates a new file only)", f->path);
         else if (mode == IT_H5_TRUNC || mode == IT_H5_EXCL || !exists)
             rc = create_file(f->path, fapl);
+        else if (mode != IT_H5_READ)
+            remove_stale_temps(f->path); /* a creator of this file that died (create_file does it too) */
         if (rc == IT_OK)
             f->fid = H5Fopen(f->path, mode == IT_H5_READ ? H5F_ACC_RDONLY : H5F_ACC_RDWR, fapl);
         if (rc == IT_OK && f->fid < 0)
@@ -563,6 +657,7 @@ int it_h5_close(it_h5file *f)
         close_handles(h);
     if (f->tgrp >= 0)
         H5Gclose(f->tgrp);
+    forget_open(f);
     /* even after a failed commit the handle goes: the journal keeps the
      * file at its last commit */
     if (H5Fclose(f->fid) < 0) {
@@ -668,6 +763,45 @@ int it_h5_write_meta(it_h5file *f, const char *id, const char *json, const int64
     if (g >= 0)
         H5Gclose(g);
     it_free(name);
+    return rc;
+}
+
+int it_h5_list(it_h5file *f, int (*fn)(void *ctx, const char *id, const char *json), void *ctx)
+{
+    int rc;
+    H5G_info_t info;
+    if ((rc = need_open(f)))
+        return rc;
+    if (f->tgrp < 0)
+        return IT_OK; /* read-only and empty */
+    if (H5Gget_info(f->tgrp, &info) < 0)
+        return h5fail("listing", "tensors");
+    for (hsize_t i = 0; rc == IT_OK && i < info.nlinks; i++) {
+        char name[1024], *id = NULL, *json = NULL;
+        ssize_t n = H5Lget_name_by_idx(f->tgrp, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name,
+                                       H5P_DEFAULT);
+        if (n < 0) {
+            rc = h5fail("listing", "tensors");
+            break;
+        }
+        if ((size_t)n >= sizeof name)
+            continue; /* escape() never makes such a name: not ours */
+        hid_t g = H5Gopen2(f->tgrp, name, H5P_DEFAULT);
+        if (g < 0) {
+            H5Eclear2(H5E_DEFAULT);
+            continue; /* a dataset or a dangling link: not a tensor */
+        }
+        if (attr_exists(g, "id") && attr_exists(g, "meta")) {
+            if (read_str_attr(g, "id", &id) == IT_OK && read_str_attr(g, "meta", &json) == IT_OK)
+                rc = fn(ctx, id, json);
+            else
+                it_error_clear(); /* unreadable: the tensor's own open reports it */
+        }
+        H5Eclear2(H5E_DEFAULT);
+        it_free(id);
+        it_free(json);
+        H5Gclose(g);
+    }
     return rc;
 }
 

@@ -11,7 +11,8 @@
  * of the last commit) are never overwritten directly.  Writes there go to an
  * in-memory overlay of 4 KiB pages; reads see the overlay.  A commit first
  * writes the dirty page ranges to a redo journal "<file>-journal" next to the
- * file, then copies them into the file, then empties the journal.  Writes at
+ * file (a shortened name when that one would be longer than NAME_MAX: see
+ * it_h5j_sibling), then copies them into the file, then empties the journal.  Writes at
  * or past the committed EOA (new space) go straight to the file: nothing
  * committed refers to them.  A commit also applies HDF5's truncate requests
  * (a shrink is deferred until then, so the committed state stays readable).
@@ -82,6 +83,15 @@ void it_h5j_abandon(hid_t file);
  * or, for a read-only open with a pending journal, the journal's pages.
  * 0 right after a commit; -1 if `file` is not a file of this driver. */
 int64_t it_h5j_pending_bytes(hid_t file);
+
+/* The name of a file next to `path`: path + suffix when that last name
+ * component, with `reserve` more bytes, fits in NAME_MAX (255); otherwise
+ * the component is cut and ends in "~" and 16 hex digits of a hash of the
+ * whole component, so that it fits and stays distinct.  The same path always
+ * gives the same name.  Allocated with it_malloc; NULL when out of memory. */
+char *it_h5j_sibling(const char *path, const char *suffix, size_t reserve);
+/* The journal of the file at path: it_h5j_sibling(path, "-journal", 0). */
+char *it_h5j_journal_path(const char *path);
 
 /* Test hook: called at named points of each commit that writes a journal:
  * "commit-start" (nothing written yet), "journal-written" (the journal is

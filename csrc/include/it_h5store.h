@@ -74,6 +74,10 @@ int it_h5_read_meta(it_h5file *f, const char *id, char **json, int64_t *tile_siz
 /* Create the tensor's group if needed and (over)write its metadata. */
 int it_h5_write_meta(it_h5file *f, const char *id, const char *json, const int64_t *tile_size,
                      int ntile);
+/* Call fn(ctx, id, json) for every tensor stored in the file (in the
+ * order of their group names; groups not in this format are skipped).  A
+ * non-zero return from fn stops the walk and is returned. */
+int it_h5_list(it_h5file *f, int (*fn)(void *ctx, const char *id, const char *json), void *ctx);
 /* Delete the tensor's group (metadata, tiles, bitmaps).  No-op if absent. */
 int it_h5_delete(it_h5file *f, const char *id);
 

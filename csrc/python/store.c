@@ -138,6 +138,28 @@ static PyObject *H5File_delete(H5FileObject *self, PyObject *arg)
     return done((PyObject *)self, it_h5_delete(self->f, id));
 }
 
+static int list_one(void *ctx, const char *id, const char *json)
+{
+    PyObject *item = Py_BuildValue("(ss)", id, json);
+    int bad = !item || PyList_Append((PyObject *)ctx, item) < 0;
+    Py_XDECREF(item);
+    return bad ? IT_ECALLBACK : IT_OK;
+}
+
+static PyObject *H5File_list(H5FileObject *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *out = PyList_New(0);
+    if (!out)
+        return NULL;
+    int rc = it_h5_list(self->f, list_one, out);
+    if (rc) {
+        Py_DECREF(out);
+        return raise_core(st_of((PyObject *)self), rc);
+    }
+    return out;
+}
+
 static PyObject *H5File_attach(H5FileObject *self, PyObject *args)
 {
     const char *id;
@@ -163,6 +185,7 @@ static PyMethodDef H5File_methods[] = {
     {"read_meta", (PyCFunction)H5File_read_meta, METH_O, "read_meta(id) -> (json, tile_size) or None"},
     {"write_meta", (PyCFunction)H5File_write_meta, METH_VARARGS, "write_meta(id, json, tile_size)"},
     {"delete", (PyCFunction)H5File_delete, METH_O, "Delete a tensor's group."},
+    {"list", (PyCFunction)H5File_list, METH_NOARGS, "list() -> [(id, json)] of the tensors in the file"},
     {"attach", (PyCFunction)H5File_attach, METH_VARARGS, "attach(node, id): store node's tiles here."},
     {NULL, NULL, 0, NULL},
 };

@@ -63,7 +63,7 @@ static char where[512];
 
 static const char *tpath(const char *name)
 {
-    static char buf[8][400];
+    static char buf[8][sizeof tmpdir + 260];
     static int k;
     k = (k + 1) % 8;
     snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
@@ -72,7 +72,7 @@ static const char *tpath(const char *name)
 
 static const char *jpath_of(const char *path)
 {
-    static char buf[2][420];
+    static char buf[2][sizeof tmpdir + 280];
     static int k;
     k = (k + 1) % 2;
     snprintf(buf[k], sizeof buf[k], "%s-journal", path);
@@ -2381,6 +2381,121 @@ static void test_fail_close(void **state)
 /* Another process holds the store open for writing: both kinds of open
  * fail at once, with a message that says why (docs/file-format.md: "the
  * HDF5 error" is named). */
+static int collect_ids(void *ctx, const char *id, const char *json)
+{
+    char *out = ctx;
+    size_t n = strlen(out);
+    snprintf(out + n, 256 - n, "%s=%s;", id, json);
+    return IT_OK;
+}
+
+static int stop_at_first(void *ctx, const char *id, const char *json)
+{
+    (void)json;
+    (void)id;
+    ++*(int *)ctx;
+    return it_error_set(IT_EINVAL, "stop");
+}
+
+/* A second it_h5file on a file this process has open (by any name) would
+ * hand out the same tile rows as the first: it is refused, until the first
+ * closes.  it_h5_list walks the tensors of the file. */
+static void test_one_handle_per_file_in_a_process(void **state)
+{
+    (void)state;
+    LEAK_BEGIN;
+    const char *path = tpath("once.h5"), *alias = tpath("once-link.h5");
+    rm_store(path);
+    unlink(alias);
+    it_h5file *f = open_ok(path, IT_H5_TRUNC, -1), *g = NULL;
+    assert_int_equal(link(path, alias), 0);
+    const char *names[] = {path, alias};
+    const int modes[] = {IT_H5_READ, IT_H5_RDWR, IT_H5_APPEND, IT_H5_TRUNC};
+    for (int n = 0; n < 2; n++)
+        for (int m = 0; m < 4; m++) { /* (two read-only handles are fine: test_modes) */
+            it_error_clear();
+            assert_int_equal(it_h5_open(names[n], modes[m], -1, &g), IT_ESTATE);
+            assert_null(g);
+            assert_non_null(strstr(it_error_message(), "already open in this process"));
+        }
+    const int64_t ts[1] = {8};
+    assert_int_equal(it_h5_write_meta(f, "b", "{\"x\": 2}", ts, 1), IT_OK);
+    assert_int_equal(it_h5_write_meta(f, "a/c", "{\"x\": 1}", ts, 1), IT_OK);
+    char seen[256] = "";
+    assert_int_equal(it_h5_list(f, collect_ids, seen), IT_OK);
+    assert_string_equal(seen, "a/c={\"x\": 1};b={\"x\": 2};"); /* group names a%2Fc < b */
+    int calls = 0;
+    assert_int_equal(it_h5_list(f, stop_at_first, &calls), IT_EINVAL);
+    assert_int_equal(calls, 1);
+    assert_int_equal(it_h5_close(f), IT_OK);
+    assert_int_equal(it_h5_list(f, collect_ids, seen), IT_ESTATE); /* closed */
+    g = open_ok(alias, IT_H5_RDWR, -1); /* closed: another handle may open it */
+    assert_int_equal(it_h5_reopen(f), IT_ESTATE); /* and the first cannot come back meanwhile */
+    close_unref(g);
+    /* a read-only handle keeps writers out, but not other readers */
+    g = open_ok(alias, IT_H5_READ, -1);
+    assert_int_equal(it_h5_reopen(f), IT_ESTATE);
+    it_h5file *h = open_ok(path, IT_H5_READ, -1);
+    close_unref(h);
+    close_unref(g);
+    assert_int_equal(it_h5_reopen(f), IT_OK);
+    close_unref(f);
+    unlink(alias);
+    rm_store(path);
+    LEAK_END;
+}
+
+/* Temporaries of creators that died, "<file>.creating-<pid>" and their
+ * journals, go when the file is next created or opened for writing; a
+ * name near NAME_MAX gets a cut temporary name, cleaned up the same way. */
+static void test_stale_creation_temporaries(void **state)
+{
+    (void)state;
+    LEAK_BEGIN;
+    pid_t dead = fork_child();
+    if (dead == 0)
+        _exit(0);
+    wait_child(dead);
+    char name[256];
+    for (int longname = 0; longname < 2; longname++) {
+        if (longname) {
+            memset(name, 'q', 247);
+            memcpy(name + 247, ".h5", 4); /* 250 bytes */
+        } else {
+            snprintf(name, sizeof name, "temps.h5");
+        }
+        const char *path = tpath(name);
+        rm_store(path);
+        char *stem = it_h5j_sibling(path, "", sizeof ".creating-" - 1 + 10 + sizeof "-journal" - 1);
+        assert_non_null(stem);
+        assert_int_equal(strcmp(stem, path) == 0, !longname);
+        char stale[600], stale_j[600], live_j[600], other[600];
+        snprintf(stale, sizeof stale, "%s.creating-%ld", stem, (long)dead);
+        snprintf(stale_j, sizeof stale_j, "%s.creating-%ld-journal", stem, (long)dead);
+        snprintf(live_j, sizeof live_j, "%s.creating-1-journal", stem); /* init never dies */
+        snprintf(other, sizeof other, "%s.creating-%ld-journalx", stem, (long)dead);
+        for (int round = 0; round < 2; round++) { /* created, then opened for writing */
+            const char *made[] = {stale, stale_j, live_j, other};
+            for (int i = 0; i < 4; i++) {
+                FILE *fp = fopen(made[i], "wb");
+                assert_non_null(fp);
+                fclose(fp);
+            }
+            close_unref(open_ok(path, round ? IT_H5_APPEND : IT_H5_TRUNC, -1));
+            assert_int_equal(fsize(stale), -1);
+            assert_int_equal(fsize(stale_j), -1);
+            assert_int_equal(fsize(live_j), 0);
+            assert_int_equal(fsize(other), 0);
+            close_unref(open_ok(path, IT_H5_READ, -1)); /* a reader leaves everything */
+        }
+        unlink(live_j);
+        unlink(other);
+        it_free(stem);
+        rm_store(path);
+    }
+    LEAK_END;
+}
+
 static void test_fail_open_locked(void **state)
 {
     (void)state;
@@ -2558,6 +2673,8 @@ int main(void)
         cmocka_unit_test_setup(test_fail_commit, test_setup),
         cmocka_unit_test_setup(test_fail_close, test_setup),
         cmocka_unit_test_setup(test_fail_open_locked, test_setup),
+        cmocka_unit_test_setup(test_one_handle_per_file_in_a_process, test_setup),
+        cmocka_unit_test_setup(test_stale_creation_temporaries, test_setup),
         cmocka_unit_test_setup(test_fail_alloc_sweep, test_setup),
     };
     tu_filters_from_env();

@@ -94,6 +94,22 @@ class EngineStore(TileStore):
         return self._node(tensor_id).read_cached(tuple(pixel_slices))
 
 
+def _mib(n):
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB" if n >= 2**10 else f"{n} B"
+
+
+def describe_cache(store):
+    """'2 tensors, cache 1.5 MiB of 100.0 MiB in 12 tiles' for a store's repr."""
+    info = store._cache.info()
+    limit = info["byte_limit"]
+    n = len(store._tensor_store)
+    text = (f"{n} tensor{'' if n == 1 else 's'}, cache {_mib(info['bytes'])} of "
+            f"{_mib(limit) if limit >= 0 else 'unbounded'} in {info['tiles']} tile{'' if info['tiles'] == 1 else 's'}")
+    if info.get("device_bytes"):
+        text += f" (+{_mib(info['device_bytes'])} on devices)"
+    return text
+
+
 def migrate_node(entry, device, dtype, blend_init):
     """Move the node's cached tiles to device and dtype (all or nothing);
     every object sharing the node then declares them."""

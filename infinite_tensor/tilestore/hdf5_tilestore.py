@@ -7,13 +7,15 @@ exactly what the last flush() (or eviction commit, or close()) saved; the
 windows computed since are computed again when needed, and never counted
 twice.  The layout is documented in docs/file-format.md.
 """
+import errno
 import json
 import os
 import pathlib
+import threading
 
 from .. import _core
-from ..errors import ValidationError
-from .persistent import DEFAULT_CACHE_SIZE_BYTES, DEFAULT_TILE_SIZE, PersistentTileStore
+from ..errors import TileAccessError, ValidationError
+from .persistent import DEFAULT_CACHE_SIZE_BYTES, DEFAULT_TILE_SIZE, PersistentTileStore, describe_cache
 
 # 0.3 needed h5py and exposed whether it imported; this store writes HDF5
 # through the C library, so it is always available.
@@ -37,6 +39,78 @@ def _gzip_level(compression, compression_opts):
     return level
 
 
+_NAME_MAX = 255  # the longest file name Linux takes; temporary names and journals fit in it too
+
+
+def _check_path(path, mode):
+    """Raise the OSError subclass users expect, naming their path, for a path
+    the mode cannot open (the C layer would name a temporary file, or say
+    only that HDF5 failed)."""
+    name = os.fspath(path)
+    if len(os.fsencode(path.name)) > _NAME_MAX:
+        raise OSError(errno.ENAMETOOLONG, f"File name too long ({len(os.fsencode(path.name))} bytes; "
+                      f"at most {_NAME_MAX})", name)
+    parent = path.parent
+    if not parent.exists():
+        raise FileNotFoundError(errno.ENOENT, f"No such directory: '{parent}'", name)
+    if not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"Not a directory: '{parent}'", name)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", name)
+    exists = path.exists()
+    if mode in ("r", "r+") and not exists:
+        raise FileNotFoundError(errno.ENOENT, f"No such file (mode {mode!r} opens an existing file)", name)
+    if mode in ("w-", "x") and exists:
+        raise FileExistsError(errno.EEXIST, f"File exists (mode {mode!r} creates a new file)", name)
+    if exists and not os.access(path, os.R_OK if mode == "r" else os.R_OK | os.W_OK):
+        raise PermissionError(errno.EACCES, f"Permission denied (mode {mode!r} needs to "
+                              f"{'read' if mode == 'r' else 'read and write'} the file)", name)
+    if mode != "r" and not os.access(parent, os.W_OK | os.X_OK):
+        # a writer keeps its journal next to the file, and a new file is
+        # renamed into place: the directory must be writable
+        raise PermissionError(errno.EACCES, f"Permission denied: mode {mode!r} needs to write in "
+                              f"the directory '{parent}'", name)
+
+
+class _OpenFile:
+    """One HDF5 file as this process has it open: the C file handle, the tile
+    cache and the tensor entries, shared by every HDF5TileStore object open
+    on that file.  A second store on an open file (a notebook cell run
+    twice) joins the first instead of opening the file again: two handles
+    would each hand out the same tile rows and damage the file."""
+
+    __slots__ = ("key", "file", "cache", "tensors", "options", "users")
+
+    def __init__(self, key, store, options):
+        self.key = key
+        self.file = store._file
+        self.cache = store._cache
+        self.tensors = store._tensor_store
+        self.options = options
+        # open stores using it: a count, not a WeakSet, since the collector
+        # clears weak references before it runs the finalizers that close
+        self.users = 0
+
+
+_open_files = {}  # (pid, st_dev, st_ino) -> _OpenFile
+_open_lock = threading.RLock()
+
+
+def _file_key(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return os.getpid(), st.st_dev, st.st_ino
+
+
+def _loads(text):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 def _h5_name(tensor_id):
     """The id as the file names it: HDF5 names are C strings, so an id with a
     NUL character cannot be stored (the memory store takes any id)."""
@@ -53,6 +127,13 @@ class HDF5TileStore(PersistentTileStore):
     exist), "a" (read/write, created if missing; the default), "w" (create
     or truncate), "w-" or "x" (create; fail if it exists).
     compression: "gzip" (level compression_opts, default 4) or None.
+
+    Opening a file this process already has open through another
+    HDF5TileStore (a notebook cell run twice) joins that store: both objects
+    share the file, the tile cache and the tensors, so any order of calls on
+    them loses nothing.  The options must agree (read-only or not,
+    compression, cache limits); mode "w" on such a file is refused.  The file
+    is closed when the last of them closes.
     """
 
     def __init__(self, filepath, mode="a", compression="gzip", compression_opts=4, tile_size=DEFAULT_TILE_SIZE,
@@ -67,13 +148,78 @@ class HDF5TileStore(PersistentTileStore):
         self.compression = compression
         self.compression_opts = compression_opts
         level = _gzip_level(compression, compression_opts)
-        if mode in ("r", "r+") and not self.filepath.exists():
-            raise FileNotFoundError(f"No such file: '{self.filepath}' (mode {mode!r} opens an existing file)")
-        if mode in ("w-", "x") and self.filepath.exists():
-            raise FileExistsError(f"File exists: '{self.filepath}' (mode {mode!r} creates a new file)")
-        self._file = _core.H5File(os.fspath(self.filepath), _MODES[mode], level)
         self._readonly = mode == "r"
+        self._options = {"read-only": self._readonly, "compression level": level,
+                         "cache_size_bytes": cache_size_bytes, "cache_size_tiles": self._cache_size_tiles}
+        _check_path(self.filepath, mode)
+        with _open_lock:
+            shared = _open_files.get(_file_key(self.filepath))
+            if shared is not None:
+                if mode == "w":
+                    raise TileAccessError(
+                        f"'{self.filepath}' is open in this process through another HDF5TileStore; mode 'w' "
+                        "would truncate it under that store: close it first (or open with mode 'a')")
+                self._join(shared)
+            else:
+                self._file = _core.H5File(os.fspath(self.filepath), _MODES[mode], level)
+                self._share(_OpenFile(_file_key(self.filepath), self, self._options))
         self._closed = False
+
+    # -- sharing one open file between the stores of this process ----------------
+    def _share(self, shared):
+        _open_files[shared.key] = shared
+        self._shared = shared
+        shared.users += 1
+
+    def _join(self, shared):
+        ours, theirs = self._options, shared.options
+        diffs = [f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if ours[k] != theirs[k]]
+        if diffs:
+            raise ValidationError(
+                f"'{self.filepath}' is open in this process through another HDF5TileStore with other options "
+                f"({'; '.join(diffs)}): stores on one file share its cache and tensors, so give the same "
+                "options, or close the other store first")
+        self._file, self._cache, self._tensor_store = shared.file, shared.cache, shared.tensors
+        self._shared = shared
+        shared.users += 1
+
+    def _releases_backend(self):
+        """Leave the shared file; True when no other open store uses it."""
+        with _open_lock:
+            shared = self._shared
+            shared.users -= 1
+            if shared.users > 0:
+                return False
+            if _open_files.get(shared.key) is shared:
+                del _open_files[shared.key]
+            return True
+
+    def _reopen_backend(self):
+        with _open_lock:
+            shared = _open_files.get(_file_key(self.filepath))
+            if shared is self._shared:  # still open through another store
+                shared.users += 1
+                return
+            if shared is not None:
+                raise TileAccessError(
+                    f"'{self.filepath}' was opened again in this process by another HDF5TileStore after this "
+                    "one was closed; use that store, or close it before reopening this one")
+            self._file.reopen()
+            self._shared.key = _file_key(self.filepath)
+            self._share(self._shared)
+
+    # -- what the store holds -------------------------------------------------------
+    def tensor_ids(self):
+        """The ids of the tensors stored in the file (sorted)."""
+        self._check_open()
+        return sorted(tid for tid, _ in self._file.list())
+
+    def _ids_with_meta(self, meta):
+        return sorted(tid for tid, text in self._file.list() if _loads(text) == meta)
+
+    def __repr__(self):
+        state = "closed" if self._closed else describe_cache(self)
+        return f"<HDF5TileStore '{self.filepath}' mode={self.mode!r} {state}>"
 
     # -- backend -----------------------------------------------------------------
     def _attach(self, node, tensor_id):
@@ -84,9 +230,6 @@ class HDF5TileStore(PersistentTileStore):
 
     def _close_backend(self):
         self._file.close()
-
-    def _reopen_backend(self):
-        self._file.reopen()
 
     # -- storage primitives (the engine reads and writes tiles in C) -------------
     def _read_tensor_metadata(self, tensor_id):

@@ -23,7 +23,7 @@ import warnings
 
 from .. import _core
 from ..errors import TileAccessError, ValidationError
-from ._engine import EngineStore, Entry, check_limit, migrate_node
+from ._engine import EngineStore, Entry, check_limit, describe_cache, migrate_node
 
 DEFAULT_TILE_SIZE = 512
 DEFAULT_CACHE_SIZE_BYTES = 100 * 1024 * 1024
@@ -142,6 +142,8 @@ class PersistentTileStore(EngineStore):
             tile_size = tuple(existing["tile_size"])
         elif self._readonly:
             raise ValidationError(f"Tensor {tid} is not in this store, which is read-only (mode 'r')")
+        elif not getattr(tensor, "_id_given", True):
+            self._warn_if_stored_under_another_id(tensor)
         node = _core.Tensor(self._cache, **tensor._node_config(),
                             tile_shape=self._tile_shape(tensor, tile_size))
         if existing is None:
@@ -151,6 +153,36 @@ class PersistentTileStore(EngineStore):
         entry = Entry(tensor, node, tile_size)
         self._tensor_store[tid] = entry
         entry.bind(tensor)
+
+    def _warn_if_stored_under_another_id(self, tensor):
+        """A tensor without a tensor_id gets a random one; if the store already
+        holds tensors of the same configuration, the user most likely meant to
+        reopen one of them (and would otherwise compute everything again into
+        a new, orphan record)."""
+        same = self._ids_with_meta(tensor.to_json())
+        if same:
+            names = ", ".join(repr(t) for t in same[:5]) + (", ..." if len(same) > 5 else "")
+            warnings.warn(
+                f"{type(self).__name__} already holds {len(same)} tensor(s) with this configuration ({names}), "
+                f"but this tensor has no tensor_id, so it gets the new random id {tensor.uuid!r} and computes "
+                f"everything again; pass tensor_id={same[0]!r} to use the stored values (passing any "
+                "tensor_id silences this warning)", UserWarning, stacklevel=4)
+
+    def _ids_with_meta(self, meta):
+        """Ids of stored tensors whose metadata is meta (a backend that can
+        list its tensors overrides this; by default: none known)."""
+        return []
+
+    def tensor_ids(self):
+        """The ids of the tensors this store holds (sorted).  Backends that
+        cannot list their records report the tensors registered since the
+        store was opened."""
+        self._check_open()
+        return sorted(self._tensor_store)
+
+    def __repr__(self):
+        state = "closed" if self._closed else describe_cache(self)
+        return f"<{type(self).__name__} {state}>"
 
     def _attach(self, node, tensor_id):
         """Make the store the node's backend (HDF5TileStore attaches in C)."""
@@ -231,11 +263,22 @@ class PersistentTileStore(EngineStore):
         try:
             self.flush()
         finally:
-            for entry in self._tensor_store.values():
-                if not entry.node.ndirty:
-                    entry.node.clear()
-            self._close_backend()
-            self._closed = True
+            # whatever failed above, the store ends closed, so that `with
+            # store:` reopens it (tiles that could not be saved stay cached,
+            # and the reopened store writes them)
+            try:
+                if self._releases_backend():
+                    for entry in self._tensor_store.values():
+                        if not entry.node.ndirty:
+                            entry.node.clear()
+                    self._close_backend()
+            finally:
+                self._closed = True
+
+    def _releases_backend(self):
+        """Whether closing this store closes the backend (HDF5TileStore: not
+        while another store of this process shares its file)."""
+        return True
 
     def _reopen_backend(self):
         """Open the backend again after close(); raise if it cannot."""
