@@ -210,6 +210,16 @@ static PyObject *mod_configure(PyObject *module, PyObject *args, PyObject *kw)
     Py_XSETREF(st->is_grad_enabled, isg);
     Py_INCREF(setg);
     Py_XSETREF(st->set_grad_enabled, setg);
+    /* looked up once: import_tensor calls them on every imported tensor */
+    struct { const char *name; PyObject **slot; } flags[] = {
+        {"is_neg", &st->tensor_is_neg}, {"is_conj", &st->tensor_is_conj},
+    };
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        PyObject *m = PyObject_GetAttrString(ttype, flags[i].name);
+        if (!m)
+            PyErr_Clear();
+        Py_XSETREF(*flags[i].slot, m);
+    }
     st->xapi = xapi;
     Py_XSETREF(st->xapi_owner, xapi ? Py_NewRef(xcap) : NULL);
     Py_RETURN_NONE;
@@ -505,6 +515,8 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->torch_tensor);
     Py_VISIT(st->is_grad_enabled);
     Py_VISIT(st->set_grad_enabled);
+    Py_VISIT(st->tensor_is_neg);
+    Py_VISIT(st->tensor_is_conj);
     Py_VISIT(st->InfiniteTensorError);
     Py_VISIT(st->ValidationError);
     Py_VISIT(st->TileAccessError);
@@ -527,6 +539,8 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->torch_tensor);
     Py_CLEAR(st->is_grad_enabled);
     Py_CLEAR(st->set_grad_enabled);
+    Py_CLEAR(st->tensor_is_neg);
+    Py_CLEAR(st->tensor_is_conj);
     Py_CLEAR(st->InfiniteTensorError);
     Py_CLEAR(st->ValidationError);
     Py_CLEAR(st->TileAccessError);

@@ -92,14 +92,20 @@ static PyObject *shape_tuple(const it_view *v)
     return t;
 }
 
-/* f returned a tensor DLPack cannot carry (a meta or sparse tensor, say):
- * report the mismatch the 0.3 checks would report, in their order (shape,
- * device, dtype), or else the export error itself.  Returns -1. */
-/* A tensor DLPack cannot export because it is not dense (sparse, mkldnn...):
- * 1 with a TypeError naming `who` set, 0 if its layout is strided, -1 with an
- * exception if the layout cannot be read. */
+/* A tensor DLPack cannot export because it is not dense (nested, sparse,
+ * mkldnn...): 1 with a TypeError naming `who` set, 0 if it is a plain strided
+ * tensor, -1 with an exception if its layout cannot be read. */
 static int layout_error(PyObject *out, const char *who)
 {
+    PyObject *nested = PyObject_GetAttrString(out, "is_nested");
+    int is_nested = nested ? PyObject_IsTrue(nested) : -1;
+    Py_XDECREF(nested);
+    if (is_nested < 0)
+        return -1;
+    if (is_nested) {
+        PyErr_Format(PyExc_TypeError, "%s must return a dense (strided) torch.Tensor, got a nested tensor", who);
+        return 1;
+    }
     PyObject *layout = PyObject_GetAttrString(out, "layout");
     if (!layout)
         return -1;
@@ -112,6 +118,9 @@ static int layout_error(PyObject *out, const char *who)
     return strided < 0 ? -1 : !strided;
 }
 
+/* f returned a tensor DLPack cannot carry (a meta, sparse or nested tensor,
+ * say): report the mismatch the 0.3 checks would report, in their order
+ * (shape, device, dtype), or else the export error itself.  Returns -1. */
 static int explain_unexportable(tensor_user *u, PyObject *out)
 {
     module_state *st = u->st;
@@ -125,9 +134,12 @@ static int explain_unexportable(tensor_user *u, PyObject *out)
     int dev_eq = dev ? PyObject_RichCompareBool(dev, u->device, Py_EQ) : -1;
     int dt_eq = dt ? PyObject_RichCompareBool(dt, u->dtype, Py_EQ) : -1;
     if (shape_eq < 0 || dev_eq < 0 || dt_eq < 0) {
-        PyErr_Clear();
-        PyErr_Restore(et, ev, tb);
-        et = ev = tb = NULL;
+        PyErr_Clear(); /* a nested tensor has no shape to read */
+        if (layout_error(out, "f") != 1) {
+            PyErr_Clear();
+            PyErr_Restore(et, ev, tb);
+            et = ev = tb = NULL;
+        }
     } else if (!shape_eq) {
         PyErr_Format(st->ShapeMismatchError,
                      "Function output shape %R does not match expected window shape %R", actual, u->size);
@@ -499,11 +511,16 @@ static int blend_pair(tensor_user *u, PyObject *blend, it_buffer **existing, it_
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
         PyObject *dev = PyObject_GetAttrString(r, "device");
-        int dev_eq = dev ? PyObject_RichCompareBool(dev, u->device, Py_EQ) : -1;
+        PyObject *dt = dev ? PyObject_GetAttrString(r, "dtype") : NULL;
+        int dev_eq = dt ? PyObject_RichCompareBool(dev, u->device, Py_EQ) : -1;
+        int dt_eq = dev_eq == 1 ? PyObject_RichCompareBool(dt, u->dtype, Py_EQ) : -1;
         if (dev_eq == 0)
             PyErr_Format(st->DeviceMismatchError, "blend returned a tensor on device %S, tensor "
                          "declared device %S.", dev, u->device);
-        if (dev_eq < 0 || (dev_eq == 1 && layout_error(r, "blend") <= 0)) {
+        else if (dt_eq == 0)
+            PyErr_Format(st->DtypeMismatchError, "blend returned dtype %S, tensor declared dtype %S.",
+                         dt, u->dtype);
+        if (dev_eq < 0 || (dev_eq == 1 && (dt_eq < 0 || (dt_eq == 1 && layout_error(r, "blend") <= 0)))) {
             PyErr_Clear();
             PyErr_Restore(et, ev, tb);
         } else {
@@ -512,6 +529,7 @@ static int blend_pair(tensor_user *u, PyObject *blend, it_buffer **existing, it_
             Py_XDECREF(tb);
         }
         Py_XDECREF(dev);
+        Py_XDECREF(dt);
     } else {
         int bad = result->ndim != ndim;
         for (int d = 0; !bad && d < ndim; d++)
