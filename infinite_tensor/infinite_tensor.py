@@ -4,6 +4,7 @@ The Python object holds the public configuration and validates it; the data
 path (index parsing, planning, calling f, caching, assembly) runs in the C
 extension, reached through self._node, the tensor's node in its store.
 """
+import math
 import uuid as _uuidlib
 
 import torch
@@ -105,13 +106,24 @@ def _normalize_device(device):
     return device
 
 
+def _short(value, limit=40):
+    """repr(value), cut short: a huge int would fill the screen."""
+    r = repr(value)
+    return r if len(r) <= limit else f"{r[:limit - 3]}... ({len(r)} characters)"
+
+
 def _fill_tensor(blend_init, dtype):
     """blend_init (or 0) as a 0-d tensor of dtype, for the core."""
     value = 0 if blend_init is None else blend_init
     try:
-        return torch.tensor(value, dtype=dtype)
+        fill = torch.tensor(value, dtype=dtype)
     except (RuntimeError, OverflowError, TypeError, ValueError) as e:
-        raise ValidationError(f"blend_init {blend_init!r} cannot be represented as {dtype}: {e}") from None
+        raise ValidationError(f"blend_init {_short(blend_init)} cannot be represented as {dtype}: {e}") from None
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if (dtype.is_floating_point or dtype.is_complex) and finite and not bool(torch.isfinite(fill)):
+        raise ValidationError(f"blend_init {_short(blend_init)} cannot be represented as {dtype}: it overflows to "
+                              f"{fill.item()}")
+    return fill
 
 
 class InfiniteTensor:
@@ -129,6 +141,8 @@ class InfiniteTensor:
             raise ValidationError(f"Shape must be a tuple, got {type(shape).__name__}")
         if len(shape) == 0:
             raise ValidationError("Shape cannot be empty")
+        if len(shape) > _core.MAX_DIMS:
+            raise ValidationError(f"a tensor has at most {_core.MAX_DIMS} dims, got a shape of {len(shape)}")
         for i, d in enumerate(shape):
             if d is not None and (not _is_int(d) or d <= 0):
                 raise ValidationError(f"Dimension {i} must be None or positive integer, got {d!r}")
@@ -170,7 +184,9 @@ class InfiniteTensor:
                     f"args_windows[{i}] has {len(win.size)} dims but this tensor's window index has "
                     f"{len(shape)} entries; give it a dimension_map")
         if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
-            raise ValidationError(f"batch_size must be None or a positive int, got {batch_size!r}")
+            raise ValidationError(f"batch_size must be None or a positive int, got {_short(batch_size)}")
+        if batch_size is not None and batch_size >= 2**63:
+            raise ValidationError(f"batch_size must be below 2**63, got {_short(batch_size)}")
         if not isinstance(dtype, torch.dtype):
             raise ValidationError(f"dtype must be a torch.dtype, got {dtype!r}")
         _bridge.dtype_code(dtype)
@@ -249,6 +265,7 @@ class InfiniteTensor:
             device=self._device,
             dtype_obj=self._dtype,
             device_code=_bridge.device_code(self._device),
+            tensor_id=self._uuid,
         )
 
     def _live_node(self):

@@ -479,6 +479,7 @@ static int module_exec(PyObject *module)
     if (tensor_type_init(module, st) < 0 || store_init(module, st) < 0)
         return -1;
     if (PyModule_AddIntConstant(module, "DLPACK_MAJOR", IT_DLPACK_MAJOR) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_DIMS", IT_MAX_DIMS) < 0 ||
         PyModule_AddIntConstant(module, "COMBINE_SUM", IT_COMBINE_SUM) < 0 ||
         PyModule_AddIntConstant(module, "COMBINE_MAX", IT_COMBINE_MAX) < 0 ||
         PyModule_AddIntConstant(module, "COMBINE_MIN", IT_COMBINE_MIN) < 0 ||
