@@ -281,6 +281,50 @@ class InfiniteTensor:
             raise TileAccessError(TILE_DELETED_MESSAGE)
         return node[key]
 
+    # -- whole-tensor conversions --------------------------------------------
+    # A tensor with an infinite dim has no length, rows to iterate over, or
+    # array to convert to: each of these raises a TypeError that says to
+    # read a finite region first (without them Python and numpy fell back on
+    # __getitem__: np.asarray(t) gave a 0-d object array, list(t) was empty or
+    # never ended).  A tensor whose dims are all finite behaves like its
+    # whole read, t[...].  bool(t) is always True, as in 0.3: `if t:` asks
+    # whether there is a tensor, never about its values.
+    def _finite_or_raise(self, what, example):
+        """what: a format with {} for the tensor; example: one with {} for a
+        finite region of it."""
+        if any(d is None for d in self._shape):
+            region = "t[" + ", ".join("0:64" if d is None else ":" for d in self._shape) + "]"
+            raise TypeError(f"{what.format(f'an InfiniteTensor with infinite dims (shape {self._shape})')}; read "
+                            f"a finite region first, e.g. {example.format(region)}")
+
+    def __len__(self):
+        self._finite_or_raise("{} has no len()", "len({})")
+        return self._shape[0]
+
+    def __iter__(self):
+        self._finite_or_raise("cannot iterate over {}", "for row in {}: ...")
+        return (self[i] for i in range(self._shape[0]))
+
+    def __contains__(self, value):
+        self._finite_or_raise("cannot search {} ('in')", "value in {}")
+        return value in self[...]
+
+    def __bool__(self):
+        return True
+
+    def __array__(self, dtype=None, copy=None):
+        self._finite_or_raise("cannot convert {} to a numpy array", "np.asarray({})")
+        out = self[...].cpu().numpy()  # a fresh read: nothing else shares it
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __dlpack__(self, *args, **kwargs):
+        # torch.as_tensor / torch.tensor / torch.from_dlpack take this path
+        self._finite_or_raise("cannot convert {} to a torch.Tensor", "torch.as_tensor({})")
+        return self[...].__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return _bridge.device_code(self._device)
+
     # -- 0.3's private helpers, kept for code that called them -----------
     def _ensure_processed_range(self, ranges):
         """Compute every window meeting each region (a tuple of slices)."""

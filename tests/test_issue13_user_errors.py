@@ -10,6 +10,7 @@
 * Constructor arguments too large for the core, more than 16 dims.
 * Errors from f and from its output name the tensor and the window.
 * Open slices on an infinite dim say which end is missing.
+* numpy / len / iter / bool / torch.as_tensor on an InfiniteTensor.
 
 docs/bad-input.md lists every case.
 """
@@ -470,3 +471,69 @@ def test_open_slice_says_which_end_is_missing(key, fragment):
         assert str(ei.value).startswith("Slice must have start and stop for infinite dimensions")
         assert fragment in str(ei.value), str(ei.value)
 
+
+# ------------------------------------------- numpy, len, iter, bool, as_tensor
+def _never(c):
+    pytest.fail("f must not run")
+
+
+WHOLE_REFUSALS = [
+    ("np.asarray", lambda t: __import__("numpy").asarray(t), "cannot convert {} to a numpy array",
+     "np.asarray({})"),
+    ("np.array-dtype", lambda t: __import__("numpy").array(t, dtype="float64"), "cannot convert {} to a numpy array",
+     "np.asarray({})"),
+    ("list", list, "cannot iterate over {}", "for row in {}: ..."),
+    ("iter", iter, "cannot iterate over {}", "for row in {}: ..."),
+    ("tuple-unpack", lambda t: [*t], "cannot iterate over {}", "for row in {}: ..."),
+    ("len", len, "{} has no len()", "len({})"),
+    ("in", lambda t: 1.0 in t, "cannot search {} ('in')", "value in {}"),
+    ("torch.as_tensor", torch.as_tensor, "cannot convert {} to a torch.Tensor", "torch.as_tensor({})"),
+    ("torch.tensor", torch.tensor, "cannot convert {} to a torch.Tensor", "torch.as_tensor({})"),
+    ("torch.from_dlpack", torch.from_dlpack, "cannot convert {} to a torch.Tensor", "torch.as_tensor({})"),
+]
+
+
+@pytest.mark.parametrize("shape, region", [((None, None), "t[0:64, 0:64]"), ((3, None), "t[:, 0:64]"),
+                                           ((None,), "t[0:64]")])
+@pytest.mark.parametrize("case, op, what, example", WHOLE_REFUSALS, ids=[c[0] for c in WHOLE_REFUSALS])
+def test_whole_tensor_conversions_refuse_infinite_dims(case, op, what, example, shape, region):
+    win = it.TensorWindow(tuple(3 if d == 3 else 4 for d in shape))
+    t = it.InfiniteTensor(shape, _never, win)
+    with pytest.raises(TypeError) as ei:
+        op(t)
+    subject = f"an InfiniteTensor with infinite dims (shape {shape})"
+    assert str(ei.value) == (f"{what.format(subject)}; read a finite region first, e.g. {example.format(region)}")
+
+
+def test_bool_is_always_true():
+    """`if t:` asks whether there is a tensor (as in 0.3), never about values."""
+    calls = []
+    t = it.InfiniteTensor((None, None), lambda c: calls.append(c) or torch.zeros(4, 4), it.TensorWindow((4, 4)))
+    assert bool(t) is True
+    assert (t or None) is t
+    z = it.InfiniteTensor((4, 4), lambda c: calls.append(c) or torch.zeros(4, 4), it.TensorWindow((4, 4)))
+    assert bool(z) is True  # all zeros, still a tensor
+    assert calls == []
+
+
+def test_finite_tensor_converts_like_its_whole_read():
+    import numpy as np
+
+    win = Win((2, 3))
+    ref = RefTensor((6, 6), lambda c: pattern(c, win.size), win)
+    t = it.InfiniteTensor((6, 6), lambda c: pattern(c, win.size).float(), win.lib())
+    whole = ref[0:6, 0:6]
+    assert len(t) == 6
+    rows = list(t)
+    assert len(rows) == 6
+    for got, want in zip(rows, whole):
+        assert_same(got, want)
+    arr = np.asarray(t)
+    assert isinstance(arr, np.ndarray) and arr.dtype == np.float32 and arr.shape == (6, 6)
+    assert np.array_equal(arr, whole.numpy())
+    assert np.asarray(t, dtype=np.float64).dtype == np.float64
+    assert_same(torch.as_tensor(t), whole)
+    assert_same(torch.tensor(t), whole)
+    assert_same(torch.from_dlpack(t), whole)
+    assert float(whole[2, 4]) in t
+    assert 1000.0 not in t
