@@ -211,7 +211,12 @@ static int take_capsule(PyObject *cap, dl_hold *hold, DLTensor **dl)
  * through the cached method descriptor (is_conj() too for complex dtypes:
  * only they carry that bit), plus a test of the data pointer that costs
  * nothing; only a flagged tensor pays for resolve_conj()/resolve_neg() and a
- * second import. */
+ * second import.  Measured on the development machine (16x16 windows, a
+ * trivial f): about 0.1 us more per window for real dtypes, most of it
+ * inside torch's is_neg (it releases and retakes the GIL); complex dtypes
+ * got faster, as the old check looked both methods up by name each time.
+ * A ZeroTensor is cloned into real zeros; any other tensor without memory
+ * is a TypeError. */
 
 /* 1 if the view has elements but no memory, else 0. */
 static int has_no_memory(const it_view *v)
