@@ -274,6 +274,20 @@ def test_huge_batch_size_below_the_limit_works():
     assert t[0:8, 0:4].tolist() == [[0.0] * 4] * 4 + [[1.0] * 4] * 4
 
 
+def test_huge_thread_count_means_the_maximum():
+    """set_num_threads(2**64) raised OverflowError; 2**31 already meant the
+    core's maximum."""
+    previous = it.get_num_threads()
+    try:
+        it.set_num_threads(2**31)
+        most = it.get_num_threads()
+        it.set_num_threads(2**64)
+        assert it.get_num_threads() == most
+    finally:
+        it.set_num_threads(previous)
+    assert it.get_num_threads() == previous
+
+
 # ------------------------------------------------- errors name tensor, window
 BAD_WINDOW = (1, 0)
 
