@@ -25,6 +25,14 @@ from infinite_tensor import _bridge
 from pairs import Win, assert_same, pattern
 from reference import RefTensor
 
+# torch warns when these odd tensors are made or read; the tests mean it
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor is deprecated:UserWarning"),
+    pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state:UserWarning"),
+]
+
 SHAPE = (None, None)
 WIN = Win((4, 4), stride=(2, 3))  # windows overlap on both dims
 BOX = (slice(-3, 9), slice(-2, 10))
