@@ -4,6 +4,7 @@ The Python object holds the public configuration and validates it; the data
 path (index parsing, planning, calling f, caching, assembly) runs in the C
 extension, reached through self._node, the tensor's node in its store.
 """
+import math
 import uuid as _uuidlib
 
 import torch
@@ -105,13 +106,24 @@ def _normalize_device(device):
     return device
 
 
+def _short(value, limit=40):
+    """repr(value), cut short: a huge int would fill the screen."""
+    r = repr(value)
+    return r if len(r) <= limit else f"{r[:limit - 3]}... ({len(r)} characters)"
+
+
 def _fill_tensor(blend_init, dtype):
     """blend_init (or 0) as a 0-d tensor of dtype, for the core."""
     value = 0 if blend_init is None else blend_init
     try:
-        return torch.tensor(value, dtype=dtype)
+        fill = torch.tensor(value, dtype=dtype)
     except (RuntimeError, OverflowError, TypeError, ValueError) as e:
-        raise ValidationError(f"blend_init {blend_init!r} cannot be represented as {dtype}: {e}") from None
+        raise ValidationError(f"blend_init {_short(blend_init)} cannot be represented as {dtype}: {e}") from None
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if (dtype.is_floating_point or dtype.is_complex) and finite and not bool(torch.isfinite(fill)):
+        raise ValidationError(f"blend_init {_short(blend_init)} cannot be represented as {dtype}: it overflows to "
+                              f"{fill.item()}")
+    return fill
 
 
 class InfiniteTensor:
@@ -129,6 +141,8 @@ class InfiniteTensor:
             raise ValidationError(f"Shape must be a tuple, got {type(shape).__name__}")
         if len(shape) == 0:
             raise ValidationError("Shape cannot be empty")
+        if len(shape) > _core.MAX_DIMS:
+            raise ValidationError(f"a tensor has at most {_core.MAX_DIMS} dims, got a shape of {len(shape)}")
         for i, d in enumerate(shape):
             if d is not None and (not _is_int(d) or d <= 0):
                 raise ValidationError(f"Dimension {i} must be None or positive integer, got {d!r}")
@@ -171,7 +185,9 @@ class InfiniteTensor:
                     f"args_windows[{i}] has {len(win.size)} dims but this tensor's window index has "
                     f"{len(shape)} entries; give it a dimension_map")
         if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
-            raise ValidationError(f"batch_size must be None or a positive int, got {batch_size!r}")
+            raise ValidationError(f"batch_size must be None or a positive int, got {_short(batch_size)}")
+        if batch_size is not None and batch_size >= 2**63:
+            raise ValidationError(f"batch_size must be below 2**63, got {_short(batch_size)}")
         if not isinstance(dtype, torch.dtype):
             raise ValidationError(f"dtype must be a torch.dtype, got {dtype!r}")
         _bridge.dtype_code(dtype)
@@ -250,6 +266,7 @@ class InfiniteTensor:
             device=self._device,
             dtype_obj=self._dtype,
             device_code=_bridge.device_code(self._device),
+            tensor_id=self._uuid,
         )
 
     def _live_node(self):
@@ -264,6 +281,50 @@ class InfiniteTensor:
         if node is None:
             raise TileAccessError(TILE_DELETED_MESSAGE)
         return node[key]
+
+    # -- whole-tensor conversions --------------------------------------------
+    # A tensor with an infinite dim has no length, rows to iterate over, or
+    # array to convert to: each of these raises a TypeError that says to
+    # read a finite region first (without them Python and numpy fell back on
+    # __getitem__: np.asarray(t) gave a 0-d object array, list(t) was empty or
+    # never ended).  A tensor whose dims are all finite behaves like its
+    # whole read, t[...].  bool(t) is always True, as in 0.3: `if t:` asks
+    # whether there is a tensor, never about its values.
+    def _finite_or_raise(self, what, example):
+        """what: a format with {} for the tensor; example: one with {} for a
+        finite region of it."""
+        if any(d is None for d in self._shape):
+            region = "t[" + ", ".join("0:64" if d is None else ":" for d in self._shape) + "]"
+            raise TypeError(f"{what.format(f'an InfiniteTensor with infinite dims (shape {self._shape})')}; read "
+                            f"a finite region first, e.g. {example.format(region)}")
+
+    def __len__(self):
+        self._finite_or_raise("{} has no len()", "len({})")
+        return self._shape[0]
+
+    def __iter__(self):
+        self._finite_or_raise("cannot iterate over {}", "for row in {}: ...")
+        return (self[i] for i in range(self._shape[0]))
+
+    def __contains__(self, value):
+        self._finite_or_raise("cannot search {} ('in')", "value in {}")
+        return value in self[...]
+
+    def __bool__(self):
+        return True
+
+    def __array__(self, dtype=None, copy=None):
+        self._finite_or_raise("cannot convert {} to a numpy array", "np.asarray({})")
+        out = self[...].cpu().numpy()  # a fresh read: nothing else shares it
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __dlpack__(self, *args, **kwargs):
+        # torch.as_tensor / torch.tensor / torch.from_dlpack take this path
+        self._finite_or_raise("cannot convert {} to a torch.Tensor", "torch.as_tensor({})")
+        return self[...].__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return _bridge.device_code(self._device)
 
     # -- 0.3's private helpers, kept for code that called them -----------
     def _ensure_processed_range(self, ranges):

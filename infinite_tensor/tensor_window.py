@@ -77,10 +77,16 @@ class TensorWindow:
 
     def _core_tuple(self):
         """(size, stride, offset, map) as the core takes them."""
+        if len(self.size) > _core.MAX_DIMS:
+            raise ValidationError(f"a window has at most {_core.MAX_DIMS} dims, got {len(self.size)}")
         for name in ("size", "stride", "offset"):
             for d, v in enumerate(getattr(self, name)):
                 if not -_INT64 <= v < _INT64:  # the core checks the real limits; it takes int64s
                     raise ValidationError(f"window {name}[{d}] must be within +-2**48, got {v}")
+        for d, m in enumerate(self._map()):
+            if m >= _core.MAX_DIMS:
+                raise ValidationError(f"dimension_map[{d}] = {m} is not a valid window coordinate (a window "
+                                      f"index has at most {_core.MAX_DIMS} coordinates)")
         return (tuple(self.size), tuple(self.stride), tuple(self.offset), tuple(self._map()))
 
     # -- public API ----------------------------------------------------

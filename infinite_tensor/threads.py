@@ -20,7 +20,8 @@ def get_num_threads():
 
 def set_num_threads(n):
     """Use n threads (the reading thread included; 1: no workers) to assemble
-    large reads.  Returns the previous count."""
+    large reads (more than the core's maximum means its maximum).  Returns
+    the previous count."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValidationError(f"the thread count must be an int of at least 1, got {n!r}")
-    return _core.copy_threads(n)
+    return _core.copy_threads(min(n, 2**63 - 1))  # the core clamps; it takes an int64

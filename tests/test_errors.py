@@ -33,24 +33,28 @@ def test_shape_mismatch_wrong_ndim():
 
 
 def test_dtype_mismatch_message():
-    t = t_with(lambda c: torch.ones(4, 4, dtype=torch.float64))
+    t = t_with(lambda c: torch.ones(4, 4, dtype=torch.float64), tensor_id="t")
     with pytest.raises(it.DtypeMismatchError) as ei:
         t[0:4, 0:4]
-    assert str(ei.value) == "Function output has dtype torch.float64, tensor declared dtype torch.float32."
+    # the 0.3 message, then which tensor and window (issue 13)
+    assert str(ei.value) == ("Function output has dtype torch.float64, tensor declared dtype torch.float32. "
+                             "(infinite tensor 't', window (0, 0))")
 
 
 def test_dtype_mismatch_declared_int():
-    t = t_with(lambda c: torch.ones(4, 4), dtype=torch.int64)
+    t = t_with(lambda c: torch.ones(4, 4), dtype=torch.int64, tensor_id=7)
     with pytest.raises(it.DtypeMismatchError) as ei:
-        t[0:4, 0:4]
-    assert str(ei.value) == "Function output has dtype torch.float32, tensor declared dtype torch.int64."
+        t[0:4, 4:8]
+    assert str(ei.value) == ("Function output has dtype torch.float32, tensor declared dtype torch.int64. "
+                             "(infinite tensor '7', window (0, 1))")
 
 
 def test_device_mismatch_message():
-    t = t_with(lambda c: torch.ones(4, 4, device="meta"))
+    t = t_with(lambda c: torch.ones(4, 4, device="meta"), tensor_id="dev")
     with pytest.raises(it.DeviceMismatchError) as ei:
-        t[0:4, 0:4]
-    assert str(ei.value) == "Function output is on device meta, tensor declared device cpu."
+        t[-4:0, 0:4]
+    assert str(ei.value) == ("Function output is on device meta, tensor declared device cpu. "
+                             "(infinite tensor 'dev', window (-1, 0))")
 
 
 def test_check_order_shape_first():

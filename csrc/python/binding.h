@@ -27,6 +27,8 @@ typedef struct module_state {
     PyObject *torch_tensor;     /* the torch.Tensor type */
     PyObject *is_grad_enabled;  /* () -> bool */
     PyObject *set_grad_enabled; /* (bool) -> None */
+    PyObject *tensor_is_neg;    /* torch.Tensor.is_neg, or NULL if torch has none */
+    PyObject *tensor_is_conj;   /* torch.Tensor.is_conj, or NULL likewise */
     /* torch's C exchange table (NULL when this torch has none, or when
      * _configure was told not to use it): then the capsule functions above */
     const DLPackExchangeAPI *xapi;

@@ -44,10 +44,18 @@ static int parse_slice(PyObject *item, int d, int64_t extent, int64_t *start, in
         }
     }
     if (extent == IT_DIM_INFINITE) {
-        if (sl->start == Py_None || sl->stop == Py_None) {
+        if (sl->start == Py_None && sl->stop == Py_None) {
             PyErr_Format(PyExc_IndexError,
-                         "Slice must have start and stop for infinite dimensions (dim %d has no "
-                         "end: write e.g. t[..., 0:512])", d);
+                         "Slice must have start and stop for infinite dimensions (dim %d: the slice has "
+                         "neither a start nor a stop; give both, e.g. 0:512)", d);
+            return -1;
+        }
+        if (sl->start == Py_None || sl->stop == Py_None) {
+            int no_start = sl->start == Py_None;
+            PyErr_Format(PyExc_IndexError,
+                         "Slice must have start and stop for infinite dimensions (dim %d: the slice has a "
+                         "%s (%R) but no %s; give both)", d, no_start ? "stop" : "start",
+                         no_start ? sl->stop : sl->start, no_start ? "start" : "stop");
             return -1;
         }
         if (as_coord(sl->start, start, "slice start") < 0 || as_coord(sl->stop, stop, "slice stop") < 0)

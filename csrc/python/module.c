@@ -210,6 +210,16 @@ static PyObject *mod_configure(PyObject *module, PyObject *args, PyObject *kw)
     Py_XSETREF(st->is_grad_enabled, isg);
     Py_INCREF(setg);
     Py_XSETREF(st->set_grad_enabled, setg);
+    /* looked up once: import_tensor calls them on every imported tensor */
+    struct { const char *name; PyObject **slot; } flags[] = {
+        {"is_neg", &st->tensor_is_neg}, {"is_conj", &st->tensor_is_conj},
+    };
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        PyObject *m = PyObject_GetAttrString(ttype, flags[i].name);
+        if (!m)
+            PyErr_Clear();
+        Py_XSETREF(*flags[i].slot, m);
+    }
     st->xapi = xapi;
     Py_XSETREF(st->xapi_owner, xapi ? Py_NewRef(xcap) : NULL);
     Py_RETURN_NONE;
@@ -469,6 +479,7 @@ static int module_exec(PyObject *module)
     if (tensor_type_init(module, st) < 0 || store_init(module, st) < 0)
         return -1;
     if (PyModule_AddIntConstant(module, "DLPACK_MAJOR", IT_DLPACK_MAJOR) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_DIMS", IT_MAX_DIMS) < 0 ||
         PyModule_AddIntConstant(module, "COMBINE_SUM", IT_COMBINE_SUM) < 0 ||
         PyModule_AddIntConstant(module, "COMBINE_MAX", IT_COMBINE_MAX) < 0 ||
         PyModule_AddIntConstant(module, "COMBINE_MIN", IT_COMBINE_MIN) < 0 ||
@@ -505,6 +516,8 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->torch_tensor);
     Py_VISIT(st->is_grad_enabled);
     Py_VISIT(st->set_grad_enabled);
+    Py_VISIT(st->tensor_is_neg);
+    Py_VISIT(st->tensor_is_conj);
     Py_VISIT(st->InfiniteTensorError);
     Py_VISIT(st->ValidationError);
     Py_VISIT(st->TileAccessError);
@@ -527,6 +540,8 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->torch_tensor);
     Py_CLEAR(st->is_grad_enabled);
     Py_CLEAR(st->set_grad_enabled);
+    Py_CLEAR(st->tensor_is_neg);
+    Py_CLEAR(st->tensor_is_conj);
     Py_CLEAR(st->InfiniteTensorError);
     Py_CLEAR(st->ValidationError);
     Py_CLEAR(st->TileAccessError);

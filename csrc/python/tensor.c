@@ -9,6 +9,16 @@
  * lists and must return exactly one output per window, as a sequence or as
  * one tensor stacked along a new first dim.
  *
+ * Saying where.  An error about f's output (wrong shape, dtype, device, not
+ * a tensor, a count that does not match) names the tensor id and the
+ * window index in its message; an exception f (or blend) raises itself, or
+ * that torch raises while we read the output, keeps its class and traceback
+ * and gets a PEP 678 note instead (Python 3.11 on), once per tensor and
+ * window it passes through: f reading another tensor that fails adds the
+ * outer tensor's note below the inner one's.  Window indices come from the
+ * core's copy, never from the list handed to a batched f, which f may have
+ * changed.
+ *
  * Grad mode.  f runs under no_grad.  Rather than entering a context manager
  * per window, the first computation of an outermost read switches grad off
  * for the thread and the end of that read switches it back (thread-local
@@ -31,6 +41,7 @@ typedef struct tensor_user {
     PyObject *device;   /* the declared torch.device, for messages */
     PyObject *dtype;    /* the declared torch.dtype, for messages */
     PyObject *size;     /* output window size as a tuple, for messages */
+    PyObject *id;       /* the tensor id, for messages (None if not given) */
     PyObject *spare;    /* a window-index tuple f did not keep, to refill */
     int batched;
 } tensor_user;
@@ -54,12 +65,13 @@ static void user_free(void *p)
     Py_XDECREF(u->device);
     Py_XDECREF(u->dtype);
     Py_XDECREF(u->size);
+    Py_XDECREF(u->id);
     Py_XDECREF(u->spare);
     PyMem_Free(u);
 }
 
 static tensor_user *user_new(module_state *st, PyObject *f, PyObject *blend, PyObject *device,
-                             PyObject *dtype, PyObject *size, int batched)
+                             PyObject *dtype, PyObject *size, PyObject *id, int batched)
 {
     tensor_user *u = PyMem_Calloc(1, sizeof *u);
     if (!u) {
@@ -78,8 +90,144 @@ static tensor_user *user_new(module_state *st, PyObject *f, PyObject *blend, PyO
     u->dtype = dtype;
     Py_INCREF(size);
     u->size = size;
+    u->id = Py_NewRef(id);
     u->batched = batched;
     return u;
+}
+
+/* ---- saying which tensor and window an error is about --------------------- */
+
+/* n windows of k coordinates each (n == 0: the tensor alone, as for blend) */
+typedef struct where {
+    const int64_t *coords;
+    int64_t n;
+    int k;
+} where;
+
+#define WHERE_SHOWN 4 /* windows a message lists before "and N more" */
+
+static PyObject *coords_tuple(const int64_t *c, int k);
+
+/* "infinite tensor 'id', window (0, 2)", "... windows (0, 0), (0, 1) and 3
+ * more"; NULL with an exception. */
+static PyObject *where_text(const tensor_user *u, const where *w)
+{
+    PyObject *list = PyList_New(0);
+    if (!list)
+        return NULL;
+    int64_t shown = w->n < WHERE_SHOWN ? w->n : WHERE_SHOWN;
+    for (int64_t i = 0; i < shown; i++) {
+        PyObject *c = coords_tuple(w->coords + i * w->k, w->k);
+        PyObject *r = c ? PyObject_Repr(c) : NULL;
+        Py_XDECREF(c);
+        if (!r || PyList_Append(list, r) < 0) {
+            Py_XDECREF(r);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    PyObject *sep = PyUnicode_FromString(", ");
+    PyObject *windows = sep ? PyUnicode_Join(sep, list) : NULL;
+    Py_XDECREF(sep);
+    Py_DECREF(list);
+    if (!windows)
+        return NULL;
+    PyObject *res;
+    if (w->n == 0)
+        res = PyUnicode_FromFormat("infinite tensor %R", u->id);
+    else if (w->n <= WHERE_SHOWN)
+        res = PyUnicode_FromFormat("infinite tensor %R, window%s %U", u->id, w->n == 1 ? "" : "s", windows);
+    else
+        res = PyUnicode_FromFormat("infinite tensor %R, windows %U and %lld more", u->id, windows,
+                                   (long long)(w->n - shown));
+    Py_DECREF(windows);
+    return res;
+}
+
+/* Add a PEP 678 note to the exception set now, unless it has that note
+ * already; the exception keeps its class and traceback.  Nothing before
+ * Python 3.11, or if the note cannot be made. */
+static void add_note(PyObject *note)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (ev && tb)
+        PyException_SetTraceback(ev, tb);
+    PyObject *notes = ev ? PyObject_GetAttrString(ev, "__notes__") : NULL;
+    int have = notes && PyList_Check(notes) ? PySequence_Contains(notes, note) : 0;
+    Py_XDECREF(notes);
+    PyErr_Clear();
+    if (ev && have == 0) {
+        PyObject *r = PyObject_CallMethod(ev, "add_note", "O", note);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    PyErr_Restore(et, ev, tb);
+#else
+    (void)note;
+#endif
+}
+
+/* The exception set now came from calling `what` (f or blend): note where.
+ * Returns -1. */
+static int note_where(const tensor_user *u, const where *w, const char *what)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *text = where_text(u, w);
+    PyObject *note = text ? PyUnicode_FromFormat("raised in %s of %U", what, text) : NULL;
+    Py_XDECREF(text);
+    PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+    if (note)
+        add_note(note);
+    Py_XDECREF(note);
+    return -1;
+}
+
+/* An output of f (or blend) was refused: our own checks' errors (the
+ * mismatch classes, TypeError) get where in their message; anything else
+ * (torch's, say) a note.  Returns -1. */
+static int refuse_where(const tensor_user *u, const where *w, const char *what)
+{
+    module_state *st = u->st;
+    PyObject *cls[] = {st->ShapeMismatchError, st->DtypeMismatchError, st->DeviceMismatchError, PyExc_TypeError};
+    int ours = 0;
+    for (size_t i = 0; i < sizeof cls / sizeof cls[0] && !ours; i++)
+        ours = PyErr_ExceptionMatches(cls[i]);
+    if (!ours) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyObject *text = where_text(u, w);
+        PyObject *note = text ? PyUnicode_FromFormat("raised reading the output of %s of %U", what, text) : NULL;
+        Py_XDECREF(text);
+        PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        if (note)
+            add_note(note);
+        Py_XDECREF(note);
+        return -1;
+    }
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    PyObject *msg = ev ? PyObject_Str(ev) : NULL;
+    PyObject *text = msg ? where_text(u, w) : NULL;
+    if (text) {
+        PyErr_Format(et, "%U (%U)", msg, text);
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+    } else {
+        PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+    }
+    Py_XDECREF(msg);
+    Py_XDECREF(text);
+    return -1;
 }
 
 /* ---- checking and importing outputs -------------------------------------- */
@@ -92,14 +240,20 @@ static PyObject *shape_tuple(const it_view *v)
     return t;
 }
 
-/* f returned a tensor DLPack cannot carry (a meta or sparse tensor, say):
- * report the mismatch the 0.3 checks would report, in their order (shape,
- * device, dtype), or else the export error itself.  Returns -1. */
-/* A tensor DLPack cannot export because it is not dense (sparse, mkldnn...):
- * 1 with a TypeError naming `who` set, 0 if its layout is strided, -1 with an
- * exception if the layout cannot be read. */
+/* A tensor DLPack cannot export because it is not dense (nested, sparse,
+ * mkldnn...): 1 with a TypeError naming `who` set, 0 if it is a plain strided
+ * tensor, -1 with an exception if its layout cannot be read. */
 static int layout_error(PyObject *out, const char *who)
 {
+    PyObject *nested = PyObject_GetAttrString(out, "is_nested");
+    int is_nested = nested ? PyObject_IsTrue(nested) : -1;
+    Py_XDECREF(nested);
+    if (is_nested < 0)
+        return -1;
+    if (is_nested) {
+        PyErr_Format(PyExc_TypeError, "%s must return a dense (strided) torch.Tensor, got a nested tensor", who);
+        return 1;
+    }
     PyObject *layout = PyObject_GetAttrString(out, "layout");
     if (!layout)
         return -1;
@@ -112,6 +266,9 @@ static int layout_error(PyObject *out, const char *who)
     return strided < 0 ? -1 : !strided;
 }
 
+/* f returned a tensor DLPack cannot carry (a meta, sparse or nested tensor,
+ * say): report the mismatch the 0.3 checks would report, in their order
+ * (shape, device, dtype), or else the export error itself.  Returns -1. */
 static int explain_unexportable(tensor_user *u, PyObject *out)
 {
     module_state *st = u->st;
@@ -125,9 +282,12 @@ static int explain_unexportable(tensor_user *u, PyObject *out)
     int dev_eq = dev ? PyObject_RichCompareBool(dev, u->device, Py_EQ) : -1;
     int dt_eq = dt ? PyObject_RichCompareBool(dt, u->dtype, Py_EQ) : -1;
     if (shape_eq < 0 || dev_eq < 0 || dt_eq < 0) {
-        PyErr_Clear();
-        PyErr_Restore(et, ev, tb);
-        et = ev = tb = NULL;
+        PyErr_Clear(); /* a nested tensor has no shape to read */
+        if (layout_error(out, "f") != 1) {
+            PyErr_Clear();
+            PyErr_Restore(et, ev, tb);
+            et = ev = tb = NULL;
+        }
     } else if (!shape_eq) {
         PyErr_Format(st->ShapeMismatchError,
                      "Function output shape %R does not match expected window shape %R", actual, u->size);
@@ -188,22 +348,35 @@ static int check_view(tensor_user *u, PyObject *out, const it_view *v)
     return 0;
 }
 
-/* Import one output of f and check it; -1 with an exception. */
-static int take_output(tensor_user *u, PyObject *out, PyObject *ctx, it_view *v, dl_hold *hold)
+/* Import one output of f (for the window w) and check it; -1 with an
+ * exception that names w. */
+static int take_output(tensor_user *u, PyObject *out, const where *w, it_view *v, dl_hold *hold)
 {
     module_state *st = u->st;
     if (!PyObject_TypeCheck(out, (PyTypeObject *)st->torch_tensor)) {
-        PyErr_Format(PyExc_TypeError, "f must return a torch.Tensor for window %R, got %.100s",
-                     ctx, Py_TYPE(out)->tp_name);
-        return -1;
+        PyErr_Format(PyExc_TypeError, "f must return a torch.Tensor, got %.100s", Py_TYPE(out)->tp_name);
+        return refuse_where(u, w, "f");
     }
-    if (import_tensor(st, out, v, hold) < 0)
-        return explain_unexportable(u, out);
+    if (import_tensor(st, out, v, hold) < 0) {
+        explain_unexportable(u, out);
+        return refuse_where(u, w, "f");
+    }
     if (check_view(u, out, v) < 0) {
         release_hold(hold);
-        return -1;
+        return refuse_where(u, w, "f");
     }
     return 0;
+}
+
+/* The i-th window of a batch (i < 0: all of them). */
+static where batch_where(const it_batch *b, int64_t i)
+{
+    where w = {b->coords, b->n, b->ncoords};
+    if (i >= 0) {
+        w.coords = b->coords + i * b->ncoords;
+        w.n = 1;
+    }
+    return w;
 }
 
 typedef struct outputs {
@@ -235,6 +408,10 @@ static int take_stacked(tensor_user *u, it_batch *b, PyObject *result, outputs *
         memmove(v->strides, whole.strides + 1, sizeof(int64_t) * (size_t)v->ndim);
     }
     *rc = check_view(u, result, &b->out[0]); /* the views share shape, device and dtype */
+    if (*rc < 0) {
+        where w = batch_where(b, -1);
+        refuse_where(u, &w, "f");
+    }
     return 1;
 }
 
@@ -296,9 +473,10 @@ static PyObject *export_arg(module_state *st, it_batch *b, int a, int64_t i)
 
 
 /* Check a batched result and import its outputs; -1 with an exception. */
-static int take_batch(tensor_user *u, it_batch *b, PyObject *result, PyObject *ctxs, outputs *outs)
+static int take_batch(tensor_user *u, it_batch *b, PyObject *result, outputs *outs)
 {
     module_state *st = u->st;
+    where all = batch_where(b, -1);
     if (PyObject_TypeCheck(result, (PyTypeObject *)st->torch_tensor)) {
         /* one tensor stacked along a new first dim */
         int rc;
@@ -306,20 +484,21 @@ static int take_batch(tensor_user *u, it_batch *b, PyObject *result, PyObject *c
             return rc;
         Py_ssize_t m = PyObject_Length(result);
         if (m < 0)
-            return -1;
+            return refuse_where(u, &all, "f");
         if (m != b->n) {
             PyErr_Format(st->ShapeMismatchError,
                          "Batched f returned a tensor with %zd entries along dim 0 for a batch of "
                          "%lld windows", m, (long long)b->n);
-            return -1;
+            return refuse_where(u, &all, "f");
         }
         for (int64_t i = 0; i < b->n; i++) {
             PyObject *idx = PyLong_FromLongLong(i);
             PyObject *item = idx ? PyObject_GetItem(result, idx) : NULL;
             Py_XDECREF(idx);
             if (!item)
-                return -1;
-            int r = take_output(u, item, PyList_GET_ITEM(ctxs, i), &b->out[i], &outs->holds[i]);
+                return refuse_where(u, &all, "f");
+            where one = batch_where(b, i);
+            int r = take_output(u, item, &one, &b->out[i], &outs->holds[i]);
             Py_DECREF(item);
             if (r < 0)
                 return -1;
@@ -329,21 +508,21 @@ static int take_batch(tensor_user *u, it_batch *b, PyObject *result, PyObject *c
     if (!PyList_Check(result) && !PyTuple_Check(result)) {
         PyErr_Format(PyExc_TypeError, "batched f must return a list of tensors, got %.100s",
                      Py_TYPE(result)->tp_name);
-        return -1;
+        return refuse_where(u, &all, "f");
     }
     PyObject *seq = PySequence_Fast(result, "batched f must return a list of tensors");
     if (!seq)
-        return -1;
+        return refuse_where(u, &all, "f");
     Py_ssize_t m = PySequence_Fast_GET_SIZE(seq);
     if (m != b->n) {
         PyErr_Format(st->ShapeMismatchError,
                      "Batched f returned %zd outputs for a batch of %lld windows", m, (long long)b->n);
         Py_DECREF(seq);
-        return -1;
+        return refuse_where(u, &all, "f");
     }
     for (int64_t i = 0; i < b->n; i++) {
-        if (take_output(u, PySequence_Fast_GET_ITEM(seq, i), PyList_GET_ITEM(ctxs, i), &b->out[i],
-                        &outs->holds[i]) < 0) {
+        where one = batch_where(b, i);
+        if (take_output(u, PySequence_Fast_GET_ITEM(seq, i), &one, &b->out[i], &outs->holds[i]) < 0) {
             Py_DECREF(seq);
             return -1;
         }
@@ -416,12 +595,17 @@ static int compute_batch(tensor_user *u, PyObject *f, it_batch *b)
         }
     }
     result = PyObject_Vectorcall(f, argv, (size_t)(1 + nargs), NULL);
-    if (!result)
+    if (!result) {
+        where all = batch_where(b, -1);
+        note_where(u, &all, "f");
         goto done;
-    if (u->batched)
-        ok = take_batch(u, b, result, argv[0], outs) == 0;
-    else
-        ok = take_output(u, result, argv[0], &b->out[0], &outs->holds[0]) == 0;
+    }
+    if (u->batched) {
+        ok = take_batch(u, b, result, outs) == 0;
+    } else {
+        where one = batch_where(b, 0);
+        ok = take_output(u, result, &one, &b->out[0], &outs->holds[0]) == 0;
+    }
 done:
     Py_XDECREF(result);
     if (!u->batched && argv[0] && Py_REFCNT(argv[0]) == 1 && !u->spare) {
@@ -480,11 +664,16 @@ static int blend_pair(tensor_user *u, PyObject *blend, it_buffer **existing, it_
     PyObject *r = (a && b) ? PyObject_CallFunctionObjArgs(blend, a, b, NULL) : NULL;
     Py_XDECREF(a);
     Py_XDECREF(b);
-    if (!r)
+    where w = {NULL, 0, 0}; /* the core does not say which windows meet here */
+    if (!r) {
+        if (a && b)
+            note_where(u, &w, "blend");
         return IT_ECALLBACK;
+    }
     if (!PyObject_TypeCheck(r, (PyTypeObject *)st->torch_tensor)) {
         PyErr_Format(PyExc_TypeError, "blend must return a torch.Tensor, got %.100s", Py_TYPE(r)->tp_name);
         Py_DECREF(r);
+        refuse_where(u, &w, "blend");
         return IT_ECALLBACK;
     }
     dl_hold *hold = PyMem_Calloc(1, sizeof *hold);
@@ -499,11 +688,16 @@ static int blend_pair(tensor_user *u, PyObject *blend, it_buffer **existing, it_
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
         PyObject *dev = PyObject_GetAttrString(r, "device");
-        int dev_eq = dev ? PyObject_RichCompareBool(dev, u->device, Py_EQ) : -1;
+        PyObject *dt = dev ? PyObject_GetAttrString(r, "dtype") : NULL;
+        int dev_eq = dt ? PyObject_RichCompareBool(dev, u->device, Py_EQ) : -1;
+        int dt_eq = dev_eq == 1 ? PyObject_RichCompareBool(dt, u->dtype, Py_EQ) : -1;
         if (dev_eq == 0)
             PyErr_Format(st->DeviceMismatchError, "blend returned a tensor on device %S, tensor "
                          "declared device %S.", dev, u->device);
-        if (dev_eq < 0 || (dev_eq == 1 && layout_error(r, "blend") <= 0)) {
+        else if (dt_eq == 0)
+            PyErr_Format(st->DtypeMismatchError, "blend returned dtype %S, tensor declared dtype %S.",
+                         dt, u->dtype);
+        if (dev_eq < 0 || (dev_eq == 1 && (dt_eq < 0 || (dt_eq == 1 && layout_error(r, "blend") <= 0)))) {
             PyErr_Clear();
             PyErr_Restore(et, ev, tb);
         } else {
@@ -512,6 +706,7 @@ static int blend_pair(tensor_user *u, PyObject *blend, it_buffer **existing, it_
             Py_XDECREF(tb);
         }
         Py_XDECREF(dev);
+        Py_XDECREF(dt);
     } else {
         int bad = result->ndim != ndim;
         for (int d = 0; !bad && d < ndim; d++)
@@ -547,6 +742,7 @@ static int blend_pair(tensor_user *u, PyObject *blend, it_buffer **existing, it_
     Py_DECREF(r);
     if (rc < 0) {
         PyMem_Free(hold);
+        refuse_where(u, &w, "blend");
         return IT_ECALLBACK;
     }
     *owner = hold;
@@ -656,18 +852,18 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"cache", "shape", "dtype", "window", "args", "arg_windows", "batch_size",
                              "combine", "fill", "f", "blend", "device", "dtype_obj", "device_code",
-                             "tile_shape", NULL};
+                             "tile_shape", "tensor_id", NULL};
     module_state *st = state_of_type(tp);
     PyObject *cache, *shape, *window, *targs, *twins, *fill, *f, *blend, *device, *dtype_obj;
-    PyObject *tile_shape = Py_None, *device_code;
+    PyObject *tile_shape = Py_None, *device_code, *tensor_id = Py_None;
     int dtype, combine;
     long long batch;
     if (state_ready(st) < 0)
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OiOO!O!LiOOOOOO|O", kwlist, st->Cache_type, &cache,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OiOO!O!LiOOOOOO|OO", kwlist, st->Cache_type, &cache,
                                      &shape, &dtype, &window, &PyTuple_Type, &targs, &PyTuple_Type,
                                      &twins, &batch, &combine, &fill, &f, &blend, &device, &dtype_obj,
-                                     &device_code, &tile_shape))
+                                     &device_code, &tile_shape, &tensor_id))
         return NULL;
     it_tensor_spec spec;
     memset(&spec, 0, sizeof spec);
@@ -729,7 +925,7 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
         return NULL;
     for (int d = 0; d < nd; d++)
         PyTuple_SET_ITEM(size, d, PyLong_FromLongLong(spec.window.size[d]));
-    tensor_user *u = user_new(st, f, blend, device, dtype_obj, size, batch > 0);
+    tensor_user *u = user_new(st, f, blend, device, dtype_obj, size, tensor_id, batch > 0);
     Py_DECREF(size);
     if (!u)
         return NULL;
@@ -896,10 +1092,10 @@ static PyObject *Tensor_contribute(TensorObject *self, PyObject *const *args, Py
     if (coords_arg(self, args[0], coords) < 0)
         return NULL;
     tensor_user *u = it_tensor_get_user(self->t);
-    PyObject *ctx = args[0];
+    where w = {coords, 1, it_tensor_get_spec(self->t)->ndim};
     it_view v;
     dl_hold hold;
-    if (take_output(u, args[1], ctx, &v, &hold) < 0)
+    if (take_output(u, args[1], &w, &v, &hold) < 0)
         return NULL;
     int rc = it_tensor_contribute(self->t, coords, &v);
     release_hold(&hold);
@@ -991,7 +1187,7 @@ static PyObject *Tensor_set_callbacks(TensorObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "a custom-blend node needs a blend");
         return NULL;
     }
-    tensor_user *u = user_new(st, f, blend, old->device, old->dtype, old->size, batch > 0);
+    tensor_user *u = user_new(st, f, blend, old->device, old->dtype, old->size, old->id, batch > 0);
     if (!u)
         return NULL;
     u->t = self->t;
