@@ -147,7 +147,7 @@ class InfiniteTensor:
             if d is not None and (not _is_int(d) or d <= 0):
                 raise ValidationError(f"Dimension {i} must be None or positive integer, got {d!r}")
             if d is not None and d >= 2**63:  # the core checks the real limit; it takes int64s
-                raise ValidationError(f"dim {i} must be infinite or in [1, 2**48], got {d}")
+                raise ValidationError(f"dim {i} must be infinite or in [1, 2**{_core.PARAM_LIMIT_LOG2}], got {d}")
         if not callable(f):
             raise ValidationError(f"Function must be callable, got {type(f).__name__}")
         if blend is not None and not callable(blend):
@@ -156,8 +156,8 @@ class InfiniteTensor:
             raise ValidationError(f"blend_init must be int, float, or None, got {type(blend_init).__name__}")
         args = list(args) if args is not None else []
         args_windows = list(args_windows) if args_windows is not None else []
-        if len(args) > 63:
-            raise ValidationError(f"a tensor takes at most 63 args, got {len(args)}")
+        if len(args) > _core.MAX_ARGS:
+            raise ValidationError(f"a tensor takes at most {_core.MAX_ARGS} args, got {len(args)}")
         if len(args_windows) != len(args) and (args_windows or args):
             raise ValidationError(f"args_windows length {len(args_windows)} must match args length {len(args)}")
         if tile_store is None:

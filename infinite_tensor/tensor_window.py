@@ -82,7 +82,8 @@ class TensorWindow:
         for name in ("size", "stride", "offset"):
             for d, v in enumerate(getattr(self, name)):
                 if not -_INT64 <= v < _INT64:  # the core checks the real limits; it takes int64s
-                    raise ValidationError(f"window {name}[{d}] must be within +-2**48, got {v}")
+                    raise ValidationError(f"window {name}[{d}] must be within +-2**{_core.PARAM_LIMIT_LOG2}, "
+                                          f"got {v}")
         for d, m in enumerate(self._map()):
             if m >= _core.MAX_DIMS:
                 raise ValidationError(f"dimension_map[{d}] = {m} is not a valid window coordinate (a window "
@@ -111,7 +112,7 @@ class TensorWindow:
             raise ValidationError(f"expected {n} slices, got {len(starts)}")
         for d, (a, b) in enumerate(zip(starts, stops)):
             if any(isinstance(v, int) and not -_INT64 <= v < _INT64 for v in (a, b)):  # past int64
-                raise IndexError(f"region [{a}, {b}) on dim {d} is beyond +-2**62")
+                raise IndexError(f"region [{a}, {b}) on dim {d} is beyond +-2**{_core.COORD_LIMIT_LOG2}")
         dom = _core.window_domain(*self._core_tuple(), n, shape, starts, stops)
         if dom is None:
             return

@@ -40,8 +40,10 @@ extern "C" {
 #endif
 
 #define IT_MAX_DIMS 16
-#define IT_COORD_LIMIT (((int64_t)1) << 62)
-#define IT_PARAM_LIMIT (((int64_t)1) << 48)
+#define IT_COORD_LIMIT_LOG2 62
+#define IT_PARAM_LIMIT_LOG2 48
+#define IT_COORD_LIMIT (((int64_t)1) << IT_COORD_LIMIT_LOG2)
+#define IT_PARAM_LIMIT (((int64_t)1) << IT_PARAM_LIMIT_LOG2)
 #define IT_DIM_INFINITE (-1) /* a shape entry for an unbounded dim */
 #define IT_MAP_FIXED (-1)    /* a dimension_map entry of None */
 

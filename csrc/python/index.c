@@ -23,7 +23,8 @@ static int as_coord(PyObject *o, int64_t *out, const char *what)
     if (v == -1 && PyErr_Occurred())
         return -1;
     if (overflow || v < -IT_COORD_LIMIT || v > IT_COORD_LIMIT) {
-        PyErr_Format(PyExc_IndexError, "%s %R is outside the supported range +-2**62", what, o);
+        PyErr_Format(PyExc_IndexError, "%s %R is outside the supported range +-2**%d", what, o,
+                     IT_COORD_LIMIT_LOG2);
         return -1;
     }
     *out = (int64_t)v;

@@ -480,6 +480,9 @@ static int module_exec(PyObject *module)
         return -1;
     if (PyModule_AddIntConstant(module, "DLPACK_MAJOR", IT_DLPACK_MAJOR) < 0 ||
         PyModule_AddIntConstant(module, "MAX_DIMS", IT_MAX_DIMS) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_ARGS", IT_MAX_ARGS) < 0 ||
+        PyModule_AddIntConstant(module, "PARAM_LIMIT_LOG2", IT_PARAM_LIMIT_LOG2) < 0 ||
+        PyModule_AddIntConstant(module, "COORD_LIMIT_LOG2", IT_COORD_LIMIT_LOG2) < 0 ||
         PyModule_AddIntConstant(module, "COMBINE_SUM", IT_COMBINE_SUM) < 0 ||
         PyModule_AddIntConstant(module, "COMBINE_MAX", IT_COMBINE_MAX) < 0 ||
         PyModule_AddIntConstant(module, "COMBINE_MIN", IT_COMBINE_MIN) < 0 ||
