@@ -23,6 +23,8 @@ DEB_PKGS := libhdf5-dev libcmocka-dev pkg-config valgrind
 BUILD := build
 CC ?= cc
 CFLAGS_CORE := -std=c11 -O3 -g -Wall -Wextra -Werror -Wno-unused-parameter -Icsrc/include
+# valgrind and the fuzz-corpus replays: the flags run.sh documents, and -Werror
+CFLAGS_O1 := -std=c11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter -Icsrc/include
 # HDF5 flags are looked up when a recipe runs (pkg-config may arrive with sysdeps)
 H5_CFLAGS = $(shell pkg-config --cflags hdf5)
 H5_LIBS = $(shell pkg-config --libs hdf5)
@@ -34,6 +36,10 @@ CTEST_SRC := $(wildcard csrc/tests/test_*.c)
 CTEST_HDR := $(wildcard csrc/tests/*.h)
 CTEST_BIN := $(patsubst csrc/tests/%.c,$(BUILD)/%,$(CTEST_SRC))
 EXT_STAMP := $(BUILD)/.ext-stamp
+# the core as static libraries, one per set of flags (see core_lib below)
+CORE_LIB := $(BUILD)/libitcore.a
+CORE_LIB_O1 := $(BUILD)/o1/libitcore.a
+CORE_LIB_SAN := $(BUILD)/sanitize/fuzz-replay/libitcore.a
 
 .PHONY: demo test ctest pytest bench build sysdeps venv clean sanitize csanitize pysanitize valgrind
 
@@ -75,9 +81,29 @@ $(EXT_STAMP): $(VENV)/.deps-stamp $(CORE_SRC) $(CORE_HDR) $(BIND_SRC) setup.py s
 	$(VPY) setup.py -q build_ext --inplace
 	@touch $@
 
+# The C tests, the valgrind runs and the fuzz-corpus replays link the core
+# from a static library, compiled once per set of flags:
+# $(call core_lib,DIR,FLAGS) makes DIR/libitcore.a out of DIR/core/*.o, where
+# FLAGS names the variable holding the compiler flags.  An object is rebuilt
+# when its source or any core or public header changes; the library when an
+# object does.  (csanitize builds its own through run.sh; the extension is
+# built by setup.py; the libFuzzer harnesses compile the core themselves.)
+define core_lib
+$(1)/core/%.o: csrc/core/%.c $$(CORE_HDR) | $$(BUILD)/.sysdeps-stamp
+	@mkdir -p $$(@D)
+	$$(CC) $$($(2)) $$(H5_CFLAGS) -c $$< -o $$@
+
+$(1)/libitcore.a: $$(patsubst csrc/core/%.c,$(1)/core/%.o,$$(CORE_SRC))
+	rm -f $$@
+	$$(AR) rcs $$@ $$^
+endef
+$(eval $(call core_lib,$(BUILD),CFLAGS_CORE))
+$(eval $(call core_lib,$(BUILD)/o1,CFLAGS_O1))
+$(eval $(call core_lib,$(BUILD)/sanitize/fuzz-replay,CFLAGS_FUZZ_SAN))
+
 # a test_X_device.c includes test_X.c: any test source may be part of any binary
-$(BUILD)/test_%: csrc/tests/test_%.c $(CTEST_SRC) $(CTEST_HDR) $(CORE_SRC) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
-	$(CC) $(CFLAGS_CORE) $(H5_CFLAGS) $< $(CORE_SRC) -lcmocka $(H5_LIBS) -lm -pthread -o $@
+$(BUILD)/test_%: csrc/tests/test_%.c $(CTEST_SRC) $(CTEST_HDR) $(CORE_LIB) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
+	$(CC) $(CFLAGS_CORE) $(H5_CFLAGS) $< $(CORE_LIB) -lcmocka $(H5_LIBS) -lm -pthread -o $@
 
 ctest: $(CTEST_BIN)
 	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; ./$$t; done
@@ -122,15 +148,14 @@ pysanitize: $(ASAN_EXT_STAMP)
 	  $(addprefix tests/,$(PYSAN_TESTS)) $(addprefix --deselect ,$(PYSAN_DESELECT))
 
 # The C unit tests under valgrind memcheck, built as run.sh documents them
-# (-O1 -g, no sanitizer) into their own folder.
+# (-O1 -g, no sanitizer) into their own folder, linking $(CORE_LIB_O1).
 VG_BIN := $(patsubst csrc/tests/%.c,$(BUILD)/valgrind/%,$(CTEST_SRC))
 VALGRIND_FLAGS := --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
   --show-leak-kinds=definite,indirect --track-origins=yes --quiet
 
-$(BUILD)/valgrind/test_%: csrc/tests/test_%.c $(CTEST_SRC) $(CTEST_HDR) $(CORE_SRC) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
+$(BUILD)/valgrind/test_%: csrc/tests/test_%.c $(CTEST_SRC) $(CTEST_HDR) $(CORE_LIB_O1) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
 	@mkdir -p $(BUILD)/valgrind
-	$(CC) -std=c11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter -Icsrc/include $(H5_CFLAGS) $< $(CORE_SRC) \
-	  -lcmocka $(H5_LIBS) -lm -pthread -o $@
+	$(CC) $(CFLAGS_O1) $(H5_CFLAGS) $< $(CORE_LIB_O1) -lcmocka $(H5_LIBS) -lm -pthread -o $@
 
 # Two device copies are cut down (the host copies run whole, and `make
 # ctest` / `make sanitize` run everything):
@@ -179,6 +204,7 @@ FUZZ_OPTS := -timeout=20 -rss_limit_mb=2048 -print_final_stats=1
 FUZZ_MODE_h5file := -fork=1 -ignore_timeouts=1 -ignore_crashes=1 -ignore_ooms=0
 FUZZ_MODE_journal := -fork=1 -ignore_timeouts=1 -ignore_crashes=1 -ignore_ooms=0
 FUZZ_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+CFLAGS_FUZZ_SAN := $(FUZZ_WARN) $(FUZZ_SAN)
 
 .PHONY: fuzz fuzz-sysdeps fuzz-replay fuzz-replay-sanitize fuzz-merge fuzz-seeds
 # (the harnesses are built through pattern rules: keep them between runs)
@@ -216,13 +242,15 @@ fuzz-merge-%: $(BUILD)/fuzz/fuzz_%
 
 fuzz-merge: $(addprefix fuzz-merge-,$(FUZZ_HARNESSES))
 
-$(BUILD)/fuzz-replay/replay_%: csrc/fuzz/fuzz_%.c $(FUZZ_SRC) $(CORE_SRC) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
+# the replays link the core from a library of the same flags ($(CFLAGS_O1) is
+# $(FUZZ_WARN) -Werror)
+$(BUILD)/fuzz-replay/replay_%: csrc/fuzz/fuzz_%.c $(FUZZ_SRC) $(CORE_LIB_O1) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
 	@mkdir -p $(@D)
-	$(CC) $(FUZZ_WARN) -Werror $(H5_CFLAGS) csrc/fuzz/replay.c $< $(CORE_SRC) $(H5_LIBS) -lm -pthread -o $@
+	$(CC) $(FUZZ_WARN) -Werror $(H5_CFLAGS) csrc/fuzz/replay.c $< $(CORE_LIB_O1) $(H5_LIBS) -lm -pthread -o $@
 
-$(BUILD)/sanitize/fuzz-replay/replay_%: csrc/fuzz/fuzz_%.c $(FUZZ_SRC) $(CORE_SRC) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
+$(BUILD)/sanitize/fuzz-replay/replay_%: csrc/fuzz/fuzz_%.c $(FUZZ_SRC) $(CORE_LIB_SAN) $(CORE_HDR) | $(BUILD)/.sysdeps-stamp
 	@mkdir -p $(@D)
-	$(CC) $(FUZZ_WARN) $(FUZZ_SAN) $(H5_CFLAGS) csrc/fuzz/replay.c $< $(CORE_SRC) $(H5_LIBS) -lm -pthread -o $@
+	$(CC) $(CFLAGS_FUZZ_SAN) $(H5_CFLAGS) csrc/fuzz/replay.c $< $(CORE_LIB_SAN) $(H5_LIBS) -lm -pthread -o $@
 
 fuzz-replay: $(addprefix $(BUILD)/fuzz-replay/replay_,$(FUZZ_HARNESSES))
 	@set -e; for h in $(FUZZ_HARNESSES); do ./$(BUILD)/fuzz-replay/replay_$$h csrc/fuzz/corpus/fuzz_$$h; done

@@ -4,11 +4,12 @@
  *
  * Each attached tensor has an h5tensor: its group and dataset handles
  * (opened on first use, closed with the file), and the slot table, mapping
- * tile coordinates to rows of the three datasets, read whole from "index"
- * on first use.  A new tile takes the next row.  The datasets grow by
- * doubling (so a new tile rarely costs an H5Dset_extent) and are cut back
- * to the exact row count before every commit, so a committed file always
- * has ntiles rows everywhere.
+ * tile coordinates to rows of the four datasets (tiles, index, bits, sums;
+ * no index without infinite dims, no sums in files older than the
+ * checksums), read whole from "index" on first use.  A new tile takes the
+ * next row.  The datasets grow by doubling (so a new tile rarely costs an
+ * H5Dset_extent) and are cut back to the exact row count before every
+ * commit, so a committed file always has ntiles rows everywhere.
  */
 #define _POSIX_C_SOURCE 200809L /* kill, opendir */
 #define _DEFAULT_SOURCE         /* flock */
@@ -1076,7 +1077,8 @@ static int open_tiles(h5tensor *h, int create, int *present)
     return IT_OK;
 }
 
-/* Set the row count of the three datasets. */
+/* Set the row count of the datasets (tiles, bits, and index and sums when
+ * the tensor has them). */
 static int fit_rows(h5tensor *h, int64_t rows)
 {
     hsize_t td[IT_MAX_DIMS + 1], bd[2] = {(hsize_t)rows, (hsize_t)h->row_bytes},
@@ -1232,8 +1234,9 @@ static int h5_store(void *ctx, const it_tile_io *io)
     hid_t mt = file_type(h->dtype);
     for (int d = 0; d < h->ndim; d++)
         tail[d] = (hsize_t)h->tshape[d];
-    /* values, then bitmap, then (new tiles) the index row: nothing commits
-     * in between, and a new row only counts once its index row is there */
+    /* values and their checksum, then bitmap, then (new tiles) the index
+     * row: nothing commits in between, and a new row only counts once its
+     * index row is there */
     int bad = row_io(h->dtiles, mt, row, h->ndim + 1, tail, io->buf->data, 1) < 0;
     H5Tclose(mt);
     uint64_t sum = tile_sum(io->buf->data, io->buf->nbytes);

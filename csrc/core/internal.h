@@ -1,5 +1,6 @@
 /*
- * internal.h - structures shared by cache.c and tensor.c.  Not installed.
+ * internal.h - tiles, the cache and the owners of work, shared by cache.c,
+ * wait.c and the read engine (engine.h, which includes this).  Not installed.
  */
 #ifndef IT_INTERNAL_H
 #define IT_INTERNAL_H
@@ -9,12 +10,12 @@
 #define TILE_ORPHAN 1u /* dropped from its tensor while pinned; freed at unpin */
 #define TILE_LISTED 2u /* on its cache's LRU list */
 #define TILE_DIRTY 4u  /* changed since loaded from / written to the backend */
-#define TILE_LAZY 8u   /* only the pixels of contributed windows are written (tensor.c) */
+#define TILE_LAZY 8u   /* only the pixels of contributed windows are written (tile.c) */
 
 typedef struct it_tile it_tile;
 
 /* A window's values on its overlap with a tile, kept until the tile is
- * completed (custom blends only; see tensor.c). */
+ * completed (custom blends only; see contribute.c). */
 typedef struct it_deferred {
     struct it_deferred *next; /* lexicographic order of coords */
     it_buffer *part;
@@ -76,7 +77,7 @@ void it__lru_push(it_cache *c, it_tile *tile);
 void it__tile_pin(it_tile *tile);
 void it__tile_unpin(it_tile *tile);
 
-/* tensor.c */
+/* tile.c */
 it_cache *it__tensor_cache(const it_tensor *t);
 /* Unlink an unpinned, cached tile from its tensor and free it. */
 void it__tile_evict(it_tile *tile);

@@ -1,6 +1,6 @@
 /*
  * wait.c - waiting for work another thread is doing (see it_common.h,
- * "Threads", and the claims in tensor.c).
+ * "Threads", and the claims in plan.c).
  *
  * Every end of a piece of shared work (a batch of claimed windows, the
  * completion of a custom-blend tensor's tiles) bumps one process-wide epoch.

@@ -1,6 +1,6 @@
 /*
  * fuzz_geom.c - the window geometry (geom.c) and the read planner
- * (tensor.c) against independent 128-bit references.
+ * (plan.c) against independent 128-bit references.
  *
  * One input is a sequence of operations, each chosen by one byte:
  *   floor/ceil division, box extents and element counts, window checks,
@@ -514,7 +514,7 @@ static double ref_pixel(const ftensor *t, const int64_t *p)
 
 /*
  * The core refuses (IT_ERANGE, before any window is computed) a read whose
- * windows would reach past +-2^62 (tensor.c, "reach"), although the box
+ * windows would reach past +-2^62 (plan.c, "reach"), although the box
  * itself lies inside.  Along a dim of window size z, the windows meeting
  * [a, b) lie in [a - z + 1, b + z - 1), so a refusal is right only when that
  * span crosses the limit on some sliding dim.  (This used to be a blanket

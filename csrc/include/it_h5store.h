@@ -14,11 +14,13 @@
  *   /tensors/<name>/tiles   (ntiles, *tile_shape), the tensor's dtype
  *   /tensors/<name>/index   (ntiles, n_infinite) int64 tile coordinates
  *   /tensors/<name>/bits    (ntiles, row_bytes) uint8 contribution bitmaps
+ *   /tensors/<name>/sums    (ntiles,) uint64 checksums of the tiles' bytes
+ *                           (none in files written before the checksums)
  *
- * A tile record is written as its values, then its bitmap row (and its
- * index row when new); commits happen only between records: at
- * it_h5_flush, at close, and when the journal holds more than a threshold
- * of pending bytes.  So every committed tile has the values its bitmap
+ * A tile record is written as its values and their checksum, then its
+ * bitmap row (and its index row when new); commits happen only between
+ * records: at it_h5_flush, at close, and when the journal holds more than a
+ * threshold of pending bytes.  So every committed tile has the values its bitmap
  * says, and a crash loses only what was not committed.
  *
  * Locking: none; HDF5 is not thread-safe and the caller serialises every

@@ -14,7 +14,8 @@
  *
  * A read of a box (it_tensor_read) runs in a read context that pins every
  * tile it touches until the read ends; nested reads from callbacks get their
- * own context.  See csrc/core/tensor.c for the planner.
+ * own context.  See csrc/core/engine.h for how a read flows through the
+ * engine's files, and csrc/core/plan.c for the planner.
  *
  * Ownership: it_tensor_create returns one reference; args are referenced by
  * their downstream tensors.  The user pointer is owned by the tensor and
@@ -168,7 +169,7 @@ int it_tensor_migrate(it_tensor *t, const it_device *dev, it_dtype dt, const voi
  * window is then recomputed and added only to the tiles that lack it.
  *
  * Custom blends: parts of windows waiting for a tile's completion (see
- * tensor.c) are not stored; their windows are recomputed when needed.
+ * contribute.c) are not stored; their windows are recomputed when needed.
  */
 #define IT_BACKEND_VERSION 1
 

@@ -1,0 +1,248 @@
+/*
+ * contribute.c - adding a window's output to the tiles it touches, and the
+ * deferred parts of custom blends.
+ *
+ * A window's output is checked (device, dtype, shape) once, then, tile by
+ * tile, the part of it inside the tile is added and the window's bit set
+ * (engine.h, "Contribution records").  A tile that already has the bit is
+ * skipped.  Into a lazy tile (tile.c) a part that meets none of the tile's
+ * earlier windows is copied rather than added (while the tile has fewer
+ * than LAZY_MAX_WINDOWS).
+ *
+ * Blends.  Sum, max and min do not depend on order, so a window is added to
+ * every tile it touches, creating tiles as needed.  A custom blend is a fold
+ * whose answer depends on order; the 0.3 answer is the fold over covering
+ * windows in lexicographic order.  To give it whatever the order of reads,
+ * a custom-blend read completes every tile it touches (tile->mark, set by
+ * the planner), adding windows in lexicographic order.  A window that also
+ * touches a tile the read is not completing leaves its values for that tile
+ * on the tile's deferred list, sorted by window index; when a later read
+ * completes the tile, those parts are folded in at their place in the
+ * order, so no window is computed twice.  Custom-blend tiles are about one
+ * window wide (tensor.c picks them so), so completing them costs at most one
+ * window beyond the read's edge per side.
+ */
+#include "engine.h"
+
+#include <string.h>
+
+/* 1 if a window's part [a, a + shape) (absolute; ts: the tile's origin) can
+ * be copied into a lazy tile, which it then keeps lazy; otherwise the tile's
+ * values are made valid first and the window must be added. */
+static int lazy_takes(const it_tensor *t, it_tile *tile, const int64_t *ts, const int64_t *a,
+                      const int64_t *shape)
+{
+    if (!(tile->flags & TILE_LAZY))
+        return 0;
+    int64_t lo[LAZY_MAX_WINDOWS * IT_MAX_DIMS], hi[LAZY_MAX_WINDOWS * IT_MAX_DIMS];
+    int nb = tile->ncontrib < LAZY_MAX_WINDOWS ? it__lazy_boxes(t, tile, lo, hi) : -1;
+    for (int k = 0; k < nb; k++) {
+        int meet = 1;
+        for (int d = 0; d < t->ndim && meet; d++) {
+            int64_t x0 = a[d] - ts[d], x1 = x0 + shape[d];
+            meet = IT_MAX(x0, lo[k * t->ndim + d]) < IT_MIN(x1, hi[k * t->ndim + d]);
+        }
+        if (meet)
+            nb = -1;
+    }
+    if (nb < 0) {
+        it__tile_values(t, tile);
+        return 0;
+    }
+    return 1;
+}
+
+static int check_output(const it_tensor *t, const it_view *v)
+{
+    if (v->device_type != t->dev.type || v->device_id != t->dev.id)
+        return it_error_set(IT_EDEVICE, "window output is on device %d:%d, expected %d:%d",
+                            v->device_type, v->device_id, t->dev.type, t->dev.id);
+    if (v->dtype != t->spec.dtype)
+        return it_error_set(IT_EDTYPE, "window output has dtype %s, expected %s",
+                            it_dtype_name(v->dtype), it_dtype_name(t->spec.dtype));
+    if (v->ndim != t->ndim)
+        return it_error_set(IT_ESHAPE, "window output has %d dims, expected %d", v->ndim, t->ndim);
+    for (int d = 0; d < t->ndim; d++)
+        if (v->shape[d] != t->spec.window.size[d])
+            return it_error_set(IT_ESHAPE, "window output has extent %lld on dim %d, expected %lld",
+                                (long long)v->shape[d], d, (long long)t->spec.window.size[d]);
+    return IT_OK;
+}
+
+static int blend_custom(it_tensor *t, void *dst, const int64_t *shape,
+                        const void *src, const int64_t *src_strides)
+{
+    it_buffer *existing = NULL, *incoming = NULL;
+    it_view result;
+    void *owner = NULL;
+    int rc;
+    if ((rc = it_buffer_create_on(&t->dev, t->spec.dtype, t->ndim, shape, &existing)) ||
+        (rc = it_buffer_create_on(&t->dev, t->spec.dtype, t->ndim, shape, &incoming)) ||
+        (rc = it__dev_apply(t, IT_COMBINE_COPY, shape, existing->data, existing->strides, dst, t->tstrides)) ||
+        (rc = it__dev_apply(t, IT_COMBINE_COPY, shape, incoming->data, incoming->strides, src, src_strides)))
+        goto fail;
+    if ((rc = t->ops.blend(t->user, &existing, &incoming, &result, &owner)))
+        goto fail;
+    rc = IT_OK;
+    if (result.dtype != t->spec.dtype || result.ndim != t->ndim ||
+        result.device_type != t->dev.type || result.device_id != t->dev.id)
+        rc = it_error_set(IT_ESHAPE, "blend returned a result of the wrong dtype, rank or device");
+    for (int d = 0; rc == IT_OK && d < t->ndim; d++)
+        if (result.shape[d] != shape[d])
+            rc = it_error_set(IT_ESHAPE, "blend returned a result of the wrong shape");
+    if (rc == IT_OK)
+        rc = it__dev_apply(t, IT_COMBINE_COPY, shape, dst, t->tstrides, result.data, result.strides);
+    t->ops.release_view(t->user, owner);
+fail:
+    it_buffer_free(existing);
+    it_buffer_free(incoming);
+    return rc;
+}
+
+/* Change a cached tile's byte count by delta (deferred parts come and go). */
+static void tile_extra(it_tensor *t, it_tile *tile, int64_t delta)
+{
+    tile->extra_bytes += delta;
+    if (!(tile->flags & TILE_ORPHAN)) {
+        t->bytes += delta;
+        *it__cache_counter(t->cache, tile) += delta;
+    }
+}
+
+int it__deferred_has(const it_tensor *t, const it_tile *tile, const int64_t *w)
+{
+    for (const it_deferred *d = tile->deferred; d; d = d->next)
+        if (memcmp(d->coords, w, sizeof(int64_t) * (size_t)t->ncoords) == 0)
+            return 1;
+    return 0;
+}
+
+/* Keep window w's values on [a, b) (absolute pixels) for tile. */
+static int defer_part(it_tensor *t, it_tile *tile, const int64_t *w, const int64_t *ts,
+                      const int64_t *shape, const int64_t *a, const char *src, const int64_t *src_strides)
+{
+    size_t K = (size_t)t->ncoords, nd = (size_t)t->ndim;
+    it_deferred *d = it_malloc(sizeof *d + sizeof(int64_t) * (K + nd));
+    int rc;
+    if (!d)
+        return it_error_set(IT_ENOMEM, "out of memory keeping a window for later");
+    if ((rc = it_buffer_create_on(&t->dev, t->spec.dtype, t->ndim, shape, &d->part)) ||
+        (rc = it__dev_apply(t, IT_COMBINE_COPY, shape, d->part->data, d->part->strides, src, src_strides))) {
+        it_buffer_free(d->part);
+        it_free(d);
+        return rc;
+    }
+    memcpy(d->coords, w, sizeof(int64_t) * K);
+    d->start = d->coords + K;
+    for (size_t i = 0; i < nd; i++)
+        d->start[i] = a[i] - ts[i];
+    it_deferred **pp = &tile->deferred;
+    while (*pp && it__lex_less((*pp)->coords, w, t->ncoords))
+        pp = &(*pp)->next;
+    d->next = *pp;
+    *pp = d;
+    tile_extra(t, tile, (int64_t)d->part->capacity);
+    t->mutations++;
+    return IT_OK;
+}
+
+/* Fold the tile's deferred parts whose window comes before `before` (all of
+ * them when before is NULL) into the tile, in order. */
+int it__flush_deferred(it_tensor *t, it_tile *tile, const int64_t *before)
+{
+    while (tile->deferred && (!before || it__lex_less(tile->deferred->coords, before, t->ncoords))) {
+        /* unlinked before the blend callback: nothing refers to it then */
+        it_deferred *d = tile->deferred;
+        tile->deferred = d->next;
+        tile_extra(t, tile, -(int64_t)d->part->capacity);
+        t->mutations++;
+        int64_t bit = it__bit_index(t, tile, d->coords);
+        int rc = IT_OK;
+        if (bit >= 0 && !it__has_bit(tile, bit)) {
+            char *dst = tile->buf->data;
+            for (int i = 0; i < t->ndim; i++)
+                dst += d->start[i] * t->tstrides[i];
+            /* on failure the window is simply missing again: recomputed later */
+            if ((rc = blend_custom(t, dst, d->part->shape, d->part->data, d->part->strides)) == IT_OK) {
+                tile->bits[bit >> 6] |= (uint64_t)1 << (bit & 63);
+                tile->ncontrib++;
+                it__mark_dirty(t, tile);
+            }
+        }
+        it__deferred_free(d);
+        if (rc)
+            return rc;
+    }
+    return IT_OK;
+}
+
+/*
+ * Add window w (output v) to the tiles it touches that lack it.  With
+ * only_marked, only tiles this context is completing receive it (custom
+ * blends); otherwise missing tiles are created.
+ */
+int it__contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_view *v, int only_marked)
+{
+    int64_t ws[IT_MAX_DIMS], we[IT_MAX_DIMS];
+    int rc;
+    if ((rc = check_output(t, v)) || (rc = it_window_bounds(&t->spec.window, w, ws, we)))
+        return rc;
+    tile_walk tw;
+    it__tiles_first(&tw, t, ws, we);
+    const int64_t *tc = tw.tc;
+    do {
+        it_tile *tile;
+        int completing = 0;
+        if ((rc = it__get_tile(ctx, t, tc, 1, &tile)))
+            return rc;
+        if (only_marked && tile->mark != 0 && tile->mark != ctx->serial)
+            return it_error_set(IT_ESTATE, BUSY_MSG);
+        if (only_marked && tile->mark == ctx->serial) {
+            completing = 1;
+            /* parts of earlier windows go first; a part of w itself is
+             * superseded by the output in hand */
+            if ((rc = it__flush_deferred(t, tile, w)))
+                return rc;
+            if (tile->deferred && !it__lex_less(w, tile->deferred->coords, t->ncoords)) {
+                it_deferred *d = tile->deferred;
+                tile->deferred = d->next;
+                tile_extra(t, tile, -(int64_t)d->part->capacity);
+                it__deferred_free(d);
+            }
+        }
+        int64_t bit = it__bit_index(t, tile, w);
+        if (bit < 0)
+            return it_error_set(IT_ESTATE, "internal error: window outside its tile's domain");
+        if (it__has_bit(tile, bit))
+            continue;
+        int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS], shape[IT_MAX_DIMS], a[IT_MAX_DIMS];
+        char *dst = tile->buf->data;
+        const char *src = v->data;
+        it__tile_box(t, tc, ts, te);
+        for (int d = 0; d < t->ndim; d++) {
+            a[d] = IT_MAX(ws[d], ts[d]);
+            shape[d] = IT_MIN(we[d], te[d]) - a[d];
+            dst += (a[d] - ts[d]) * t->tstrides[d];
+            src += (a[d] - ws[d]) * v->strides[d];
+        }
+        if (only_marked && !completing) {
+            if (!it__deferred_has(t, tile, w) &&
+                (rc = defer_part(t, tile, w, ts, shape, a, src, v->strides)))
+                return rc;
+            continue;
+        }
+        if (t->spec.combine == IT_COMBINE_CUSTOM)
+            rc = blend_custom(t, dst, shape, src, v->strides);
+        else if (lazy_takes(t, tile, ts, a, shape))
+            it_copy_nd(t->elsize, t->ndim, shape, dst, t->tstrides, src, v->strides);
+        else
+            rc = it__dev_apply(t, t->spec.combine, shape, dst, t->tstrides, src, v->strides);
+        if (rc)
+            return rc;
+        tile->bits[bit >> 6] |= (uint64_t)1 << (bit & 63);
+        tile->ncontrib++;
+        t->mutations++;
+        it__mark_dirty(t, tile);
+    } while (it__tiles_next(&tw));
+    return IT_OK;
+}

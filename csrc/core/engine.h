@@ -1,0 +1,264 @@
+/*
+ * engine.h - the read engine's private header: the tensor node, read
+ * contexts, window sets, tile walks and the regions of a box, and the
+ * functions that one engine file calls in another.  Not installed; included
+ * by the engine files only.  This essay is the engine as a whole; each file
+ * opens with the details of its part.
+ *
+ * Layout.  A tile covers the whole extent of every finite dim and
+ * tile_shape[d] pixels of every infinite dim, stored C-contiguous in the
+ * tensor's dim order.  Tiles live in a per-tensor hash table keyed by their
+ * coordinates along the infinite dims (a tensor without infinite dims has one
+ * tile, keyed by the empty tuple).
+ *
+ * Contribution records.  The windows that can touch a tile form a product
+ * of ranges (its "domain", it_geom.h); a bitmap over that product records
+ * which have been added.  Adding a window to a tile is one kernel call plus
+ * setting its bit, with no callback in between, so a tile never holds half a
+ * window, and a window whose bit is set is never added again: not after an
+ * eviction (the tile is gone with its bitmap), not when two reads race to
+ * compute the same window, not after a failure in the middle of a batch.
+ *
+ * Reading a box.  it_tensor_read (tensor.c) opens a read context (a serial
+ * number and the list of tiles it pinned; tile.c), then:
+ *   1. plan (plan.c): walk the tiles meeting the box; skip complete ones
+ *      (every window of the domain present); for the others collect the
+ *      windows that meet the box there and are missing from the tile, into
+ *      a set (winset.c);
+ *   2. order the pending windows lexicographically; ensure, recursively and
+ *      in the same context, every upstream region they need, so each
+ *      upstream window is computed at most once per read (its tiles stay
+ *      pinned until the read ends);
+ *   3. compute in batches (plan.c): assemble each batch's argument regions
+ *      into fresh buffers (assemble.c), call ops->compute, add each output
+ *      to the tiles it touches (contribute.c);
+ *   4. assemble the box from the tiles into a new buffer (assemble.c).
+ * Blends (and why a custom blend completes tiles in window order) are
+ * explained in contribute.c, lazy tiles in tile.c, re-entrancy and the
+ * claims of threads computing the same windows in plan.c.
+ *
+ * Files.  Each calls only the engine files listed below it:
+ *   tensor.c      the public it_tensor_* API (it_tensor.h)
+ *   plan.c        the planner, claims and waits between threads, the reach
+ *                 check made before any f runs
+ *   assemble.c    the regions of a box; copying them out of the tiles
+ *   contribute.c  adding a window's output to tiles; the deferred parts of
+ *                 custom blends
+ *   tile.c        the tile table; creating, loading, writing back, evicting
+ *                 and freeing tiles; lazy values; read contexts and pins
+ *   winset.c      window sets; walking the tiles of a region
+ * cache.c (budgets and the LRU list; internal.h) sits beside tile.c: tile.c
+ * pins, unpins and counts tiles through it, and a trim evicts and writes
+ * back through tile.c.  Functions shared between files are named it__*
+ * (the extension links every core file into one shared object); small ones
+ * on hot paths are static inline below; everything else is static.
+ */
+#ifndef IT_ENGINE_H
+#define IT_ENGINE_H
+
+#include "internal.h"
+
+struct it_tensor {
+    int refs;
+    it_cache *cache;
+    it_tensor_spec spec; /* spec.args / spec.arg_windows point at the arrays below */
+    it_tensor **args;
+    it_window *arg_windows;
+    it_tensor_ops ops;
+    it_device dev; /* where tiles and reads live */
+    void *user;
+    size_t elsize;
+    int ndim, ncoords, ninf;
+    int inf_dim[IT_MAX_DIMS];
+    int64_t tshape[IT_MAX_DIMS];
+    int64_t tstrides[IT_MAX_DIMS]; /* bytes */
+    int64_t window_bytes;
+    it_tile **buckets;
+    size_t nbuckets;
+    int64_t ntiles;
+    int64_t bytes;
+    uint64_t generation; /* bumped by it_tensor_clear: reads in flight notice */
+    uint64_t mutations;  /* bumped by every change to tiles: retype notices */
+    it_backend backend;  /* backend.load == NULL: none */
+    void *bctx;
+    int bflags;
+    int64_t ndirty;
+    struct claim *claims; /* windows threads are computing right now */
+    it_owner busy;        /* custom blends: the thread completing tiles */
+    int busy_depth;
+};
+
+#define CLEARED_MSG "the cache of a tensor this read uses was cleared during the read"
+#define BUSY_MSG "another read is combining these tiles with a custom blend right now; read again"
+
+/* A read context (tile.c): a serial number and the tiles it pinned. */
+typedef struct read_ctx {
+    uint64_t serial;
+    int flags;
+    it_tile **pins;
+    size_t npins, cap;
+} read_ctx;
+
+/* Windows a lazy tile may take before it is filled: it__tile_values keeps
+ * their boxes on the stack. */
+#define LAZY_MAX_WINDOWS 32
+
+/* A set of window indices: the tuples in insertion order plus an open
+ * addressing table of positions. */
+typedef struct winset {
+    int k;
+    int64_t n, cap;   /* tuples stored / room */
+    int64_t *tuples;  /* n * k */
+    int64_t *slots;   /* table of positions + 1 (0 = empty) */
+    int64_t nslots;
+} winset;
+
+/* Walks the tiles meeting a region in lexicographic order of their
+ * coordinates (winset.c):
+ *   it__tiles_first(&w, ...); do { ... w.tc ... } while (it__tiles_next(&w)); */
+typedef struct tile_walk {
+    int64_t lo[IT_MAX_DIMS], n[IT_MAX_DIMS];
+    int64_t tc[IT_MAX_DIMS]; /* the current tile */
+    int ninf;
+} tile_walk;
+
+/* A box cut into the regions that hold its samples (assemble.c): n boxes
+ * [start, stop) of ndim ints each; one region lives in one_start/one_stop. */
+typedef struct regions {
+    int64_t n;
+    int64_t *start, *stop; /* n * ndim */
+    int64_t one_start[IT_MAX_DIMS], one_stop[IT_MAX_DIMS];
+} regions;
+
+/* ---- small helpers of several files ------------------------------------ */
+
+static inline uint64_t it__mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static inline uint64_t it__hash_coords(const int64_t *c, int n)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < n; i++)
+        h = it__mix(h ^ (uint64_t)c[i]);
+    return h;
+}
+
+/* Advance idx (n entries, lo/count ranges) lexicographically; 0 at the end. */
+static inline int it__odometer_next(int64_t *idx, const int64_t *lo, const int64_t *count, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        if (++idx[i] < lo[i] + count[i])
+            return 1;
+        idx[i] = lo[i];
+    }
+    return 0;
+}
+
+/* Bit index of window w in tile's domain, or -1 if w is not in it. */
+static inline int64_t it__bit_index(const it_tensor *t, const it_tile *tile, const int64_t *w)
+{
+    int64_t idx = 0;
+    for (int c = 0; c < t->ncoords; c++) {
+        int64_t r = w[c] - tile->dom_lo[c];
+        if (r < 0 || r >= tile->dom_n[c])
+            return -1;
+        idx = idx * tile->dom_n[c] + r;
+    }
+    return idx;
+}
+
+static inline int it__has_bit(const it_tile *tile, int64_t i)
+{
+    return (tile->bits[i >> 6] >> (i & 63)) & 1u;
+}
+
+static inline int it__lex_less(const int64_t *a, const int64_t *b, int k)
+{
+    for (int i = 0; i < k; i++)
+        if (a[i] != b[i])
+            return a[i] < b[i];
+    return 0;
+}
+
+/* ---- winset.c ------------------------------------------------------------ */
+
+void it__winset_free(winset *s);
+/* Add w unless it is there. */
+int it__winset_add(winset *s, const int64_t *w);
+/* Sort lexicographically; the set is then read as a list only. */
+int it__winset_sort(winset *s);
+int it__winset_has_sorted(const winset *s, const int64_t *w);
+/* Add w at the end of a set read only as a sorted list. */
+int it__winset_append(winset *s, const int64_t *w);
+void it__tiles_first(tile_walk *w, const it_tensor *t, const int64_t *start, const int64_t *stop);
+int it__tiles_next(tile_walk *w);
+/* Clip a region to the finite dims, in place; 0 if nothing is left. */
+int it__clip_finite(const it_tensor *t, int64_t *start, int64_t *stop);
+/* Copy region number i of (start, stop) arrays and clip it; 0 if empty. */
+int it__clipped_region(const it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t i,
+                       int64_t *start, int64_t *stop);
+
+/* ---- tile.c (and it__tile_free/evict/writeback, it__tensor_cache: internal.h) */
+
+/* The cached tile at coord (borrowed), or NULL. */
+it_tile *it__tile_lookup(const it_tensor *t, const int64_t *coord);
+/* Take a tile out of its tensor's table and out of the accounting. */
+void it__table_unlink(it_tensor *t, it_tile *tile);
+void it__deferred_free(it_deferred *d);
+/* A tile changed: with a backend, mark it dirty (written back before it goes). */
+void it__mark_dirty(it_tensor *t, it_tile *tile);
+/* Pixel box of a tile, and the part of it where windows can lie. */
+void it__tile_box(const it_tensor *t, const int64_t *coord, int64_t *start, int64_t *stop);
+void it__tile_window_box(const it_tensor *t, const int64_t *coord, int64_t *start, int64_t *stop);
+/* The boxes (tile-relative) of the windows in a lazy tile; returns how many. */
+int it__lazy_boxes(const it_tensor *t, const it_tile *tile, int64_t *lo, int64_t *hi);
+/* Make every value of a tile valid (a lazy tile is zeroed where no window is). */
+void it__tile_values(const it_tensor *t, it_tile *tile);
+/* Read contexts: init, pin a tile once per context, unpin all and trim. */
+void it__ctx_init(read_ctx *ctx, int flags);
+int it__ctx_pin(read_ctx *ctx, it_tile *tile);
+void it__ctx_release(read_ctx *ctx);
+/* The tile at coord, pinned in ctx: cached, else loaded from the backend,
+ * else (with create) a new one; *out NULL when there is none. */
+int it__get_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, int create, it_tile **out);
+/* dst (op)= src over shape, both on the tensor's device. */
+int it__dev_apply(const it_tensor *t, it_combine op, const int64_t *shape, void *dst,
+                  const int64_t *dst_strides, const void *src, const int64_t *src_strides);
+
+/* ---- contribute.c -------------------------------------------------------- */
+
+/* 1 if window w has a deferred part waiting on tile. */
+int it__deferred_has(const it_tensor *t, const it_tile *tile, const int64_t *w);
+/* Fold the deferred parts of windows before `before` (all: NULL) into tile. */
+int it__flush_deferred(it_tensor *t, it_tile *tile, const int64_t *before);
+/* Add window w (output v) to the tiles it touches that lack it. */
+int it__contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_view *v, int only_marked);
+
+/* ---- assemble.c ---------------------------------------------------------- */
+
+void it__regions_free(regions *r);
+/* Cut a non-empty box into regions. */
+int it__box_regions(const it_tensor *t, const it_box *box, regions *r);
+/* Copy the box out of t's tiles into buf (shaped like the box). */
+int it__assemble_into(it_tensor *t, const it_box *box, const regions *rg, it_buffer *buf);
+/* A new buffer shaped like the box (the caller frees it). */
+int it__box_buffer(const it_tensor *t, const it_box *box, it_buffer **out);
+/* Assemble a step-1 box into a new buffer (the caller frees it). */
+int it__assemble_box(it_tensor *t, const it_box *box, it_buffer **out);
+
+/* ---- plan.c -------------------------------------------------------------- */
+
+/* Compute every window meeting the regions that t's tiles lack (and,
+ * first, what they need upstream), in the context ctx. */
+int it__ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions);
+/* IT_ERANGE (or IT_ETOOBIG) if reading [start, stop) of t would use a
+ * coordinate past +-2**62 anywhere upstream; checked before any f runs. */
+int it__reach_check(const it_tensor *t, const int64_t *start, const int64_t *stop);
+
+#endif

@@ -1,0 +1,532 @@
+/*
+ * tile.c - the tiles of a tensor: the hash table that holds them; creating,
+ * loading (from a backend), writing back, evicting and freeing them; making
+ * a lazy tile's values valid; and read contexts, which pin the tiles a read
+ * uses.  engine.h describes the layout and the flow of a read.
+ *
+ * The table.  A tensor's tiles are chained in buckets, a power of two that
+ * doubles when the tiles would outnumber them, by a hash of the tile's
+ * coordinates along the infinite dims.  A tile is one allocation: the
+ * struct, then its coordinates, its window domain (first index and count
+ * per window coordinate) and its bitmap; its values are a buffer on the
+ * tensor's device.
+ *
+ * Lazy tiles.  With a sum and a zero fill, a new tile is not filled: its
+ * first windows are copied in rather than added (x + 0 is x), as long as
+ * they do not overlap one another, which saves a pass over the tile and a
+ * read of it per window when windows do not overlap.  Such a tile is
+ * TILE_LAZY: only the pixels its contributed windows cover hold values.
+ * Everything that reads a tile's values calls it__tile_values first, which
+ * zeroes the rest (and clears the flag); a window overlapping an earlier one
+ * does the same before it is added (contribute.c).
+ *
+ * Read contexts.  A read pins each tile once, the first time it touches it
+ * (the tile keeps the context's serial number), and unpins them all when it
+ * ends; then the cache trims back to its budgets (cache.c).  A tile dropped
+ * by it_tensor_clear while pinned is an orphan, freed by its last unpin.
+ *
+ * Backends see host memory only: a device tile is staged through a host
+ * buffer.  Their load and store callbacks may run arbitrary code (a Python
+ * store), even reads of the same tensor or a clear, so the tile is pinned
+ * around each call and checked afterwards.
+ */
+#include "engine.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+static atomic_uint_fast64_t next_serial = 1;
+
+it_cache *it__tensor_cache(const it_tensor *t) { return t->cache; }
+
+/* ---- the tile table ----------------------------------------------------- */
+
+it_tile *it__tile_lookup(const it_tensor *t, const int64_t *coord)
+{
+    if (!t->nbuckets)
+        return NULL;
+    uint64_t h = it__hash_coords(coord, t->ninf);
+    for (it_tile *p = t->buckets[h & (t->nbuckets - 1)]; p; p = p->hnext)
+        if (p->hash == h && memcmp(p->coord, coord, sizeof(int64_t) * (size_t)t->ninf) == 0)
+            return p;
+    return NULL;
+}
+
+static int table_grow(it_tensor *t)
+{
+    size_t n = t->nbuckets ? t->nbuckets * 2 : 64;
+    it_tile **b = it_calloc(n, sizeof *b);
+    if (!b)
+        return it_error_set(IT_ENOMEM, "out of memory growing the tile table");
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        it_tile *p = t->buckets[i];
+        while (p) {
+            it_tile *next = p->hnext;
+            p->hnext = b[p->hash & (n - 1)];
+            b[p->hash & (n - 1)] = p;
+            p = next;
+        }
+    }
+    it_free(t->buckets);
+    t->buckets = b;
+    t->nbuckets = n;
+    return IT_OK;
+}
+
+void it__table_unlink(it_tensor *t, it_tile *tile)
+{
+    it_tile **pp = &t->buckets[tile->hash & (t->nbuckets - 1)];
+    while (*pp != tile)
+        pp = &(*pp)->hnext;
+    *pp = tile->hnext;
+    tile->hnext = NULL;
+    if (tile->flags & TILE_DIRTY) {
+        tile->flags &= ~TILE_DIRTY;
+        t->ndirty--;
+    }
+    t->ntiles--;
+    t->mutations++;
+    t->bytes -= (int64_t)tile->buf->nbytes + tile->extra_bytes;
+    it__cache_account(t->cache, tile, -1);
+}
+
+void it__deferred_free(it_deferred *d)
+{
+    it_buffer_free(d->part);
+    it_free(d);
+}
+
+void it__tile_free(it_tile *tile)
+{
+    if (!tile)
+        return;
+    while (tile->deferred) {
+        it_deferred *d = tile->deferred;
+        tile->deferred = d->next;
+        it__deferred_free(d);
+    }
+    it_buffer_free(tile->buf);
+    it_free(tile);
+}
+
+void it__tile_evict(it_tile *tile)
+{
+    it__lru_remove(tile->owner->cache, tile);
+    it__table_unlink(tile->owner, tile);
+    it__tile_free(tile);
+}
+
+void it__mark_dirty(it_tensor *t, it_tile *tile)
+{
+    if (t->backend.store && !(tile->flags & (TILE_DIRTY | TILE_ORPHAN))) {
+        tile->flags |= TILE_DIRTY;
+        t->ndirty++;
+    }
+}
+
+static void tile_io(const it_tensor *t, it_tile *tile, it_tile_io *io)
+{
+    io->ninf = t->ninf;
+    io->coord = tile->coord;
+    io->buf = tile->buf;
+    io->ncoords = t->ncoords;
+    io->dom_lo = tile->dom_lo;
+    io->dom_n = tile->dom_n;
+    io->bits = tile->bits;
+    io->nbits = tile->ntotal;
+}
+
+/* Backends see host memory only.  For a tile on a device, *stage is a host
+ * buffer of the tile's shape holding a copy of its values (to_host) or the
+ * fill value; NULL for a host tile. */
+static int stage_tile(const it_tensor *t, const it_tile *tile, int to_host, it_buffer **stage)
+{
+    *stage = NULL;
+    if (!t->dev.ops)
+        return IT_OK;
+    int rc = it_buffer_create(t->spec.dtype, t->ndim, t->tshape, stage);
+    if (rc)
+        return rc;
+    it_view host, dev;
+    it_buffer_view(*stage, &host);
+    it_buffer_view(tile->buf, &dev);
+    if (to_host)
+        rc = it_dev_apply(&t->dev, IT_COMBINE_COPY, &host, &dev);
+    else
+        rc = it_dev_fill(&it_host_device, &host, t->spec.fill);
+    if (rc) {
+        it_buffer_free(*stage);
+        *stage = NULL;
+    }
+    return rc;
+}
+
+/* The store callback may run arbitrary code (a Python store), even reads
+ * that contribute to this very tile or clear the tensor: the tile is pinned
+ * meanwhile, is marked clean before the call (so a change during it marks
+ * it dirty again), and is freed by the unpin if it was dropped. */
+int it__tile_writeback(it_tile *tile, int evict)
+{
+    it_tensor *t = tile->owner;
+    it_tile_io io;
+    if (!(tile->flags & TILE_DIRTY))
+        return IT_OK;
+    it__tile_pin(tile);
+    tile->flags &= ~TILE_DIRTY;
+    t->ndirty--;
+    it__tile_values(t, tile);
+    tile_io(t, tile, &io);
+    it_buffer *stage;
+    int rc = stage_tile(t, tile, 1, &stage);
+    if (rc == IT_OK) {
+        if (stage)
+            io.buf = stage;
+        rc = t->backend.store(t->bctx, &io);
+        it_buffer_free(stage);
+    }
+    if (rc != IT_OK)
+        it__mark_dirty(t, tile);
+    int orphan = (tile->flags & TILE_ORPHAN) != 0;
+    it__tile_unpin(tile);
+    if (!orphan && evict && rc == IT_OK && tile->pins == 0 && !(tile->flags & TILE_DIRTY))
+        it__tile_evict(tile);
+    return rc;
+}
+
+/* Pixel box of a tile. */
+void it__tile_box(const it_tensor *t, const int64_t *coord, int64_t *start, int64_t *stop)
+{
+    for (int d = 0, k = 0; d < t->ndim; d++) {
+        if (t->spec.shape[d] == IT_DIM_INFINITE) {
+            start[d] = coord[k] * t->tshape[d];
+            stop[d] = start[d] + t->tshape[d];
+            k++;
+        } else {
+            start[d] = 0;
+            stop[d] = t->spec.shape[d];
+        }
+    }
+}
+
+/* The part of a tile's box where windows can lie: a tile may cross
+ * +-2**62 (its extent need not divide 2**62), and no window lies beyond. */
+void it__tile_window_box(const it_tensor *t, const int64_t *coord, int64_t *start, int64_t *stop)
+{
+    it__tile_box(t, coord, start, stop);
+    for (int d = 0; d < t->ndim; d++) {
+        start[d] = IT_MAX(start[d], -IT_COORD_LIMIT);
+        stop[d] = IT_MIN(stop[d], IT_COORD_LIMIT);
+    }
+}
+
+/* Create a tile (not pinned, not on the LRU list: the caller pins it); a
+ * lazy one (see the top of this file) if lazy is set and the tensor allows it. */
+static int tile_create(it_tensor *t, const int64_t *coord, int lazy, it_tile **out)
+{
+    /* it_window_domain leaves lo and n alone when no window meets the tile */
+    int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS], lo[IT_MAX_DIMS] = {0}, n[IT_MAX_DIMS] = {0}, total;
+    int rc;
+    *out = NULL;
+    it__tile_window_box(t, coord, start, stop);
+    if ((rc = it_window_domain(&t->spec.window, t->spec.shape, start, stop, lo, n, &total)))
+        return rc;
+    if (total > (((int64_t)1) << 36))
+        return it_error_set(IT_ETOOBIG, "a tile meets %lld windows; use larger tiles or strides",
+                            (long long)total);
+    if (t->ntiles + 1 > (int64_t)t->nbuckets && (rc = table_grow(t)))
+        return rc;
+    size_t nw = (size_t)((total + 63) / 64);
+    size_t ints = (size_t)t->ninf + 2 * (size_t)t->ncoords;
+    it_tile *tile = it_calloc(1, sizeof *tile + sizeof(int64_t) * ints + sizeof(uint64_t) * nw);
+    if (!tile)
+        return it_error_set(IT_ENOMEM, "out of memory creating a tile");
+    if ((rc = it_buffer_create_on(&t->dev, t->spec.dtype, t->ndim, t->tshape, &tile->buf))) {
+        it_free(tile);
+        return rc;
+    }
+    int zero = 1;
+    for (size_t b = 0; b < t->elsize; b++)
+        zero &= t->spec.fill[b] == 0;
+    /* device memory is only ever filled through its table */
+    int host = !t->dev.ops;
+    if (host && lazy && zero && t->spec.combine == IT_COMBINE_SUM && t->ndim > 0) {
+        tile->flags |= TILE_LAZY;
+    } else if (host && zero) {
+        memset(tile->buf->data, 0, tile->buf->nbytes);
+    } else {
+        it_view v;
+        it_buffer_view(tile->buf, &v);
+        if ((rc = it_dev_fill(&t->dev, &v, t->spec.fill))) {
+            it_buffer_free(tile->buf);
+            it_free(tile);
+            return rc;
+        }
+    }
+    tile->owner = t;
+    tile->coord = (int64_t *)(tile + 1);
+    tile->dom_lo = tile->coord + t->ninf;
+    tile->dom_n = tile->dom_lo + t->ncoords;
+    tile->bits = (uint64_t *)(tile->dom_n + t->ncoords);
+    memcpy(tile->coord, coord, sizeof(int64_t) * (size_t)t->ninf);
+    memcpy(tile->dom_lo, lo, sizeof(int64_t) * (size_t)t->ncoords);
+    memcpy(tile->dom_n, n, sizeof(int64_t) * (size_t)t->ncoords);
+    tile->ntotal = total;
+    tile->weight = ((int64_t)tile->buf->nbytes + t->window_bytes - 1) / t->window_bytes;
+    tile->hash = it__hash_coords(coord, t->ninf);
+    size_t slot = tile->hash & (t->nbuckets - 1);
+    tile->hnext = t->buckets[slot];
+    t->buckets[slot] = tile;
+    t->ntiles++;
+    t->mutations++;
+    t->bytes += (int64_t)tile->buf->nbytes;
+    it__cache_account(t->cache, tile, +1);
+    *out = tile;
+    return IT_OK;
+}
+
+/* The part of window w inside tile (tile-relative [lo, hi) per dim); 0 if
+ * they do not meet. */
+static int window_in_tile(const it_tensor *t, const it_tile *tile, const int64_t *w, int64_t *lo, int64_t *hi)
+{
+    int64_t ws[IT_MAX_DIMS], we[IT_MAX_DIMS], ts[IT_MAX_DIMS], te[IT_MAX_DIMS];
+    if (it_window_bounds(&t->spec.window, w, ws, we) != IT_OK)
+        return 0;
+    it__tile_box(t, tile->coord, ts, te);
+    for (int d = 0; d < t->ndim; d++) {
+        lo[d] = IT_MAX(ws[d], ts[d]) - ts[d];
+        hi[d] = IT_MIN(we[d], te[d]) - ts[d];
+        if (lo[d] >= hi[d])
+            return 0;
+    }
+    return 1;
+}
+
+/* The parts of the windows contributed to a lazy tile (at most
+ * LAZY_MAX_WINDOWS), as boxes lo/hi of t->ndim ints each; returns how many. */
+int it__lazy_boxes(const it_tensor *t, const it_tile *tile, int64_t *lo, int64_t *hi)
+{
+    int nb = 0, K = t->ncoords;
+    int64_t nw = (tile->ntotal + 63) / 64;
+    for (int64_t i = 0; i < nw; i++)
+        for (uint64_t x = tile->bits[i]; x; x &= x - 1) {
+            int64_t bit = i * 64 + __builtin_ctzll(x), w[IT_MAX_DIMS];
+            for (int c = K - 1; c >= 0; c--) {
+                w[c] = tile->dom_lo[c] + bit % tile->dom_n[c];
+                bit /= tile->dom_n[c];
+            }
+            if (nb < LAZY_MAX_WINDOWS && window_in_tile(t, tile, w, lo + nb * t->ndim, hi + nb * t->ndim))
+                nb++;
+        }
+    return nb;
+}
+
+/* Make every value of a lazy tile valid: zero what no contributed window
+ * covers, row by row (a row: fixed indices on all dims but the last). */
+void it__tile_values(const it_tensor *t, it_tile *tile)
+{
+    if (!(tile->flags & TILE_LAZY))
+        return;
+    int64_t lo[LAZY_MAX_WINDOWS * IT_MAX_DIMS], hi[LAZY_MAX_WINDOWS * IT_MAX_DIMS];
+    int nb = it__lazy_boxes(t, tile, lo, hi), L = t->ndim - 1;
+    int64_t row[IT_MAX_DIMS] = {0}, zero[IT_MAX_DIMS] = {0}, covered = 0, all = 1;
+    size_t es = t->elsize;
+    for (int k = 0; k < nb; k++) { /* the boxes are disjoint */
+        int64_t v = 1;
+        for (int d = 0; d < t->ndim; d++)
+            v *= hi[k * t->ndim + d] - lo[k * t->ndim + d];
+        covered += v;
+    }
+    for (int d = 0; d < t->ndim; d++)
+        all *= t->tshape[d];
+    if (covered == all) {
+        tile->flags &= ~TILE_LAZY;
+        return;
+    }
+    do {
+        int64_t a[LAZY_MAX_WINDOWS], b[LAZY_MAX_WINDOWS];
+        int n = 0;
+        for (int k = 0; k < nb; k++) {
+            const int64_t *bl = lo + k * t->ndim, *bh = hi + k * t->ndim;
+            int in = 1;
+            for (int d = 0; d < L && in; d++)
+                in = bl[d] <= row[d] && row[d] < bh[d];
+            if (!in)
+                continue;
+            int j = n++; /* insertion sort by start */
+            for (; j > 0 && a[j - 1] > bl[L]; j--) {
+                a[j] = a[j - 1];
+                b[j] = b[j - 1];
+            }
+            a[j] = bl[L];
+            b[j] = bh[L];
+        }
+        char *base = tile->buf->data;
+        for (int d = 0; d < L; d++)
+            base += row[d] * t->tstrides[d];
+        int64_t x = 0;
+        for (int k = 0; k <= n; k++) {
+            int64_t end = k < n ? a[k] : t->tshape[L];
+            if (end > x)
+                memset(base + x * t->tstrides[L], 0, (size_t)(end - x) * es);
+            if (k < n)
+                x = IT_MAX(x, b[k]);
+        }
+    } while (it__odometer_next(row, zero, t->tshape, L));
+    tile->flags &= ~TILE_LAZY;
+}
+
+/* ---- read contexts ------------------------------------------------------ */
+
+int it__ctx_pin(read_ctx *ctx, it_tile *tile)
+{
+    if (tile->pin_serial == ctx->serial)
+        return IT_OK;
+    if (ctx->npins == ctx->cap) {
+        size_t cap = ctx->cap ? ctx->cap * 2 : 64;
+        it_tile **p = it_realloc(ctx->pins, cap * sizeof *p);
+        if (!p)
+            return it_error_set(IT_ENOMEM, "out of memory pinning tiles");
+        ctx->pins = p;
+        ctx->cap = cap;
+    }
+    it__tile_pin(tile);
+    tile->pin_serial = ctx->serial;
+    ctx->pins[ctx->npins++] = tile;
+    return IT_OK;
+}
+
+void it__ctx_init(read_ctx *ctx, int flags)
+{
+    memset(ctx, 0, sizeof *ctx);
+    ctx->serial = atomic_fetch_add(&next_serial, 1);
+    ctx->flags = flags;
+}
+
+void it__ctx_release(read_ctx *ctx)
+{
+    it_cache *last = NULL;
+    for (size_t i = ctx->npins; i-- > 0;) {
+        it_tile *tile = ctx->pins[i];
+        it_cache *c = tile->owner->cache;
+        if (tile->pin_serial == ctx->serial)
+            tile->pin_serial = 0;
+        if (tile->mark == ctx->serial)
+            tile->mark = 0; /* no longer being completed */
+        it__tile_unpin(tile);
+        if (c != last) {
+            if (last)
+                it_cache_trim(last);
+            last = c;
+        }
+    }
+    if (last)
+        it_cache_trim(last);
+    it_free(ctx->pins);
+    ctx->pins = NULL;
+    ctx->npins = ctx->cap = 0;
+}
+
+/* A tile missing from the cache, from the backend: *out is the loaded tile
+ * (pinned once, not on the LRU list), or a fresh one if none is stored and
+ * create is set, or NULL.  The load callback may run arbitrary code, hence
+ * the pin (see it__tile_writeback). */
+static int tile_load(it_tensor *t, const int64_t *coord, int create, it_tile **out)
+{
+    it_tile *tile;
+    it_tile_io io;
+    int found = 0, rc;
+    *out = NULL;
+    if ((rc = tile_create(t, coord, 0, &tile)))
+        return rc;
+    it__tile_pin(tile);
+    tile_io(t, tile, &io);
+    it_buffer *stage = NULL;
+    /* a tile no window can touch is never stored */
+    if (tile->ntotal > 0 && (rc = stage_tile(t, tile, 0, &stage)) == IT_OK) {
+        if (stage)
+            io.buf = stage;
+        rc = t->backend.load(t->bctx, &io, &found);
+    }
+    if (rc == IT_OK && (tile->flags & TILE_ORPHAN))
+        rc = it_error_set(IT_ESTATE, CLEARED_MSG);
+    if (rc == IT_OK && found && stage) {
+        it_view host, dev;
+        it_buffer_view(stage, &host);
+        it_buffer_view(tile->buf, &dev);
+        rc = it_dev_apply(&t->dev, IT_COMBINE_COPY, &dev, &host);
+    }
+    it_buffer_free(stage);
+    if (rc == IT_OK && found) {
+        int64_t n = 0, nw = (tile->ntotal + 63) / 64;
+        if (tile->ntotal % 64)
+            tile->bits[nw - 1] &= ((uint64_t)1 << (tile->ntotal % 64)) - 1;
+        for (int64_t i = 0; i < nw; i++)
+            n += __builtin_popcountll(tile->bits[i]);
+        tile->ncontrib = n;
+    }
+    if (rc != IT_OK || (!found && !create)) {
+        /* never keep a tile that failed to load: written back later, it
+         * would replace the stored one */
+        if (!(tile->flags & TILE_ORPHAN)) {
+            it__table_unlink(t, tile);
+            tile->flags |= TILE_ORPHAN;
+        }
+        it__tile_unpin(tile);
+        return rc;
+    }
+    *out = tile;
+    return IT_OK;
+}
+
+/* Find or create (and pin) a tile. */
+int it__get_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, int create, it_tile **out)
+{
+    it_tile *tile = it__tile_lookup(t, coord);
+    int rc;
+    *out = NULL;
+    if (!tile && t->backend.load) {
+        if ((rc = tile_load(t, coord, create, &tile)) || !tile)
+            return rc;
+        rc = it__ctx_pin(ctx, tile);
+        it__tile_unpin(tile); /* the context's pin holds it now */
+        if (rc)
+            return rc;
+        it_cache_trim(t->cache);
+    } else if (!tile) {
+        if (!create)
+            return IT_OK;
+        if ((rc = tile_create(t, coord, 1, &tile)))
+            return rc;
+        if ((rc = it__ctx_pin(ctx, tile))) {
+            it__lru_push(t->cache, tile); /* leave it cached and evictable */
+            it_cache_trim(t->cache);
+            return rc;
+        }
+        it_cache_trim(t->cache);
+    } else if ((rc = it__ctx_pin(ctx, tile))) {
+        return rc;
+    }
+    *out = tile;
+    return IT_OK;
+}
+
+/* ---- copies on the tensor's device -------------------------------------- */
+
+/* A view of a part of a tile (tile strides) or of a window output. */
+static void part_view(const it_tensor *t, it_view *v, const void *data, const int64_t *shape,
+                      const int64_t *strides)
+{
+    it_view_make(v, &t->dev, (void *)data, t->spec.dtype, t->ndim, shape, strides);
+}
+
+/* dst (op)= src over shape, both on the tensor's device. */
+int it__dev_apply(const it_tensor *t, it_combine op, const int64_t *shape, void *dst,
+                  const int64_t *dst_strides, const void *src, const int64_t *src_strides)
+{
+    if (!t->dev.ops) /* the hot path of host tensors: no views to build */
+        return it_combine_nd(op, t->spec.dtype, t->ndim, shape, dst, dst_strides, src, src_strides);
+    it_view dv, sv;
+    part_view(t, &dv, dst, shape, dst_strides);
+    part_view(t, &sv, src, shape, src_strides);
+    return it_dev_apply(&t->dev, op, &dv, &sv);
+}
