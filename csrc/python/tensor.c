@@ -171,14 +171,14 @@ static void add_note(PyObject *note)
 #endif
 }
 
-/* The exception set now came from calling `what` (f or blend): note where.
+/* Add "<verb> <what> of <where>" as a note to the exception set now.
  * Returns -1. */
-static int note_where(const tensor_user *u, const where *w, const char *what)
+static int note_current(const tensor_user *u, const where *w, const char *verb, const char *what)
 {
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
     PyObject *text = where_text(u, w);
-    PyObject *note = text ? PyUnicode_FromFormat("raised in %s of %U", what, text) : NULL;
+    PyObject *note = text ? PyUnicode_FromFormat("%s %s of %U", verb, what, text) : NULL;
     Py_XDECREF(text);
     PyErr_Clear();
     PyErr_Restore(et, ev, tb);
@@ -186,6 +186,13 @@ static int note_where(const tensor_user *u, const where *w, const char *what)
         add_note(note);
     Py_XDECREF(note);
     return -1;
+}
+
+/* The exception set now came from calling `what` (f or blend): note where.
+ * Returns -1. */
+static int note_where(const tensor_user *u, const where *w, const char *what)
+{
+    return note_current(u, w, "raised in", what);
 }
 
 /* An output of f (or blend) was refused: our own checks' errors (the
@@ -198,19 +205,8 @@ static int refuse_where(const tensor_user *u, const where *w, const char *what)
     int ours = 0;
     for (size_t i = 0; i < sizeof cls / sizeof cls[0] && !ours; i++)
         ours = PyErr_ExceptionMatches(cls[i]);
-    if (!ours) {
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        PyObject *text = where_text(u, w);
-        PyObject *note = text ? PyUnicode_FromFormat("raised reading the output of %s of %U", what, text) : NULL;
-        Py_XDECREF(text);
-        PyErr_Clear();
-        PyErr_Restore(et, ev, tb);
-        if (note)
-            add_note(note);
-        Py_XDECREF(note);
-        return -1;
-    }
+    if (!ours)
+        return note_current(u, w, "raised reading the output of", what);
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
     PyErr_NormalizeException(&et, &ev, &tb);
