@@ -16,7 +16,9 @@
  *    with the journal's records written and cut to its new size when the
  *    journal is valid, and exactly the base when it is not (checked while
  *    HDF5 still has the file open: HDF5 writes only at commits); the
- *    journal is empty afterwards;
+ *    journal is empty afterwards.  Opening read-write, HDF5 may commit
+ *    at once a rewrite of what it read (a superblock whose cached root
+ *    entry it does not trust): then only the empty journal is checked;
  *  - the store API on the recovered file (read-only, then read-write) only
  *    ever fails through the error API; nothing crashes or leaks.
  */
@@ -140,6 +142,16 @@ static void expect_file(const char *path, const unsigned char *want, size_t n, c
     free(got);
 }
 
+/* Journaled commits made while HDF5 opens a file: opening read-write, HDF5
+ * may rewrite what it read (a superblock whose cached root-group entry it
+ * does not trust, say) and flush it at once, through a commit of its own. */
+static int open_commits;
+static void count_commits(const char *point)
+{
+    if (strcmp(point, "commit-start") == 0)
+        open_commits++;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -173,10 +185,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     FZ_CHECK(it_h5j_set_fapl(fapl) == IT_OK, "set_fapl");
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    open_commits = 0;
+    it_h5j_set_test_hook(count_commits);
     hid_t fid = H5Fopen(path, H5F_ACC_RDWR, fapl);
+    it_h5j_set_test_hook(NULL);
     H5Pclose(fapl);
     long long jsize = fz_file_size(jpath);
-    if (valid) {
+    if (valid && open_commits > 0) {
+        /* the replay was followed by HDF5's own commit: the bytes are no
+         * longer the replay's alone (the file is still checked by reopening
+         * it below); a commit leaves the journal empty */
+        FZ_CHECK(fid >= 0 && jsize == 0, "HDF5 committed while opening, yet the open failed or left a "
+                 "journal of %lld bytes", jsize);
+    } else if (valid) {
         unsigned char *want = replayed(j, n, new_size);
         if (want) {
             expect_file(path, want, new_size, "after replaying a valid journal");
