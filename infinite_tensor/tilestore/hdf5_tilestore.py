@@ -104,6 +104,12 @@ def _file_key(path):
     return os.getpid(), st.st_dev, st.st_ino
 
 
+def _open_here(path):
+    """The _OpenFile of path if this process has it open, else None."""
+    key = _file_key(path)
+    return None if key is None else _open_files.get(key)
+
+
 def _loads(text):
     try:
         return json.loads(text)
@@ -153,7 +159,7 @@ class HDF5TileStore(PersistentTileStore):
                          "cache_size_bytes": cache_size_bytes, "cache_size_tiles": self._cache_size_tiles}
         _check_path(self.filepath, mode)
         with _open_lock:
-            shared = _open_files.get(_file_key(self.filepath))
+            shared = _open_here(self.filepath)
             if shared is not None:
                 if mode == "w":
                     raise TileAccessError(
@@ -167,7 +173,8 @@ class HDF5TileStore(PersistentTileStore):
 
     # -- sharing one open file between the stores of this process ----------------
     def _share(self, shared):
-        _open_files[shared.key] = shared
+        if shared.key is not None:  # (None: the file was renamed away meanwhile; nobody can join it)
+            _open_files[shared.key] = shared
         self._shared = shared
         shared.users += 1
 
@@ -196,7 +203,7 @@ class HDF5TileStore(PersistentTileStore):
 
     def _reopen_backend(self):
         with _open_lock:
-            shared = _open_files.get(_file_key(self.filepath))
+            shared = _open_here(self.filepath)
             if shared is self._shared:  # still open through another store
                 shared.users += 1
                 return
