@@ -467,6 +467,10 @@ def test_tensor_ids_and_repr(tmp_path):
     assert s.tensor_ids() == []
     demo_pair(s, tensor_id="b/x").check(region(0, 20))
     demo_pair(s, tensor_id="a")
+    long_id = "L" * 70_000  # a group name far longer than any fixed buffer
+    demo_pair(s, tensor_id=long_id)
+    assert s.tensor_ids() == ["L" * 70_000, "a", "b/x"]
+    s.clear_tensor(long_id)
     assert s.tensor_ids() == ["a", "b/x"]
     text = repr(s)
     assert text.startswith(f"<HDF5TileStore '{path}' mode='a' 2 tensors, cache ")

@@ -778,16 +778,18 @@ int it_h5_list(it_h5file *f, int (*fn)(void *ctx, const char *id, const char *js
     if (H5Gget_info(f->tgrp, &info) < 0)
         return h5fail("listing", "tensors");
     for (hsize_t i = 0; rc == IT_OK && i < info.nlinks; i++) {
-        char name[1024], *id = NULL, *json = NULL;
-        ssize_t n = H5Lget_name_by_idx(f->tgrp, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name,
-                                       H5P_DEFAULT);
-        if (n < 0) {
+        char *name = NULL, *id = NULL, *json = NULL;
+        ssize_t n = H5Lget_name_by_idx(f->tgrp, ".", H5_INDEX_NAME, H5_ITER_INC, i, NULL, 0, H5P_DEFAULT);
+        if (n >= 0 && !(name = it_malloc((size_t)n + 1)))
+            return it_error_set(IT_ENOMEM, "out of memory listing %s", f->path);
+        if (n < 0 || H5Lget_name_by_idx(f->tgrp, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, (size_t)n + 1,
+                                        H5P_DEFAULT) < 0) {
+            it_free(name);
             rc = h5fail("listing", "tensors");
             break;
         }
-        if ((size_t)n >= sizeof name)
-            continue; /* escape() never makes such a name: not ours */
         hid_t g = H5Gopen2(f->tgrp, name, H5P_DEFAULT);
+        it_free(name);
         if (g < 0) {
             H5Eclear2(H5E_DEFAULT);
             continue; /* a dataset or a dangling link: not a tensor */
