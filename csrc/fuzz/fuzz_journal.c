@@ -194,9 +194,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (valid && open_commits > 0) {
         /* the replay was followed by HDF5's own commit: the bytes are no
          * longer the replay's alone (the file is still checked by reopening
-         * it below); a commit leaves the journal empty */
-        FZ_CHECK(fid >= 0 && jsize == 0, "HDF5 committed while opening, yet the open failed or left a "
-                 "journal of %lld bytes", jsize);
+         * it below).  A commit leaves the journal empty, and HDF5 may still
+         * fail the open afterwards, closing the file, which removes it */
+        FZ_CHECK(fid >= 0 ? jsize == 0 : jsize <= 0, "HDF5 committed while opening, yet left a journal of "
+                 "%lld bytes", jsize);
     } else if (valid) {
         unsigned char *want = replayed(j, n, new_size);
         if (want) {
