@@ -93,6 +93,13 @@ class EngineStore(TileStore):
     def read_pixels(self, tensor_id, pixel_slices):
         return self._node(tensor_id).read_cached(tuple(pixel_slices))
 
+    def tensor_ids(self):
+        """The ids of the tensors registered in this store (sorted)."""
+        return sorted(self._tensor_store)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {describe_cache(self)}>"
+
 
 def _mib(n):
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB" if n >= 2**10 else f"{n} B"

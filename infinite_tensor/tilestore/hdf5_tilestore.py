@@ -15,7 +15,8 @@ import threading
 
 from .. import _core
 from ..errors import TileAccessError, ValidationError
-from .persistent import DEFAULT_CACHE_SIZE_BYTES, DEFAULT_TILE_SIZE, PersistentTileStore, describe_cache
+from ._engine import describe_cache
+from .persistent import DEFAULT_CACHE_SIZE_BYTES, DEFAULT_TILE_SIZE, PersistentTileStore
 
 # 0.3 needed h5py and exposed whether it imported; this store writes HDF5
 # through the C library, so it is always available.

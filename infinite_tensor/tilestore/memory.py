@@ -11,7 +11,7 @@ import warnings
 
 from .. import _core
 from ..errors import ValidationError
-from ._engine import EngineStore, Entry, check_limit, describe_cache, migrate_node
+from ._engine import EngineStore, Entry, check_limit, migrate_node
 
 
 class MemoryTileStore(EngineStore):
@@ -45,13 +45,6 @@ class MemoryTileStore(EngineStore):
         check_limit("cache_size_windows", value)
         self._limits[1] = value
         self._apply_limits()
-
-    def tensor_ids(self):
-        """The ids of the tensors registered in this store (sorted)."""
-        return sorted(self._tensor_store)
-
-    def __repr__(self):
-        return f"<MemoryTileStore {describe_cache(self)}>"
 
     # -- registration ----------------------------------------------------------
     def register_tensor(self, tensor):

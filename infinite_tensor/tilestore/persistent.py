@@ -23,7 +23,7 @@ import warnings
 
 from .. import _core
 from ..errors import TileAccessError, ValidationError
-from ._engine import EngineStore, Entry, check_limit, describe_cache, migrate_node
+from ._engine import EngineStore, Entry, check_limit, migrate_node
 
 DEFAULT_TILE_SIZE = 512
 DEFAULT_CACHE_SIZE_BYTES = 100 * 1024 * 1024
@@ -178,11 +178,10 @@ class PersistentTileStore(EngineStore):
         cannot list their records report the tensors registered since the
         store was opened."""
         self._check_open()
-        return sorted(self._tensor_store)
+        return super().tensor_ids()
 
     def __repr__(self):
-        state = "closed" if self._closed else describe_cache(self)
-        return f"<{type(self).__name__} {state}>"
+        return f"<{type(self).__name__} closed>" if self._closed else super().__repr__()
 
     def _attach(self, node, tensor_id):
         """Make the store the node's backend (HDF5TileStore attaches in C)."""
