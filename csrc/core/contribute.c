@@ -103,10 +103,9 @@ fail:
 static void tile_extra(it_tensor *t, it_tile *tile, int64_t delta)
 {
     tile->extra_bytes += delta;
-    if (!(tile->flags & TILE_ORPHAN)) {
+    if (!it__tile_orphan(tile))
         t->bytes += delta;
-        *it__cache_counter(t->cache, tile) += delta;
-    }
+    it__cache_resize(&tile->ce, delta);
 }
 
 int it__deferred_has(const it_tensor *t, const it_tile *tile, const int64_t *w)

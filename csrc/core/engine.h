@@ -47,16 +47,57 @@
  *   tile.c        the tile table; creating, loading, writing back, evicting
  *                 and freeing tiles; lazy values; read contexts and pins
  *   winset.c      window sets; walking the tiles of a region
- * cache.c (budgets and the LRU list; internal.h) sits beside tile.c: tile.c
- * pins, unpins and counts tiles through it, and a trim evicts and writes
- * back through tile.c.  Functions shared between files are named it__*
+ *   cache.c       budgets and the LRU list (cache.h): below the tiles, it
+ *                 knows each tile by the entry it embeds and reaches tile.c
+ *                 only through the entry's class (evict, free, check)
+ *   wait.c        owners of work and waiting for progress (wait.h)
+ * Functions shared between files are named it__*
  * (the extension links every core file into one shared object); small ones
  * on hot paths are static inline below; everything else is static.
  */
 #ifndef IT_ENGINE_H
 #define IT_ENGINE_H
 
-#include "internal.h"
+#include "cache.h"
+#include "it_tensor.h"
+#include "wait.h"
+
+#define TILE_DIRTY 4u /* changed since loaded from / written to the backend */
+#define TILE_LAZY 8u  /* only the pixels of contributed windows are written (tile.c) */
+
+typedef struct it_tile it_tile;
+
+/* A window's values on its overlap with a tile, kept until the tile is
+ * completed (custom blends only; see contribute.c). */
+typedef struct it_deferred {
+    struct it_deferred *next; /* lexicographic order of coords */
+    it_buffer *part;
+    int64_t *start;  /* overlap start per dim, relative to the tile origin */
+    int64_t coords[]; /* window index */
+} it_deferred;
+
+struct it_tile {
+    it_cache_entry ce;         /* what the cache knows: bytes, pins, LRU links */
+    it_tensor *owner;
+    it_tile *hnext;            /* hash chain in owner's table */
+    it_buffer *buf;            /* the tile's values, tile_shape of owner */
+    uint64_t hash;
+    int64_t ncontrib;          /* bits set */
+    int64_t ntotal;            /* windows that can contribute */
+    uint32_t flags;            /* TILE_* */
+    uint64_t pin_serial;       /* last read context that pinned it */
+    uint64_t mark;             /* read context completing it (custom blend) */
+    int64_t *coord;            /* owner->ninf tile coordinates */
+    int64_t *dom_lo;           /* owner->ncoords: first window index per coord */
+    int64_t *dom_n;            /* owner->ncoords: windows per coord */
+    uint64_t *bits;            /* ntotal bits, row-major over the domain */
+    it_deferred *deferred;     /* custom blends: parts waiting for completion */
+    int64_t extra_bytes;       /* bytes of the deferred parts */
+};
+
+static inline int it__tile_orphan(const it_tile *tile) { return (tile->ce.flags & IT_CE_ORPHAN) != 0; }
+static inline void it__tile_pin(it_tile *tile) { it__cache_pin(&tile->ce); }
+static inline void it__tile_unpin(it_tile *tile) { it__cache_unpin(&tile->ce); }
 
 struct it_tensor {
     int refs;
@@ -204,11 +245,18 @@ int it__clip_finite(const it_tensor *t, int64_t *start, int64_t *stop);
 int it__clipped_region(const it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t i,
                        int64_t *start, int64_t *stop);
 
-/* ---- tile.c (and it__tile_free/evict/writeback, it__tensor_cache: internal.h) */
+/* ---- tile.c -------------------------------------------------------------- */
+
+/* Unlink an unpinned, cached tile from its tensor and free it. */
+void it__tile_evict(it_tile *tile);
+/* Write a dirty tile to its tensor's backend (pinned meanwhile); with
+ * evict, evict it afterwards if it is clean and unpinned. */
+int it__tile_writeback(it_tile *tile, int evict);
 
 /* The cached tile at coord (borrowed), or NULL. */
 it_tile *it__tile_lookup(const it_tensor *t, const int64_t *coord);
-/* Take a tile out of its tensor's table and out of the accounting. */
+/* Take a tile out of its tensor's table and out of the accounting (a
+ * pinned one becomes an orphan, freed by its last unpin). */
 void it__table_unlink(it_tensor *t, it_tile *tile);
 void it__deferred_free(it_deferred *d);
 /* A tile changed: with a backend, mark it dirty (written back before it goes). */

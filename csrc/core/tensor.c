@@ -292,33 +292,15 @@ void it_tensor_clear(it_tensor *t)
     for (size_t i = 0; i < t->nbuckets; i++) {
         while (t->buckets[i]) {
             it_tile *tile = t->buckets[i];
-            if (tile->pins == 0) {
+            if (tile->ce.pins == 0)
                 it__tile_evict(tile);
-            } else {
-                it__table_unlink(t, tile);
-                tile->flags |= TILE_ORPHAN;
-            }
+            else
+                it__table_unlink(t, tile); /* an orphan, freed by its last unpin */
         }
     }
 }
 
-void it_tensor_trim(it_tensor *t, int64_t byte_limit)
-{
-    /* rescan from the head after each step: a write-back callback may
-     * reorder the list or free tiles */
-    int64_t guard = 2 * t->ntiles + 2;
-    while (t->bytes > byte_limit && guard-- > 0) {
-        it_tile *p = t->cache->lru_head;
-        while (p && p->owner != t)
-            p = p->next;
-        if (!p)
-            return;
-        if (!(p->flags & TILE_DIRTY))
-            it__tile_evict(p);
-        else if (it__tile_writeback(p, 1) != IT_OK)
-            return;
-    }
-}
+void it_tensor_trim(it_tensor *t, int64_t byte_limit) { it__cache_trim_owner(t->cache, t, &t->bytes, byte_limit); }
 
 int64_t it_tensor_bytes(const it_tensor *t) { return t->bytes; }
 int64_t it_tensor_tiles(const it_tensor *t) { return t->ntiles; }
@@ -359,7 +341,7 @@ int it_tensor_flush(it_tensor *t)
                 dirty[n++] = p;
             }
     for (int64_t i = 0; i < n; i++) {
-        if (rc == IT_OK && !(dirty[i]->flags & TILE_ORPHAN))
+        if (rc == IT_OK && !it__tile_orphan(dirty[i]))
             rc = it__tile_writeback(dirty[i], 0);
         it__tile_unpin(dirty[i]);
     }
@@ -487,7 +469,7 @@ int it_tensor_migrate(it_tensor *t, const it_device *dev, it_dtype dt, const voi
     int64_t ntiles = t->ntiles, nparts = 0, k = 0;
     for (size_t i = 0; i < t->nbuckets; i++)
         for (it_tile *p = t->buckets[i]; p; p = p->hnext) {
-            if (p->pins > 0)
+            if (p->ce.pins > 0)
                 return it_error_set(IT_ESTATE, "a read of this tensor is in progress; convert it afterwards");
             for (it_deferred *d = p->deferred; d; d = d->next)
                 nparts++;
@@ -522,7 +504,7 @@ int it_tensor_migrate(it_tensor *t, const it_device *dev, it_dtype dt, const voi
     if (rc == IT_OK && (t->generation != gen || t->mutations != mut || t->ntiles != ntiles))
         rc = it_error_set(IT_ESTATE, "the tensor changed while its tiles were converted; try again");
     for (int64_t i = 0; i < ntiles && rc == IT_OK; i++)
-        if (tiles[i]->pins != 1)
+        if (tiles[i]->ce.pins != 1)
             rc = it_error_set(IT_ESTATE, "a read of this tensor started during the conversion; try again");
     if (rc == IT_OK) {
         f = 0;
@@ -530,8 +512,8 @@ int it_tensor_migrate(it_tensor *t, const it_device *dev, it_dtype dt, const voi
             it_tile *p = tiles[i];
             /* out of the cache's counts under the old buffers, back in under
              * the new ones (the device may count elsewhere) */
-            it__cache_account(t->cache, p, -1);
-            t->bytes -= (int64_t)p->buf->nbytes + p->extra_bytes;
+            it__cache_remove(&p->ce);
+            t->bytes -= p->ce.bytes;
             it_buffer_free(p->buf);
             p->buf = fresh[f];
             fresh[f++] = NULL;
@@ -542,8 +524,10 @@ int it_tensor_migrate(it_tensor *t, const it_device *dev, it_dtype dt, const voi
                 fresh[f++] = NULL;
                 p->extra_bytes += (int64_t)d->part->capacity;
             }
-            it__cache_account(t->cache, p, +1);
-            t->bytes += (int64_t)p->buf->nbytes + p->extra_bytes;
+            p->ce.bytes = (int64_t)p->buf->nbytes + p->extra_bytes;
+            p->ce.device = dev->ops != NULL;
+            it__cache_add(t->cache, &p->ce);
+            t->bytes += p->ce.bytes;
         }
         t->window_bytes = t->window_bytes / (int64_t)t->elsize * (int64_t)es;
         t->spec.dtype = dt;

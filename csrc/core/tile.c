@@ -37,7 +37,14 @@
 
 static atomic_uint_fast64_t next_serial = 1;
 
-it_cache *it__tensor_cache(const it_tensor *t) { return t->cache; }
+static int tile_evict_cb(it_cache_entry *e);
+static void tile_free_cb(it_cache_entry *e);
+static int tile_check_cb(const it_cache_entry *e);
+
+/* How the cache lets a tile go (cache.h). */
+static const it_cache_class tile_class = {tile_evict_cb, tile_free_cb, tile_check_cb};
+
+static it_tile *entry_tile(const it_cache_entry *e) { return (it_tile *)((char *)e - offsetof(it_tile, ce)); }
 
 /* ---- the tile table ----------------------------------------------------- */
 
@@ -86,8 +93,8 @@ void it__table_unlink(it_tensor *t, it_tile *tile)
     }
     t->ntiles--;
     t->mutations++;
-    t->bytes -= (int64_t)tile->buf->nbytes + tile->extra_bytes;
-    it__cache_account(t->cache, tile, -1);
+    t->bytes -= tile->ce.bytes;
+    it__cache_remove(&tile->ce);
 }
 
 void it__deferred_free(it_deferred *d)
@@ -111,14 +118,34 @@ void it__tile_free(it_tile *tile)
 
 void it__tile_evict(it_tile *tile)
 {
-    it__lru_remove(tile->owner->cache, tile);
     it__table_unlink(tile->owner, tile);
     it__tile_free(tile);
 }
 
+static int tile_evict_cb(it_cache_entry *e)
+{
+    it_tile *tile = entry_tile(e);
+    if (tile->flags & TILE_DIRTY)
+        return it__tile_writeback(tile, 1);
+    it__tile_evict(tile);
+    return IT_OK;
+}
+
+static void tile_free_cb(it_cache_entry *e) { it__tile_free(entry_tile(e)); }
+
+static int tile_check_cb(const it_cache_entry *e)
+{
+    const it_tile *tile = entry_tile(e);
+    if (tile->owner->cache != e->cache)
+        return it_error_set(IT_ESTATE, "a tile is counted by a cache not its tensor's");
+    if (tile->ncontrib < 0 || tile->ncontrib > tile->ntotal)
+        return it_error_set(IT_ESTATE, "a tile's contribution count is out of range");
+    return IT_OK;
+}
+
 void it__mark_dirty(it_tensor *t, it_tile *tile)
 {
-    if (t->backend.store && !(tile->flags & (TILE_DIRTY | TILE_ORPHAN))) {
+    if (t->backend.store && !(tile->flags & TILE_DIRTY) && !it__tile_orphan(tile)) {
         tile->flags |= TILE_DIRTY;
         t->ndirty++;
     }
@@ -186,9 +213,9 @@ int it__tile_writeback(it_tile *tile, int evict)
     }
     if (rc != IT_OK)
         it__mark_dirty(t, tile);
-    int orphan = (tile->flags & TILE_ORPHAN) != 0;
+    int orphan = it__tile_orphan(tile);
     it__tile_unpin(tile);
-    if (!orphan && evict && rc == IT_OK && tile->pins == 0 && !(tile->flags & TILE_DIRTY))
+    if (!orphan && evict && rc == IT_OK && tile->ce.pins == 0 && !(tile->flags & TILE_DIRTY))
         it__tile_evict(tile);
     return rc;
 }
@@ -271,15 +298,19 @@ static int tile_create(it_tensor *t, const int64_t *coord, int lazy, it_tile **o
     memcpy(tile->dom_lo, lo, sizeof(int64_t) * (size_t)t->ncoords);
     memcpy(tile->dom_n, n, sizeof(int64_t) * (size_t)t->ncoords);
     tile->ntotal = total;
-    tile->weight = ((int64_t)tile->buf->nbytes + t->window_bytes - 1) / t->window_bytes;
+    tile->ce.cls = &tile_class;
+    tile->ce.owner = t;
+    tile->ce.bytes = (int64_t)tile->buf->nbytes;
+    tile->ce.weight = ((int64_t)tile->buf->nbytes + t->window_bytes - 1) / t->window_bytes;
+    tile->ce.device = t->dev.ops != NULL;
     tile->hash = it__hash_coords(coord, t->ninf);
     size_t slot = tile->hash & (t->nbuckets - 1);
     tile->hnext = t->buckets[slot];
     t->buckets[slot] = tile;
     t->ntiles++;
     t->mutations++;
-    t->bytes += (int64_t)tile->buf->nbytes;
-    it__cache_account(t->cache, tile, +1);
+    t->bytes += tile->ce.bytes;
+    it__cache_add(t->cache, &tile->ce);
     *out = tile;
     return IT_OK;
 }
@@ -447,7 +478,7 @@ static int tile_load(it_tensor *t, const int64_t *coord, int create, it_tile **o
             io.buf = stage;
         rc = t->backend.load(t->bctx, &io, &found);
     }
-    if (rc == IT_OK && (tile->flags & TILE_ORPHAN))
+    if (rc == IT_OK && it__tile_orphan(tile))
         rc = it_error_set(IT_ESTATE, CLEARED_MSG);
     if (rc == IT_OK && found && stage) {
         it_view host, dev;
@@ -467,10 +498,8 @@ static int tile_load(it_tensor *t, const int64_t *coord, int create, it_tile **o
     if (rc != IT_OK || (!found && !create)) {
         /* never keep a tile that failed to load: written back later, it
          * would replace the stored one */
-        if (!(tile->flags & TILE_ORPHAN)) {
-            it__table_unlink(t, tile);
-            tile->flags |= TILE_ORPHAN;
-        }
+        if (!it__tile_orphan(tile))
+            it__table_unlink(t, tile); /* pinned: an orphan now */
         it__tile_unpin(tile);
         return rc;
     }
@@ -498,7 +527,7 @@ int it__get_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, int create, 
         if ((rc = tile_create(t, coord, 1, &tile)))
             return rc;
         if ((rc = it__ctx_pin(ctx, tile))) {
-            it__lru_push(t->cache, tile); /* leave it cached and evictable */
+            it__cache_list(&tile->ce); /* leave it cached and evictable */
             it_cache_trim(t->cache);
             return rc;
         }
