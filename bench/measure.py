@@ -197,16 +197,20 @@ def machine_facts():
 # -- targets and results --------------------------------------------------------
 
 class Target:
-    """A bound on a measured value: `value <= limit` (or `<`), shown with unit."""
+    """A bound on a measured value: `value <= limit` (or `<`; with at_least,
+    `value >= limit`), shown with unit."""
 
-    def __init__(self, limit, unit, strict=False):
-        self.limit, self.unit, self.strict = limit, unit, strict
+    def __init__(self, limit, unit, strict=False, at_least=False):
+        self.limit, self.unit, self.strict, self.at_least = limit, unit, strict, at_least
 
     def met(self, value):
+        if self.at_least:
+            return value > self.limit if self.strict else value >= self.limit
         return value < self.limit if self.strict else value <= self.limit
 
     def describe(self):
-        return f"{'<' if self.strict else '<='} {self.limit:g}{self.unit}"
+        sign = (">" if self.strict else ">=") if self.at_least else ("<" if self.strict else "<=")
+        return f"{sign} {self.limit:g}{self.unit}"
 
     def show(self, value):
         return f"{value:.2f}{self.unit}"

@@ -9,6 +9,7 @@ memory (malloc, the core's buffer pool, emptied before each workload) is
 warm, as in a long-running program.
 """
 import random
+import threading
 import time
 
 import torch
@@ -429,6 +430,63 @@ def w10_pipeline_tiles(repeat):
     ]
 
 
+# -- 11: threads reading disjoint cached regions ---------------------------------------------
+
+THREAD_READS = 100     # reads per thread per run
+THREAD_SIDE = 1024     # each read: a 1024x1024 float32 region (4 MiB)
+SCALING_TARGET = m.Target(1.7, "x one thread", at_least=True)
+
+
+def _reads_per_second(t, nthreads, repeat):
+    """Reads per second of nthreads threads, each re-reading its own cached
+    256x256 regions (disjoint from the other threads'), median of repeat runs."""
+    bases = [(k * 4 * THREAD_SIDE, 0) for k in range(nthreads)]
+
+    def worker(y0, barrier, out, k):
+        barrier.wait()
+        t0 = time.perf_counter()
+        for i in range(THREAD_READS):
+            y = y0 + (i % 4) * THREAD_SIDE
+            t[y:y + THREAD_SIDE, 0:THREAD_SIDE]
+        out[k] = time.perf_counter() - t0
+
+    def run():
+        barrier, out = threading.Barrier(nthreads + 1), [0.0] * nthreads
+        threads = [threading.Thread(target=worker, args=(y0, barrier, out, k)) for k, (y0, _) in enumerate(bases)]
+        for th in threads:
+            th.start()
+        t0 = time.perf_counter()
+        barrier.wait()
+        for th in threads:
+            th.join()
+        return nthreads * THREAD_READS / (time.perf_counter() - t0)
+    return m.median(m.timed_runs(run, repeat, warmup=1))
+
+
+def w11_thread_scaling(repeat):
+    """Throughput of 2 threads re-reading disjoint cached regions against 1
+    thread, with the core's copy pool on (its default) and off (one thread
+    per read, so that each read's copy is the work the threads share out)."""
+    t = plane(trivial_f((64, 64), Calls()), 64, 64)
+    t[0:8 * THREAD_SIDE, 0:THREAD_SIDE]  # cache everything the threads read
+    check = torch.equal(t[0:THREAD_SIDE, 0:THREAD_SIDE], torch.ones(THREAD_SIDE, THREAD_SIDE))
+    rows = []
+    for pool in (1, None):
+        old = it._core.copy_threads(pool) if pool else None
+        try:
+            one = _reads_per_second(t, 1, repeat)
+            two = _reads_per_second(t, 2, repeat)
+        finally:
+            if old is not None:
+                it._core.copy_threads(old)
+        label = "copy pool off" if pool else f"copy pool on ({it._core.copy_threads()} threads)"
+        rows.append(m.Row(f"2 threads / 1 thread, cached {THREAD_SIDE}x{THREAD_SIDE} reads, {label}",
+                          value=two / one, target=SCALING_TARGET if pool else None,
+                          note=f"{one:,.0f} reads/s with 1 thread, {two:,.0f} with 2"))
+    rows.append(m.Row("thread reads vs plain torch (equal)", text="equal" if check else "DIFFERENT"))
+    return rows
+
+
 # number -> (title, function)
 WORKLOADS = {
     1: ("cold read, 64x64 windows, stride 64", w1_cold_stride64),
@@ -441,4 +499,5 @@ WORKLOADS = {
     8: ("streaming bands through a bounded cache", w8_streaming),
     9: ("cold read, 64x64 windows, stride 32, batch_size=32", w9_cold_batched),
     10: ("random tiles of a three-stage pipeline", w10_pipeline_tiles),
+    11: ("threads reading disjoint cached regions", w11_thread_scaling),
 }

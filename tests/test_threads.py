@@ -116,3 +116,69 @@ def test_a_forked_child_gets_working_copy_threads():
     finally:
         it.set_num_threads(old)
     assert expected == 64 * 512 * sum(range(1, 9))
+
+
+def test_large_copies_with_the_gil_released_meet_clears_trims_and_conversions():
+    """Reads of 2 MiB copy out of their pinned tiles with the GIL released
+    (assemble.c): other threads read, clear the cache, trim it under a small
+    budget and convert the dtype meanwhile, and every read still returns the
+    values plain torch computes."""
+    W = 64
+
+    def f(ctx):
+        y, x = torch.meshgrid(torch.arange(W, dtype=torch.float64), torch.arange(W, dtype=torch.float64),
+                              indexing="ij")
+        return (ctx[0] * 1000 + ctx[1]) + y * 0.5 + x * 0.25
+
+    def expected(y0, x0, n):
+        y, x = torch.meshgrid(torch.arange(y0, y0 + n), torch.arange(x0, x0 + n), indexing="ij")
+        return ((y.div(W, rounding_mode="floor") * 1000 + x.div(W, rounding_mode="floor")).double()
+                + (y % W) * 0.5 + (x % W) * 0.25)
+
+    store = it.MemoryTileStore(cache_size_bytes=6 << 20)
+    t = it.InfiniteTensor((None, None), f, it.TensorWindow((W, W)), dtype=torch.float64, tile_store=store)
+    n = 512  # 2 MiB of float64 per read: well above the size that releases the GIL
+    errors, stop = [], threading.Event()
+
+    def reader(k):
+        try:
+            for i in range(12):
+                y0, x0 = (k * 37 + i * 101) % 900 - 450, (k * 53 + i * 29) % 700 - 350
+                try:
+                    got = t[y0:y0 + n, x0:x0 + n]
+                except (it.TileAccessError, it.DtypeMismatchError):
+                    continue  # a clear or a conversion met this read: documented, read again
+                want = expected(y0, x0, n).to(got.dtype)
+                if not torch.equal(got, want):
+                    errors.append((k, y0, x0, (got.double() - want.double()).abs().max().item()))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    def meddler():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                if i % 3 == 0:
+                    t.clear_cache()
+                elif i % 3 == 1:
+                    store._cache.trim()
+                else:
+                    t.to(torch.float32 if t.dtype == torch.float64 else torch.float64)
+            except it.TileAccessError:
+                pass  # a conversion while a read holds tiles is refused: documented
+
+    readers = [threading.Thread(target=reader, args=(k,)) for k in range(3)]
+    other = threading.Thread(target=meddler)
+    other.start()
+    for th in readers:
+        th.start()
+    for th in readers:
+        th.join()
+    stop.set()
+    other.join()
+    assert errors == []
+    store._cache.check()
+    assert store.cache_info()["pinned"] == 0
+    t.to(torch.float64)
+    assert torch.equal(t[-100:412, 30:542], expected(-100, 30, n))

@@ -14,11 +14,28 @@
  * tile (a copy plan) and runs them: spread over the thread pool (pool.c)
  * when they move enough bytes, since they touch disjoint parts of the
  * result and only read tiles the read has pinned; in order on a device.
+ *
+ * Host copies of UNLOCK_MIN_BYTES or more run with the caller's lock
+ * released (the GIL, through the lock hooks of it_common.h), so other
+ * threads plan, run f or copy meanwhile.  That is safe because the copies
+ * touch nothing shared but the pixels they read:
+ *   - every tile in the plan is pinned in the read's context (no eviction
+ *     or free until the read ends; a clear only orphans it);
+ *   - every window meeting the box is in its tiles already, so nobody adds
+ *     to the pixels copied (another thread's windows cover other pixels);
+ *   - a lazy tile's values were made valid while planning, under the lock;
+ *   - it_tensor_migrate refuses to convert a tensor with a pinned tile;
+ *   - the result is the caller's own, and the plan lives on this stack.
+ * Device copies run under the lock: the device table calls into torch.
  */
 #include "engine.h"
 #include "it_pool.h"
 
 #include <string.h>
+
+/* Below this, giving the caller's lock up and taking it back (and the
+ * chance of waiting for another thread's turn) costs more than it frees. */
+#define UNLOCK_MIN_BYTES (((int64_t)1) << 16)
 
 /* ---- the parts of a box that hold samples -------------------------------- */
 
@@ -132,6 +149,7 @@ typedef struct copy_job {
 } copy_job;
 
 typedef struct copy_plan {
+    read_ctx *ctx; /* pins every tile copied from */
     const it_tensor *t;
     const it_buffer *buf;
     copy_job *jobs; /* local until more are needed */
@@ -194,6 +212,8 @@ static int copy_tiles(copy_plan *p, const it_box *box, const int64_t *start, con
         it_tile *tile = it__tile_lookup(t, tc);
         if (!tile)
             continue;
+        if ((rc = it__ctx_pin(p->ctx, tile)))
+            return rc;
         it__tile_values(t, tile);
         int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS];
         copy_job job;
@@ -238,7 +258,7 @@ static int tiles_missing(const it_tensor *t, const int64_t *start, const int64_t
 
 /* Copy the box (with steps) out of t's tiles into buf (shaped like the box);
  * pixels outside the finite dims or in missing tiles hold the fill value. */
-int it__assemble_into(it_tensor *t, const it_box *box, const regions *rg, it_buffer *buf)
+int it__assemble_into(read_ctx *ctx, it_tensor *t, const it_box *box, const regions *rg, it_buffer *buf)
 {
     const int64_t *shape = buf->shape;
     int rc = IT_OK;
@@ -261,7 +281,7 @@ int it__assemble_into(it_tensor *t, const it_box *box, const regions *rg, it_buf
         if ((rc = it_dev_fill(&t->dev, &v, t->spec.fill)))
             return rc;
     }
-    copy_plan plan = {.t = t, .buf = buf, .cap = 4};
+    copy_plan plan = {.ctx = ctx, .t = t, .buf = buf, .cap = 4};
     plan.jobs = plan.local;
     for (int64_t i = 0; i < rg->n && rc == IT_OK; i++) {
         int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
@@ -271,11 +291,15 @@ int it__assemble_into(it_tensor *t, const it_box *box, const regions *rg, it_buf
     if (rc == IT_OK && t->dev.ops) {
         for (int64_t j = 0; j < plan.n && rc == IT_OK; j++) /* in the device's order */
             rc = dev_copy(&plan, &plan.jobs[j]);
-    } else if (rc == IT_OK && plan.bytes >= it_pool_min_bytes()) {
-        it_parallel_for(plan.n, run_copy, &plan);
     } else if (rc == IT_OK) {
-        for (int64_t j = 0; j < plan.n; j++)
-            run_copy(&plan, j);
+        void *token = plan.bytes >= UNLOCK_MIN_BYTES ? it__unlock() : NULL;
+        if (plan.bytes >= it_pool_min_bytes())
+            it_parallel_for(plan.n, run_copy, &plan);
+        else
+            for (int64_t j = 0; j < plan.n; j++)
+                run_copy(&plan, j);
+        if (plan.bytes >= UNLOCK_MIN_BYTES)
+            it__relock(token);
     }
     if (plan.jobs != plan.local)
         it_free(plan.jobs);
@@ -292,7 +316,7 @@ int it__box_buffer(const it_tensor *t, const it_box *box, it_buffer **out)
 }
 
 /* Assemble a step-1 box (an argument region) into a new buffer. */
-int it__assemble_box(it_tensor *t, const it_box *box, it_buffer **out)
+int it__assemble_box(read_ctx *ctx, it_tensor *t, const it_box *box, it_buffer **out)
 {
     regions rg;
     int rc = it__box_buffer(t, box, out);
@@ -303,7 +327,7 @@ int it__assemble_box(it_tensor *t, const it_box *box, it_buffer **out)
     rg.stop = rg.one_stop;
     memcpy(rg.one_start, box->start, sizeof(int64_t) * (size_t)t->ndim);
     memcpy(rg.one_stop, box->stop, sizeof(int64_t) * (size_t)t->ndim);
-    if ((rc = it__assemble_into(t, box, &rg, *out))) {
+    if ((rc = it__assemble_into(ctx, t, box, &rg, *out))) {
         it_buffer_free(*out);
         *out = NULL;
     }

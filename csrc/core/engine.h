@@ -293,12 +293,13 @@ int it__contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_view 
 void it__regions_free(regions *r);
 /* Cut a non-empty box into regions. */
 int it__box_regions(const it_tensor *t, const it_box *box, regions *r);
-/* Copy the box out of t's tiles into buf (shaped like the box). */
-int it__assemble_into(it_tensor *t, const it_box *box, const regions *rg, it_buffer *buf);
+/* Copy the box out of t's tiles (pinned in ctx) into buf (shaped like the
+ * box); large host copies run with the caller's lock released. */
+int it__assemble_into(read_ctx *ctx, it_tensor *t, const it_box *box, const regions *rg, it_buffer *buf);
 /* A new buffer shaped like the box (the caller frees it). */
 int it__box_buffer(const it_tensor *t, const it_box *box, it_buffer **out);
 /* Assemble a step-1 box into a new buffer (the caller frees it). */
-int it__assemble_box(it_tensor *t, const it_box *box, it_buffer **out);
+int it__assemble_box(read_ctx *ctx, it_tensor *t, const it_box *box, it_buffer **out);
 
 /* ---- plan.c -------------------------------------------------------------- */
 

@@ -197,7 +197,7 @@ static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
                     goto done;
                 for (int d = 0; d < aw->ndim; d++)
                     box.step[d] = 1;
-                if ((rc = it__assemble_box(t->args[a], &box, &argbufs[a * n + i])))
+                if ((rc = it__assemble_box(ctx, t->args[a], &box, &argbufs[a * n + i])))
                     goto done;
             }
         }

@@ -65,7 +65,7 @@ int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
     if (rc == IT_OK && t->generation != gen)
         rc = it_error_set(IT_ESTATE, CLEARED_MSG);
     if (rc == IT_OK)
-        rc = it__assemble_into(t, box, &rg, buf);
+        rc = it__assemble_into(&ctx, t, box, &rg, buf);
     it__ctx_release(&ctx);
     it__regions_free(&rg);
     if (rc) {

@@ -62,6 +62,14 @@ int it__owner_live(it_owner o) { return o.thread != NULL && o.gen == atomic_load
 
 int it__owner_is_self(it_owner o) { return o.thread == &me && it__owner_live(o); }
 
+void *it__unlock(void) { return hooks.release ? hooks.release() : NULL; }
+
+void it__relock(void *token)
+{
+    if (hooks.reacquire)
+        hooks.reacquire(token);
+}
+
 uint64_t it__wait_epoch(void) { return atomic_load(&epoch); }
 
 void it__wait_progress(void)

@@ -17,5 +17,10 @@ int it__owner_is_self(it_owner o);
 uint64_t it__wait_epoch(void);
 void it__wait_progress(void);      /* some work ended: wake the waiters */
 void it__wait_until_moved(uint64_t seen); /* sleep (caller's lock released) until the epoch != seen */
+/* Give the caller's lock up (through the lock hooks) around work that
+ * touches nothing shared; returns the token it__relock takes.  Without
+ * hooks both do nothing. */
+void *it__unlock(void);
+void it__relock(void *token);
 
 #endif

@@ -81,8 +81,11 @@ long it_alloc_live_blocks(void);
  * meet windows that another thread is computing right now.  It computes the
  * others, then waits for those, with the caller's lock released through these
  * hooks: release() gives the lock up and returns a token, reacquire(token)
- * takes it back.  Without hooks the core waits holding nothing (right when
- * the caller has no lock, e.g. one thread).  Set them once, before any read.
+ * takes it back.  The core also gives the lock up around work that touches
+ * nothing shared (copying a read's pinned tiles into its result; see
+ * assemble.c), so other threads run meanwhile.  Without hooks the core
+ * waits holding nothing (right when the caller has no lock, e.g. one
+ * thread).  Set them once, before any read.
  */
 typedef struct it_lock_hooks {
     void *(*release)(void);
