@@ -27,6 +27,18 @@
  *   - it_tensor_migrate refuses to convert a tensor with a pinned tile;
  *   - the result is the caller's own, and the plan lives on this stack.
  * Device copies run under the lock: the device table calls into torch.
+ *
+ * Writing through.  When no two windows overlap (it_window_disjoint), a
+ * pixel's value is final as soon as its one window is added.  A read of a
+ * step-1 box then copies each window's part of a tile into its result right
+ * after adding it (it__sink_write), while the tile's bytes are still in the
+ * CPU's caches, and counts the pixels per tile (wt_serial, wt_pixels).  The
+ * assembly that follows skips every tile whose part of the box was written
+ * through whole, so a cold read moves each byte of its box from a hot tile
+ * instead of from memory.  The count is the read's own (another read that
+ * writes through the same tile resets it to its serial), and anything less
+ * than the whole part, or a result pre-filled for missing tiles, is copied
+ * as usual: the skip is only ever an optimisation.
  */
 #include "engine.h"
 #include "it_pool.h"
@@ -127,6 +139,58 @@ int it__box_regions(const it_tensor *t, const it_box *box, regions *r)
     return rc;
 }
 
+/* ---- writing through ------------------------------------------------------ */
+
+void it__sink_open(read_ctx *ctx, it_tensor *t, const it_box *box, const regions *rg, it_buffer *buf)
+{
+    if (!t->disjoint || t->dev.ops || t->spec.combine == IT_COMBINE_CUSTOM || rg->n != 1)
+        return;
+    for (int d = 0; d < t->ndim; d++)
+        if (box->step[d] != 1)
+            return;
+    ctx->sink = (read_sink){t, buf, box->start, box->stop};
+}
+
+/* Volume of [a, b) per dim, or 0 if empty. */
+static int64_t box_volume(int ndim, const int64_t *a, const int64_t *b)
+{
+    int64_t v = 1;
+    for (int d = 0; d < ndim; d++)
+        v *= b[d] > a[d] ? b[d] - a[d] : 0;
+    return v;
+}
+
+void it__sink_write(read_ctx *ctx, it_tensor *t, it_tile *tile, const int64_t *a, const int64_t *shape)
+{
+    const read_sink *s = &ctx->sink;
+    int64_t lo[IT_MAX_DIMS], hi[IT_MAX_DIMS], n[IT_MAX_DIMS], ts[IT_MAX_DIMS], te[IT_MAX_DIMS];
+    it__tile_box(t, tile->coord, ts, te);
+    const char *src = tile->buf->data;
+    char *dst = s->buf->data;
+    for (int d = 0; d < t->ndim; d++) {
+        lo[d] = IT_MAX(a[d], s->start[d]);
+        hi[d] = IT_MIN(a[d] + shape[d], s->stop[d]);
+        if (lo[d] >= hi[d])
+            return;
+        n[d] = hi[d] - lo[d];
+        src += (lo[d] - ts[d]) * t->tstrides[d];
+        dst += (lo[d] - s->start[d]) * s->buf->strides[d];
+    }
+    it_copy_nd(t->elsize, t->ndim, n, dst, s->buf->strides, src, t->tstrides);
+    if (tile->wt_serial != ctx->serial) {
+        tile->wt_serial = ctx->serial;
+        tile->wt_pixels = 0;
+    }
+    tile->wt_pixels += box_volume(t->ndim, lo, hi);
+}
+
+/* 1 if the read wrote tile's part [lo, hi) of its box through whole. */
+static int written_through(const read_ctx *ctx, const it_buffer *buf, const it_tile *tile, const int64_t *lo,
+                           const int64_t *hi, int ndim)
+{
+    return ctx->sink.buf == buf && tile->wt_serial == ctx->serial && tile->wt_pixels == box_volume(ndim, lo, hi);
+}
+
 /* ---- assembling a region ------------------------------------------------ */
 
 /* Samples of a dim (start, step) at positions below x >= start; unsigned,
@@ -150,6 +214,7 @@ typedef struct copy_job {
 
 typedef struct copy_plan {
     read_ctx *ctx; /* pins every tile copied from */
+    int prefilled; /* the result was filled first: write-throughs were overwritten */
     const it_tensor *t;
     const it_buffer *buf;
     copy_job *jobs; /* local until more are needed */
@@ -214,8 +279,18 @@ static int copy_tiles(copy_plan *p, const it_box *box, const int64_t *start, con
             continue;
         if ((rc = it__ctx_pin(p->ctx, tile)))
             return rc;
-        it__tile_values(t, tile);
         int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS];
+        if (!p->prefilled) {
+            int64_t lo[IT_MAX_DIMS], hi[IT_MAX_DIMS];
+            it__tile_box(t, tc, ts, te);
+            for (int d = 0; d < t->ndim; d++) {
+                lo[d] = IT_MAX(ts[d], start[d]);
+                hi[d] = IT_MIN(te[d], stop[d]);
+            }
+            if (written_through(p->ctx, buf, tile, lo, hi, t->ndim))
+                continue;
+        }
+        it__tile_values(t, tile);
         copy_job job;
         job.src = tile->buf->data;
         job.dst = buf->data;
@@ -281,7 +356,7 @@ int it__assemble_into(read_ctx *ctx, it_tensor *t, const it_box *box, const regi
         if ((rc = it_dev_fill(&t->dev, &v, t->spec.fill)))
             return rc;
     }
-    copy_plan plan = {.ctx = ctx, .t = t, .buf = buf, .cap = 4};
+    copy_plan plan = {.ctx = ctx, .prefilled = need_fill, .t = t, .buf = buf, .cap = 4};
     plan.jobs = plan.local;
     for (int64_t i = 0; i < rg->n && rc == IT_OK; i++) {
         int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS];

@@ -242,6 +242,8 @@ int it__contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_view 
         tile->ncontrib++;
         t->mutations++;
         it__mark_dirty(t, tile);
+        if (ctx->sink.t == t)
+            it__sink_write(ctx, t, tile, a, shape);
     } while (it__tiles_next(&tw));
     return IT_OK;
 }

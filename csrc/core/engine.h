@@ -87,6 +87,8 @@ struct it_tile {
     uint32_t flags;            /* TILE_* */
     uint64_t pin_serial;       /* last read context that pinned it */
     uint64_t mark;             /* read context completing it (custom blend) */
+    uint64_t wt_serial;        /* read context that wrote windows through (assemble.c) */
+    int64_t wt_pixels;         /* pixels of that read's box it wrote through */
     int64_t *coord;            /* owner->ninf tile coordinates */
     int64_t *dom_lo;           /* owner->ncoords: first window index per coord */
     int64_t *dom_n;            /* owner->ncoords: windows per coord */
@@ -110,6 +112,7 @@ struct it_tensor {
     void *user;
     size_t elsize;
     int ndim, ncoords, ninf;
+    int disjoint; /* no two windows overlap (it_window_disjoint) */
     int inf_dim[IT_MAX_DIMS];
     int64_t tshape[IT_MAX_DIMS];
     int64_t tstrides[IT_MAX_DIMS]; /* bytes */
@@ -132,12 +135,21 @@ struct it_tensor {
 #define CLEARED_MSG "the cache of a tensor this read uses was cleared during the read"
 #define BUSY_MSG "another read is combining these tiles with a custom blend right now; read again"
 
+/* Where a read wants its box (assemble.c, "Writing through"): set when
+ * each window's pixels can go to the result as the window is added. */
+typedef struct read_sink {
+    it_tensor *t; /* NULL: no sink */
+    it_buffer *buf;
+    const int64_t *start, *stop; /* the box, step 1 */
+} read_sink;
+
 /* A read context (tile.c): a serial number and the tiles it pinned. */
 typedef struct read_ctx {
     uint64_t serial;
     int flags;
     it_tile **pins;
     size_t npins, cap;
+    read_sink sink;
 } read_ctx;
 
 /* Windows a lazy tile may take before it is filled: it__tile_values keeps
@@ -298,6 +310,10 @@ int it__box_regions(const it_tensor *t, const it_box *box, regions *r);
 int it__assemble_into(read_ctx *ctx, it_tensor *t, const it_box *box, const regions *rg, it_buffer *buf);
 /* A new buffer shaped like the box (the caller frees it). */
 int it__box_buffer(const it_tensor *t, const it_box *box, it_buffer **out);
+/* Set ctx's sink for a read of box into buf when t can write through. */
+void it__sink_open(read_ctx *ctx, it_tensor *t, const it_box *box, const regions *rg, it_buffer *buf);
+/* Window part [a, a + shape) was just added to tile: copy it to the sink. */
+void it__sink_write(read_ctx *ctx, it_tensor *t, it_tile *tile, const int64_t *a, const int64_t *shape);
 /* Assemble a step-1 box into a new buffer (the caller frees it). */
 int it__assemble_box(read_ctx *ctx, it_tensor *t, const it_box *box, it_buffer **out);
 

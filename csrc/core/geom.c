@@ -85,6 +85,18 @@ int it_window_check(const it_window *w)
     return IT_OK;
 }
 
+int it_window_disjoint(const it_window *w)
+{
+    for (int c = 0; c < w->ncoords; c++) {
+        int apart = 0;
+        for (int d = 0; d < w->ndim && !apart; d++)
+            apart = w->map[d] == c && w->stride[d] >= w->size[d];
+        if (!apart)
+            return 0;
+    }
+    return 1;
+}
+
 int it_window_bounds(const it_window *w, const int64_t *coords, int64_t *start, int64_t *stop)
 {
     for (int d = 0; d < w->ndim; d++) {

@@ -61,6 +61,7 @@ int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
     read_ctx ctx;
     uint64_t gen = t->generation;
     it__ctx_init(&ctx, flags);
+    it__sink_open(&ctx, t, box, &rg, buf);
     rc = it__ensure(&ctx, t, rg.start, rg.stop, rg.n);
     if (rc == IT_OK && t->generation != gen)
         rc = it_error_set(IT_ESTATE, CLEARED_MSG);
@@ -236,6 +237,7 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
         tile_elems = capped_mul(tile_elems, t->tshape[d], TILE_MAX_BYTES);
     }
     t->window_bytes = IT_MAX(window_elems * (int64_t)es, 1);
+    t->disjoint = it_window_disjoint(&t->spec.window);
     if (tile_elems >= TILE_MAX_BYTES / (int64_t)es) {
         t->user = NULL; /* ownership passes on success only */
         it_tensor_unref(t);

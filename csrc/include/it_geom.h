@@ -78,6 +78,10 @@ int it_box_numel(const it_box *b, int64_t *out);
  * parameters within IT_PARAM_LIMIT, map entries in [0, ncoords) or FIXED. */
 int it_window_check(const it_window *w);
 
+/* 1 if no two windows overlap: every window coordinate is followed by a dim
+ * whose stride is at least the window's size there.  Each pixel then has at
+ * most one window. */
+int it_window_disjoint(const it_window *w);
 /* Pixel bounds of the window with index coords (ncoords ints). */
 int it_window_bounds(const it_window *w, const int64_t *coords,
                      int64_t *start, int64_t *stop);
