@@ -215,7 +215,7 @@ typedef struct copy_job {
 typedef struct copy_plan {
     read_ctx *ctx; /* pins every tile copied from */
     int prefilled; /* the result was filled first: write-throughs were overwritten */
-    const it_tensor *t;
+    it_tensor *t;
     const it_buffer *buf;
     copy_job *jobs; /* local until more are needed */
     int64_t n, cap;
@@ -268,51 +268,58 @@ static int plan_copy(copy_plan *p, const copy_job *job)
 static int copy_tiles(copy_plan *p, const it_box *box, const int64_t *start, const int64_t *stop)
 {
     int rc = IT_OK;
-    const it_tensor *t = p->t;
+    it_tensor *t = p->t;
     const it_buffer *buf = p->buf;
     tile_walk tw;
     it__tiles_first(&tw, t, start, stop);
     const int64_t *tc = tw.tc;
     do {
-        it_tile *tile = it__tile_lookup(t, tc);
-        if (!tile)
-            continue;
-        if ((rc = it__ctx_pin(p->ctx, tile)))
+        it_tile *tile;
+        if ((rc = it__ready_tile(p->ctx, t, tc, &tile)))
             return rc;
-        int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS];
-        if (!p->prefilled) {
-            int64_t lo[IT_MAX_DIMS], hi[IT_MAX_DIMS];
-            it__tile_box(t, tc, ts, te);
-            for (int d = 0; d < t->ndim; d++) {
-                lo[d] = IT_MAX(ts[d], start[d]);
-                hi[d] = IT_MIN(te[d], stop[d]);
-            }
-            if (written_through(p->ctx, buf, tile, lo, hi, t->ndim))
-                continue;
-        }
-        it__tile_values(t, tile);
-        copy_job job;
-        job.src = tile->buf->data;
-        job.dst = buf->data;
-        int skip = 0;
+        if (!tile && p->prefilled)
+            continue;
+        int64_t ts[IT_MAX_DIMS], te[IT_MAX_DIMS], lo[IT_MAX_DIMS], hi[IT_MAX_DIMS];
         it__tile_box(t, tc, ts, te);
         for (int d = 0; d < t->ndim; d++) {
+            lo[d] = IT_MAX(ts[d], start[d]);
+            hi[d] = IT_MIN(te[d], stop[d]);
+        }
+        if (tile && !p->prefilled && written_through(p->ctx, buf, tile, lo, hi, t->ndim))
+            continue;
+        copy_job job;
+        int64_t src_off = 0;
+        int skip = 0;
+        job.dst = buf->data;
+        for (int d = 0; d < t->ndim; d++) {
             int64_t step = box->step[d];
-            int64_t lo = IT_MAX(ts[d], start[d]), hi = IT_MIN(te[d], stop[d]);
-            int64_t i0 = samples_before(lo, box->start[d], step);
-            int64_t i1 = IT_MIN(buf->shape[d], samples_before(hi, box->start[d], step));
+            int64_t i0 = samples_before(lo[d], box->start[d], step);
+            int64_t i1 = IT_MIN(buf->shape[d], samples_before(hi[d], box->start[d], step));
             if (i0 >= i1) {
                 skip = 1;
                 break;
             }
             job.n[d] = i1 - i0;
-            job.src += (box->start[d] + i0 * step - ts[d]) * t->tstrides[d];
+            src_off += (box->start[d] + i0 * step - ts[d]) * t->tstrides[d];
             job.dst += i0 * buf->strides[d];
             /* a step longer than the tile leaves one sample here: its stride
              * is never used (and the product could overflow) */
             job.ss[d] = job.n[d] > 1 ? t->tstrides[d] * step : 0;
         }
-        if (!skip && (rc = plan_copy(p, &job)))
+        if (skip)
+            continue;
+        if (!tile) {
+            /* present when the fill was decided, dropped since (another
+             * thread's load failed): its part holds the fill value */
+            it_view v;
+            it_view_make(&v, &t->dev, job.dst, t->spec.dtype, t->ndim, job.n, buf->strides);
+            if ((rc = it_dev_fill(&t->dev, &v, t->spec.fill)))
+                return rc;
+            continue;
+        }
+        it__tile_values(t, tile);
+        job.src = (const char *)tile->buf->data + src_off;
+        if ((rc = plan_copy(p, &job)))
             return rc;
     } while (it__tiles_next(&tw));
     return IT_OK;

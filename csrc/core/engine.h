@@ -64,6 +64,7 @@
 
 #define TILE_DIRTY 4u /* changed since loaded from / written to the backend */
 #define TILE_LAZY 8u  /* only the pixels of contributed windows are written (tile.c) */
+#define TILE_LOADING 16u /* a backend is filling it with the caller's lock released (tile.c) */
 
 typedef struct it_tile it_tile;
 
@@ -284,6 +285,9 @@ void it__tile_values(const it_tensor *t, it_tile *tile);
 void it__ctx_init(read_ctx *ctx, int flags);
 int it__ctx_pin(read_ctx *ctx, it_tile *tile);
 void it__ctx_release(read_ctx *ctx);
+/* The cached tile at coord pinned in ctx, once no other thread is loading
+ * it (tile.c); *out NULL when none is cached. */
+int it__ready_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, it_tile **out);
 /* The tile at coord, pinned in ctx: cached, else loaded from the backend,
  * else (with create) a new one; *out NULL when there is none. */
 int it__get_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, int create, it_tile **out);

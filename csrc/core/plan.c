@@ -244,7 +244,9 @@ static int finish_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, con
     it__tiles_first(&tw, t, start, stop);
     const int64_t *tc = tw.tc;
     do {
-        it_tile *tile = it__tile_lookup(t, tc);
+        it_tile *tile;
+        if ((rc = it__ready_tile(ctx, t, tc, &tile)))
+            return rc;
         if (!tile)
             continue;
         if (tile->mark == ctx->serial && tile->deferred && (rc = it__flush_deferred(t, tile, NULL)))

@@ -29,6 +29,13 @@
  * buffer.  Their load and store callbacks may run arbitrary code (a Python
  * store), even reads of the same tensor or a clear, so the tile is pinned
  * around each call and checked afterwards.
+ *
+ * Unlocked loads.  A backend attached with IT_BACKEND_UNLOCKED_LOAD (the
+ * HDF5 store) loads with the caller's lock released, so f runs in other
+ * threads meanwhile.  The tile is in the table already, marked TILE_LOADING
+ * and pinned: a thread that needs it waits (it__ready_tile) until the
+ * loader has counted its bits, or dropped it (then it looks again), and
+ * wakes through wait.c's epoch, bumped once the tile is in its final state.
  */
 #include "engine.h"
 
@@ -473,10 +480,19 @@ static int tile_load(it_tensor *t, const int64_t *coord, int create, it_tile **o
     tile_io(t, tile, &io);
     it_buffer *stage = NULL;
     /* a tile no window can touch is never stored */
+    int unlocked = 0;
     if (tile->ntotal > 0 && (rc = stage_tile(t, tile, 0, &stage)) == IT_OK) {
         if (stage)
             io.buf = stage;
-        rc = t->backend.load(t->bctx, &io, &found);
+        unlocked = (t->bflags & IT_BACKEND_UNLOCKED_LOAD) != 0;
+        if (unlocked) {
+            tile->flags |= TILE_LOADING;
+            void *token = it__unlock();
+            rc = t->backend.load(t->bctx, &io, &found);
+            it__relock(token);
+        } else {
+            rc = t->backend.load(t->bctx, &io, &found);
+        }
     }
     if (rc == IT_OK && it__tile_orphan(tile))
         rc = it_error_set(IT_ESTATE, CLEARED_MSG);
@@ -495,11 +511,16 @@ static int tile_load(it_tensor *t, const int64_t *coord, int create, it_tile **o
             n += __builtin_popcountll(tile->bits[i]);
         tile->ncontrib = n;
     }
-    if (rc != IT_OK || (!found && !create)) {
-        /* never keep a tile that failed to load: written back later, it
-         * would replace the stored one */
-        if (!it__tile_orphan(tile))
-            it__table_unlink(t, tile); /* pinned: an orphan now */
+    int keep = rc == IT_OK && (found || create);
+    /* never keep a tile that failed to load: written back later, it would
+     * replace the stored one */
+    if (!keep && !it__tile_orphan(tile))
+        it__table_unlink(t, tile); /* pinned: an orphan now */
+    if (unlocked) { /* final now: wake the threads waiting for it */
+        tile->flags &= ~TILE_LOADING;
+        it__wait_progress();
+    }
+    if (!keep) {
         it__tile_unpin(tile);
         return rc;
     }
@@ -507,12 +528,40 @@ static int tile_load(it_tensor *t, const int64_t *coord, int create, it_tile **o
     return IT_OK;
 }
 
+int it__ready_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, it_tile **out)
+{
+    for (;;) {
+        it_tile *tile = it__tile_lookup(t, coord);
+        *out = tile;
+        if (!tile)
+            return IT_OK;
+        if (!(tile->flags & TILE_LOADING))
+            return it__ctx_pin(ctx, tile);
+        /* pinned while we sleep; a failed load leaves it an orphan, which
+         * the unpin frees, and we look again */
+        it__tile_pin(tile);
+        for (;;) {
+            uint64_t seen = it__wait_epoch();
+            if (!(tile->flags & TILE_LOADING))
+                break;
+            it__wait_until_moved(seen);
+        }
+        it__tile_unpin(tile);
+    }
+}
+
 /* Find or create (and pin) a tile. */
 int it__get_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, int create, it_tile **out)
 {
-    it_tile *tile = it__tile_lookup(t, coord);
+    it_tile *tile;
     int rc;
     *out = NULL;
+    if ((rc = it__ready_tile(ctx, t, coord, &tile)))
+        return rc;
+    if (tile) {
+        *out = tile;
+        return IT_OK;
+    }
     if (!tile && t->backend.load) {
         if ((rc = tile_load(t, coord, create, &tile)) || !tile)
             return rc;
@@ -532,8 +581,6 @@ int it__get_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, int create, 
             return rc;
         }
         it_cache_trim(t->cache);
-    } else if ((rc = it__ctx_pin(ctx, tile))) {
-        return rc;
     }
     *out = tile;
     return IT_OK;

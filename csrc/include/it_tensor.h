@@ -199,6 +199,10 @@ typedef struct it_backend {
 } it_backend;
 
 #define IT_BACKEND_READONLY 1 /* windows cannot be computed: reads of missing ones fail */
+/* load is thread-safe and touches no caller state (no Python): the core
+ * calls it with the caller's lock released (it_set_lock_hooks), so other
+ * threads run meanwhile; a thread needing the tile waits for the load. */
+#define IT_BACKEND_UNLOCKED_LOAD 2
 
 /* Give t a backend (copied; ctx owned from now on, even on failure).
  * IT_ESTATE if t already caches tiles (they would shadow stored ones). */
