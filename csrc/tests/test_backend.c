@@ -2066,6 +2066,162 @@ static void test_fuzz_persist(void **state)
     LEAK_END;
 }
 
+/* ------------------------------------------------------------------ */
+/* unlocked loads (IT_BACKEND_UNLOCKED_LOAD): the core calls load with  */
+/* the caller's lock released; threads that need a tile being loaded   */
+/* wait for it.  The fake backend is made thread-safe by a mutex of its */
+/* own around both callbacks, as a real one must be.                    */
+
+#include <pthread.h>
+#include <time.h>
+
+static pthread_mutex_t ul_caller = PTHREAD_MUTEX_INITIALIZER; /* the caller's lock */
+static pthread_mutex_t ul_backend = PTHREAD_MUTEX_INITIALIZER; /* the backend's own */
+static long ul_loads, ul_loads_unlocked;
+
+static void *ul_release(void)
+{
+    pthread_mutex_unlock(&ul_caller);
+    return NULL;
+}
+static void ul_reacquire(void *token)
+{
+    (void)token;
+    pthread_mutex_lock(&ul_caller);
+}
+
+static int ul_load(void *ctx, it_tile_io *io, int *found)
+{
+    /* the caller's lock is free during an unlocked load: a single thread
+     * can take it here (another thread may hold it for a moment: count) */
+    int free_now = pthread_mutex_trylock(&ul_caller) == 0;
+    if (free_now)
+        pthread_mutex_unlock(&ul_caller);
+    nanosleep(&(struct timespec){0, 200000}, NULL); /* a slow disk: other threads run meanwhile */
+    pthread_mutex_lock(&ul_backend);
+    ul_loads++;
+    ul_loads_unlocked += free_now;
+    int rc = fb_load(ctx, io, found);
+    pthread_mutex_unlock(&ul_backend);
+    return rc;
+}
+
+static int ul_store(void *ctx, const it_tile_io *io)
+{
+    pthread_mutex_lock(&ul_backend);
+    int rc = fb_store(ctx, io);
+    pthread_mutex_unlock(&ul_backend);
+    return rc;
+}
+
+static const it_backend ul_backend_table = {IT_BACKEND_VERSION, ul_load, ul_store, fb_free};
+
+static ft *ul_tensor(const bspec *s, it_cache *c, fb_map *m, int flags)
+{
+    ft *f = mkft(s, c, NULL, 0);
+    EXPECT_OK(it_tensor_set_backend(f->t, &ul_backend_table, fb_ctx_new(m, f), flags));
+    return f;
+}
+
+#define UL_THREADS 6
+#define UL_READS 12
+
+typedef struct ul_job {
+    ft *f;
+    it_box box[UL_READS];
+    it_buffer *out[UL_READS];
+    int rc[UL_READS];
+} ul_job;
+
+static void *ul_reader(void *arg)
+{
+    ul_job *j = arg;
+    pthread_mutex_lock(&ul_caller);
+    for (int i = 0; i < UL_READS; i++)
+        j->rc[i] = it_tensor_read(j->f->t, &j->box[i], 0, &j->out[i]);
+    pthread_mutex_unlock(&ul_caller);
+    return NULL;
+}
+
+static void unlocked_loads(const bspec *s, uint64_t seed)
+{
+    it_cache *c = mkcache(-1, -1);
+    fb_map *m = fb_map_new(bs_ninf(s));
+    rng_t r = {seed};
+    static ul_job jobs[UL_THREADS];
+    /* store every box's windows first */
+    ft *a = mkft(s, c, m, 0);
+    for (int k = 0; k < UL_THREADS; k++)
+        for (int i = 0; i < UL_READS; i++) {
+            random_box(s, &r, &jobs[k].box[i], i % 4 == 3);
+            ft_read_ok(a, &jobs[k].box[i]);
+        }
+    EXPECT_OK(it_tensor_flush(a->t));
+    ft_destroy(a);
+
+    it_set_lock_hooks(&(it_lock_hooks){ul_release, ul_reacquire});
+    /* one thread: every load runs with the caller's lock free */
+    ul_loads = ul_loads_unlocked = 0;
+    ft *b = ul_tensor(s, c, m, IT_BACKEND_UNLOCKED_LOAD);
+    b->once = 1;
+    pthread_mutex_lock(&ul_caller);
+    for (int i = 0; i < UL_READS; i++)
+        ft_read_ok(b, &jobs[0].box[i]);
+    pthread_mutex_unlock(&ul_caller);
+    assert_true(ul_loads > 0);
+    assert_int_equal(ul_loads_unlocked, ul_loads);
+    assert_int_equal(b->calls, 0); /* everything came from the store */
+    ft_destroy(b);
+    /* without the flag the lock stays held */
+    ul_loads = ul_loads_unlocked = 0;
+    b = ul_tensor(s, c, m, 0);
+    pthread_mutex_lock(&ul_caller);
+    ft_read_ok(b, &jobs[0].box[0]);
+    pthread_mutex_unlock(&ul_caller);
+    assert_true(ul_loads > 0);
+    assert_int_equal(ul_loads_unlocked, 0);
+    ft_destroy(b);
+
+    /* many threads over a small cache: tiles are loaded, evicted and
+     * loaded again while other threads wait for them or compute */
+    it_cache_set_tile_limit(c, 3);
+    b = ul_tensor(s, c, m, IT_BACKEND_UNLOCKED_LOAD);
+    pthread_t th[UL_THREADS];
+    for (int k = 0; k < UL_THREADS; k++) {
+        jobs[k].f = b;
+        for (int i = 0; i < UL_READS; i++)
+            jobs[k].out[i] = NULL;
+        assert_int_equal(pthread_create(&th[k], NULL, ul_reader, &jobs[k]), 0);
+    }
+    for (int k = 0; k < UL_THREADS; k++)
+        pthread_join(th[k], NULL);
+    it_set_lock_hooks(NULL);
+    for (int k = 0; k < UL_THREADS; k++)
+        for (int i = 0; i < UL_READS; i++) {
+            if (jobs[k].rc[i] != IT_OK)
+                fail_msg("thread %d read %d failed: %d", k, i, jobs[k].rc[i]);
+            tu_buffer_flip(jobs[k].out[i]);
+            ft_compare(b, &jobs[k].box[i], jobs[k].out[i]);
+            it_buffer_free(jobs[k].out[i]);
+        }
+    assert_int_equal(b->calls, 0);
+    tu_cache_ok(c);
+    assert_int_equal(it_cache_pinned(c), 0);
+    ft_destroy(b);
+    fb_map_free(m);
+    it_cache_unref(c);
+}
+
+static void test_unlocked_loads(void **state)
+{
+    (void)state;
+    LEAK_BEGIN;
+    unlocked_loads(&S1, 11);
+    unlocked_loads(&S2F, 12);
+    unlocked_loads(&S2I, 13);
+    LEAK_END;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2081,6 +2237,7 @@ int main(void)
         cmocka_unit_test(test_store_reentrant),
         cmocka_unit_test(test_pipeline_backend),
         cmocka_unit_test(test_fuzz_persist),
+        cmocka_unit_test(test_unlocked_loads),
     };
     tu_filters_from_env();
     return cmocka_run_group_tests(tests, NULL, NULL);
