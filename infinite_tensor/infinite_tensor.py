@@ -141,13 +141,9 @@ class InfiniteTensor:
             raise ValidationError(f"Shape must be a tuple, got {type(shape).__name__}")
         if len(shape) == 0:
             raise ValidationError("Shape cannot be empty")
-        if len(shape) > _core.MAX_DIMS:
-            raise ValidationError(f"a tensor has at most {_core.MAX_DIMS} dims, got a shape of {len(shape)}")
         for i, d in enumerate(shape):
             if d is not None and (not _is_int(d) or d <= 0):
                 raise ValidationError(f"Dimension {i} must be None or positive integer, got {d!r}")
-            if d is not None and d >= 2**63:  # the core checks the real limit; it takes int64s
-                raise ValidationError(f"dim {i} must be infinite or in [1, 2**{_core.PARAM_LIMIT_LOG2}], got {d}")
         if not callable(f):
             raise ValidationError(f"Function must be callable, got {type(f).__name__}")
         if blend is not None and not callable(blend):
@@ -156,8 +152,6 @@ class InfiniteTensor:
             raise ValidationError(f"blend_init must be int, float, or None, got {type(blend_init).__name__}")
         args = list(args) if args is not None else []
         args_windows = list(args_windows) if args_windows is not None else []
-        if len(args) > _core.MAX_ARGS:
-            raise ValidationError(f"a tensor takes at most {_core.MAX_ARGS} args, got {len(args)}")
         if len(args_windows) != len(args) and (args_windows or args):
             raise ValidationError(f"args_windows length {len(args_windows)} must match args length {len(args)}")
         if tile_store is None:
@@ -168,19 +162,15 @@ class InfiniteTensor:
             tensor_id = str(_uuidlib.uuid4())
         if not isinstance(output_window, TensorWindow):
             raise ValidationError(f"output_window must be a TensorWindow, got {type(output_window).__name__}")
-        if len(output_window.size) != len(shape):
-            raise ValidationError(
-                f"output_window has {len(output_window.size)} dims but tensor has {len(shape)} dims")
+        # the core checks the geometry (dims, limits, dimension_map, the
+        # number of args) when the store creates the node; here only what it
+        # cannot see: Python types, and the hint below
         for i, (arg, win) in enumerate(zip(args, args_windows)):
             if not isinstance(arg, InfiniteTensor):
                 raise ValidationError("All positional args must be InfiniteTensor instances")
             if not isinstance(win, TensorWindow):
                 raise ValidationError(f"args_windows[{i}] must be a TensorWindow, got {type(win).__name__}")
-            if len(win.size) != len(arg.shape):
-                raise ValidationError(
-                    f"args_windows[{i}] has {len(win.size)} dims but corresponding arg tensor has "
-                    f"{len(arg.shape)} dims")
-            if win.dimension_map is None and len(win.size) > len(shape):
+            if win.dimension_map is None and len(shape) < len(win.size) == len(arg.shape):
                 raise ValidationError(
                     f"args_windows[{i}] has {len(win.size)} dims but this tensor's window index has "
                     f"{len(shape)} entries; give it a dimension_map")

@@ -69,14 +69,14 @@ int it_window_check(const it_window *w)
                             IT_MAX_DIMS, w->ncoords);
     for (int d = 0; d < w->ndim; d++) {
         if (w->size[d] <= 0 || w->size[d] > IT_PARAM_LIMIT)
-            return it_error_set(IT_EINVAL, "window size[%d] must be in [1, 2**48], got %lld", d,
-                                (long long)w->size[d]);
+            return it_error_set(IT_EINVAL, "window size[%d] must be in [1, 2**%d], got %lld", d,
+                                IT_PARAM_LIMIT_LOG2, (long long)w->size[d]);
         if (w->stride[d] <= 0 || w->stride[d] > IT_PARAM_LIMIT)
-            return it_error_set(IT_EINVAL, "window stride[%d] must be in [1, 2**48], got %lld", d,
-                                (long long)w->stride[d]);
+            return it_error_set(IT_EINVAL, "window stride[%d] must be in [1, 2**%d], got %lld", d,
+                                IT_PARAM_LIMIT_LOG2, (long long)w->stride[d]);
         if (w->offset[d] < -IT_PARAM_LIMIT || w->offset[d] > IT_PARAM_LIMIT)
-            return it_error_set(IT_EINVAL, "window offset[%d] must be within +-2**48, got %lld", d,
-                                (long long)w->offset[d]);
+            return it_error_set(IT_EINVAL, "window offset[%d] must be within +-2**%d, got %lld", d,
+                                IT_PARAM_LIMIT_LOG2, (long long)w->offset[d]);
         if (w->map[d] != IT_MAP_FIXED && (w->map[d] < 0 || w->map[d] >= w->ncoords))
             return it_error_set(IT_EINVAL,
                                 "dimension_map[%d] = %d is not a valid window coordinate (0..%d)",
@@ -97,7 +97,7 @@ int it_window_bounds(const it_window *w, const int64_t *coords, int64_t *start, 
                                     (long long)coords[w->map[d]]);
         }
         if (s < -IT_COORD_LIMIT || s > IT_COORD_LIMIT - w->size[d])
-            return it_error_set(IT_ERANGE, "window reaches beyond +-2**62 on dim %d", d);
+            return it_error_set(IT_ERANGE, "window reaches beyond +-2**%d on dim %d", IT_COORD_LIMIT_LOG2, d);
         start[d] = s;
         stop[d] = s + w->size[d];
     }
@@ -112,8 +112,8 @@ int it_window_span(const it_window *w, const int64_t *shape, const int64_t *star
     for (int d = 0; d < w->ndim; d++)
         if (start[d] < -IT_COORD_LIMIT || start[d] > IT_COORD_LIMIT ||
             stop[d] < -IT_COORD_LIMIT || stop[d] > IT_COORD_LIMIT)
-            return it_error_set(IT_ERANGE, "region [%lld, %lld) on dim %d is beyond +-2**62",
-                                (long long)start[d], (long long)stop[d], d);
+            return it_error_set(IT_ERANGE, "region [%lld, %lld) on dim %d is beyond +-2**%d",
+                                (long long)start[d], (long long)stop[d], d, IT_COORD_LIMIT_LOG2);
     for (int d = 0; d < w->ndim; d++) {
         int64_t a = start[d], b = stop[d];
         int64_t E = shape[d], z = w->size[d], o = w->offset[d], s = w->stride[d];

@@ -31,7 +31,7 @@ int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
             return it_error_set(IT_EINVAL, "step must be positive, got %lld", (long long)box->step[d]);
         if (box->start[d] < -IT_COORD_LIMIT || box->start[d] > IT_COORD_LIMIT ||
             box->stop[d] < -IT_COORD_LIMIT || box->stop[d] > IT_COORD_LIMIT)
-            return it_error_set(IT_ERANGE, "coordinates must lie within +-2**62");
+            return it_error_set(IT_ERANGE, "coordinates must lie within +-2**%d", IT_COORD_LIMIT_LOG2);
         empty |= it_box_extent(box, d) == 0;
     }
     int64_t numel;
@@ -140,7 +140,8 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
             continue;
         }
         if (e < 1 || e > IT_PARAM_LIMIT)
-            return it_error_set(IT_EINVAL, "dim %d must be infinite or in [1, 2**48], got %lld", d, (long long)e);
+            return it_error_set(IT_EINVAL, "dim %d must be infinite or in [1, 2**%d], got %lld", d,
+                                IT_PARAM_LIMIT_LOG2, (long long)e);
         if (finite_elems > IT_PARAM_LIMIT / e)
             return it_error_set(IT_ETOOBIG, "the finite dims hold too many elements");
         finite_elems *= e;
@@ -186,8 +187,8 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
     for (int d = 0; d < spec->ndim; d++)
         if (spec->shape[d] == IT_DIM_INFINITE &&
             (spec->tile_shape[d] < 0 || spec->tile_shape[d] > IT_PARAM_LIMIT))
-            return it_error_set(IT_EINVAL, "tile_shape[%d] must be in [1, 2**48], or 0 to pick one, got %lld",
-                                d, (long long)spec->tile_shape[d]);
+            return it_error_set(IT_EINVAL, "tile_shape[%d] must be in [1, 2**%d], or 0 to pick one, got %lld",
+                                d, IT_PARAM_LIMIT_LOG2, (long long)spec->tile_shape[d]);
 
     it_tensor *t = it_calloc(1, sizeof *t);
     if (!t)

@@ -30,6 +30,7 @@
  */
 #include "binding.h"
 
+#include <limits.h>
 #include <string.h>
 
 typedef struct tensor_user {
@@ -777,56 +778,6 @@ static const it_tensor_ops tensor_ops = {
 
 /* ---- the Tensor type ------------------------------------------------------ */
 
-static int int64_seq(PyObject *seq, int64_t *out, int max, const char *what)
-{
-    PyObject *fast = PySequence_Fast(seq, what);
-    if (!fast)
-        return -1;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    if (n > max) {
-        PyErr_Format(PyExc_ValueError, "%s: at most %d entries", what, max);
-        Py_DECREF(fast);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        long long v = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(fast, i));
-        if (v == -1 && PyErr_Occurred()) {
-            Py_DECREF(fast);
-            return -1;
-        }
-        out[i] = v;
-    }
-    Py_DECREF(fast);
-    return (int)n;
-}
-
-/* window = (size, stride, offset, map) with map entries -1 for None. */
-static int parse_window(PyObject *obj, int ncoords, it_window *w)
-{
-    PyObject *size, *stride, *offset, *map;
-    int64_t m[IT_MAX_DIMS];
-    if (!PyArg_ParseTuple(obj, "OOOO", &size, &stride, &offset, &map))
-        return -1;
-    int n = int64_seq(size, w->size, IT_MAX_DIMS, "window size");
-    if (n < 0 || int64_seq(stride, w->stride, IT_MAX_DIMS, "window stride") != n ||
-        int64_seq(offset, w->offset, IT_MAX_DIMS, "window offset") != n ||
-        int64_seq(map, m, IT_MAX_DIMS, "dimension_map") != n) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "window fields must have equal lengths");
-        return -1;
-    }
-    w->ndim = n;
-    w->ncoords = ncoords;
-    for (int d = 0; d < n; d++) {
-        if (m[d] < IT_MAP_FIXED || m[d] >= IT_MAX_DIMS) {
-            PyErr_Format(PyExc_ValueError, "dimension_map entry %lld is out of range", (long long)m[d]);
-            return -1;
-        }
-        w->map[d] = (int)m[d];
-    }
-    return 0;
-}
-
 static int read_fill(module_state *st, PyObject *fill, it_dtype dt, unsigned char *out)
 {
     it_view v;
@@ -854,6 +805,7 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     PyObject *tile_shape = Py_None, *device_code, *tensor_id = Py_None;
     int dtype, combine;
     long long batch;
+    given g;
     if (state_ready(st) < 0)
         return NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OiOO!O!LiOOOOOO|OO", kwlist, st->Cache_type, &cache,
@@ -861,85 +813,93 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
                                      &twins, &batch, &combine, &fill, &f, &blend, &device, &dtype_obj,
                                      &device_code, &tile_shape, &tensor_id))
         return NULL;
+    static const int64_t infinite = IT_DIM_INFINITE;
     it_tensor_spec spec;
     memset(&spec, 0, sizeof spec);
-    int nd = int64_seq(shape, spec.shape, IT_MAX_DIMS, "shape");
+    given_init(&g);
+    /* the core checks everything: the binding only converts (the arrays
+     * past IT_MAX_DIMS or IT_MAX_ARGS are not filled; the core refuses the
+     * count before reading them) */
+    int nd = int64_seq(shape, spec.shape, IT_MAX_DIMS, &infinite, &g, "shape must be a sequence");
     if (nd < 0)
-        return NULL;
+        goto fail;
     spec.ndim = nd;
     if (dtype < 0 || dtype >= IT_DTYPE_COUNT) {
         PyErr_SetString(PyExc_ValueError, "invalid dtype code");
-        return NULL;
+        goto fail;
     }
     spec.dtype = (it_dtype)dtype;
     if (!PyArg_ParseTuple(device_code, "ii", &spec.device_type, &spec.device_id))
-        return NULL;
+        goto fail;
     spec.devops = devops_for(spec.device_type);
-    if (parse_window(window, nd, &spec.window) < 0)
-        return NULL;
+    if (parse_window(window, nd, &spec.window, &g) < 0)
+        goto fail;
     Py_ssize_t nargs = PyTuple_GET_SIZE(targs);
-    if (nargs != PyTuple_GET_SIZE(twins) || nargs > IT_MAX_ARGS) {
-        PyErr_Format(PyExc_ValueError, "args and arg_windows must match (at most %d)", IT_MAX_ARGS);
-        return NULL;
+    if (nargs != PyTuple_GET_SIZE(twins)) {
+        PyErr_SetString(PyExc_ValueError, "args and arg_windows must have the same length");
+        goto fail;
     }
     it_tensor *upstream[IT_MAX_ARGS];
     it_window awins[IT_MAX_ARGS];
-    for (Py_ssize_t a = 0; a < nargs; a++) {
+    for (Py_ssize_t a = 0; a < nargs && a < IT_MAX_ARGS; a++) {
         PyObject *o = PyTuple_GET_ITEM(targs, a);
         if (!PyObject_TypeCheck(o, st->Tensor_type)) {
             PyErr_SetString(PyExc_TypeError, "args must be core tensors");
-            return NULL;
+            goto fail;
         }
         upstream[a] = ((TensorObject *)o)->t;
-        if (parse_window(PyTuple_GET_ITEM(twins, a), nd, &awins[a]) < 0)
-            return NULL;
+        if (parse_window(PyTuple_GET_ITEM(twins, a), nd, &awins[a], &g) < 0)
+            goto fail;
     }
-    spec.nargs = (int)nargs;
+    spec.nargs = nargs > INT_MAX ? INT_MAX : (int)nargs;
     spec.args = upstream;
     spec.arg_windows = awins;
     spec.batch_size = batch > 0 ? batch : 1;
     spec.combine = (it_combine)combine;
     if (spec.combine == IT_COMBINE_CUSTOM && blend == Py_None) {
         PyErr_SetString(PyExc_ValueError, "a custom-blend node needs a blend");
-        return NULL;
+        goto fail;
     }
     if (read_fill(st, fill, spec.dtype, spec.fill) < 0)
-        return NULL;
+        goto fail;
     if (tile_shape != Py_None) {
-        int64_t ts[IT_MAX_DIMS];
-        int n = int64_seq(tile_shape, ts, IT_MAX_DIMS, "tile_shape");
+        int n = int64_seq(tile_shape, spec.tile_shape, IT_MAX_DIMS, NULL, &g, "tile_shape must be a sequence");
         if (n < 0)
-            return NULL;
+            goto fail;
         if (n != nd) {
             PyErr_SetString(PyExc_ValueError, "tile_shape must have one entry per dim");
-            return NULL;
+            goto fail;
         }
-        memcpy(spec.tile_shape, ts, sizeof(int64_t) * (size_t)nd);
     }
-    PyObject *size = PyTuple_New(nd);
+    /* the window's size, for messages; a spec the core refuses has none */
+    PyObject *size = PyTuple_New(nd < IT_MAX_DIMS ? nd : IT_MAX_DIMS);
     if (!size)
-        return NULL;
-    for (int d = 0; d < nd; d++)
+        goto fail;
+    for (Py_ssize_t d = 0; d < PyTuple_GET_SIZE(size); d++)
         PyTuple_SET_ITEM(size, d, PyLong_FromLongLong(spec.window.size[d]));
     tensor_user *u = user_new(st, f, blend, device, dtype_obj, size, tensor_id, batch > 0);
     Py_DECREF(size);
     if (!u)
-        return NULL;
+        goto fail;
     TensorObject *self = (TensorObject *)tp->tp_alloc(tp, 0);
     if (!self) {
         user_free(u);
-        return NULL;
+        goto fail;
     }
     int rc = it_tensor_create(((CacheObject *)cache)->cache, &spec, &tensor_ops, u, &self->t);
     if (rc) {
         user_free(u);
         Py_DECREF(self);
-        return raise_core(st, rc);
+        return raise_given(st, rc, &g);
     }
+    given_clear(&g);
     u->t = self->t;
     self->cache = ((CacheObject *)cache)->cache;
     it_cache_ref(self->cache);
     return (PyObject *)self;
+fail:
+    given_clear(&g);
+    return NULL;
 }
 
 static int Tensor_traverse(TensorObject *self, visitproc visit, void *arg)
@@ -1044,8 +1004,8 @@ static PyObject *Tensor_flush(TensorObject *self, PyObject *unused)
 
 static PyObject *Tensor_trim(TensorObject *self, PyObject *arg)
 {
-    long long limit = PyLong_AsLongLong(arg);
-    if (limit == -1 && PyErr_Occurred())
+    int64_t limit;
+    if (to_int64_saturating(arg, &limit) < 0)
         return NULL;
     it_tensor_trim(self->t, limit < 0 ? 0 : limit);
     Py_RETURN_NONE;
@@ -1054,7 +1014,7 @@ static PyObject *Tensor_trim(TensorObject *self, PyObject *arg)
 static int coords_arg(TensorObject *self, PyObject *obj, int64_t *coords)
 {
     const it_tensor_spec *spec = it_tensor_get_spec(self->t);
-    int n = int64_seq(obj, coords, IT_MAX_DIMS, "window index");
+    int n = int64_seq(obj, coords, IT_MAX_DIMS, NULL, NULL, "a window index must be a sequence");
     if (n < 0)
         return -1;
     if (n != spec->ndim) {
