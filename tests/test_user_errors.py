@@ -194,13 +194,15 @@ def test_outputs_without_values_are_refused(case, batch_size, dlpack_path):
     assert torch.equal(t[0:16, 0:4], torch.ones(16, 4))
 
 
-# what blend gets for the same results (its messages name blend)
+# what blend gets for the same results (its messages name blend; the checks
+# and their words are f's: the jagged tensor was a TypeError for blend, which
+# skipped the shape check f's outputs get)
 BLEND_REFUSALS = {
-    "nested-jagged": (TypeError, "blend must return a dense (strided) torch.Tensor, got a nested tensor"),
+    "nested-jagged": (it.ShapeMismatchError, "blend output shape (2, j"),  # j1, j2...: torch numbers them
     "nested": (TypeError, "blend must return a dense (strided) torch.Tensor, got a nested tensor"),
-    "quantized": (it.DtypeMismatchError, "blend returned dtype torch.quint8"),
+    "quantized": (it.DtypeMismatchError, "blend output has dtype torch.quint8, tensor declared dtype torch.float32."),
     "sparse-csr": (TypeError, "blend must return a dense (strided) torch.Tensor, got layout torch.sparse_csr"),
-    "meta": (it.DeviceMismatchError, "blend returned a tensor on device meta"),
+    "meta": (it.DeviceMismatchError, "blend output is on device meta, tensor declared device cpu."),
 }
 
 
