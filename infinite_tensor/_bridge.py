@@ -12,6 +12,7 @@ below, called from csrc/python/device.c): the extension needs no CUDA to
 build and no GPU to import.
 """
 import contextlib
+from typing import Any, NamedTuple
 
 import torch
 import torch.utils.dlpack
@@ -95,9 +96,25 @@ def dtype_code(dtype):
 
 
 def device_code(device):
-    """DLPack (device_type, device_id) of a torch.device."""
-    if device.type == "cpu":
-        return (1, 0)
-    if device.type == "cuda":
-        return (2, device.index or 0)
-    raise errors.ValidationError(f"device {device} is not supported")
+    """DLPack (device_type, device_id) of a torch.device (ValidationError for
+    a device the core cannot hold)."""
+    return _core.device_code(device)
+
+
+class NodeSpec(NamedTuple):
+    """What ``_core.Tensor(cache, spec, tile_shape=None)`` builds a tensor
+    node from.  The binding reads it as a tuple, in this order (Tensor_new in
+    csrc/python/tensor.c); it converts, and the core checks the values."""
+
+    shape: tuple        # ints, None for an infinite dim
+    window: tuple       # the output window, TensorWindow._core_tuple()
+    args: tuple         # the upstream tensors' nodes
+    arg_windows: tuple  # their windows, as window
+    dtype: torch.dtype
+    device: torch.device
+    fill: torch.Tensor  # 0-d CPU tensor of dtype: the value before any window
+    f: Any
+    blend: Any          # callable or None
+    batch_size: int     # 0: f takes one window
+    combine: int        # _core.COMBINE_*
+    tensor_id: str      # for messages

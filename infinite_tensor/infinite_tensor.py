@@ -240,22 +240,20 @@ class InfiniteTensor:
             return _core.COMBINE_CUSTOM  # torch decides what max/min mean there
         return mode
 
-    def _node_config(self):
-        """Keyword arguments for _core.Tensor, without the cache."""
-        return dict(
-            shape=tuple(-1 if d is None else d for d in self._shape),
-            dtype=_bridge.dtype_code(self._dtype),
+    def _node_spec(self):
+        """What the store builds this tensor's core node from."""
+        return _bridge.NodeSpec(
+            shape=self._shape,
             window=self._output_window._core_tuple(),
             args=tuple(a._live_node() for a in self._args),
             arg_windows=tuple(w._core_tuple() for w in self._args_windows),
-            batch_size=self._batch_size or 0,
-            combine=self._combine(),
+            dtype=self._dtype,
+            device=self._device,
             fill=_fill_tensor(self._blend_init, self._dtype),
             f=self._fn,
             blend=self._blend,
-            device=self._device,
-            dtype_obj=self._dtype,
-            device_code=_bridge.device_code(self._device),
+            batch_size=self._batch_size or 0,
+            combine=self._combine(),
             tensor_id=self._uuid,
         )
 

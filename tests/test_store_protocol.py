@@ -70,3 +70,24 @@ def test_0_3_private_helpers_still_work():
     assert before > 0
     t.to(torch.float64)
     assert store._bytes == 2 * before  # 0.3's tests checked the byte counter doubles
+
+
+def test_a_node_is_built_from_one_spec_with_dtype_and_device_given_once():
+    """_core.Tensor(cache, spec, tile_shape=None): the binding took 15
+    keywords, dtype and device twice (as codes and as torch objects)."""
+    from infinite_tensor import _bridge, _core
+
+    t = it.InfiniteTensor((None, 3), lambda c: torch.full((2, 3), float(c[0]), dtype=torch.float64),
+                          it.TensorWindow((2, 3), stride=(1, 3)), dtype=torch.float64)
+    spec = t._node_spec()
+    assert isinstance(spec, _bridge.NodeSpec) and spec.dtype is torch.float64 and spec.device == t.device
+    node = _core.Tensor(_core.Cache(), spec)
+    expected = torch.zeros(4, 3, dtype=torch.float64)  # plain torch: window i adds i on rows [i, i + 2)
+    for i in range(-1, 4):
+        expected[max(i, 0):i + 2] += i
+    assert torch.equal(node[0:4, 0:3], expected)
+    assert torch.equal(t[0:4, 0:3], expected)
+    with pytest.raises(ValueError, match="fill must be a 0-d CPU tensor of dtype torch.float64"):
+        _core.Tensor(_core.Cache(), spec._replace(fill=torch.tensor(0.0)))  # a float32 fill
+    with pytest.raises(it.ValidationError, match="device meta is not supported"):
+        _core.Tensor(_core.Cache(), spec._replace(device=torch.device("meta")))

@@ -775,43 +775,62 @@ static const it_tensor_ops tensor_ops = {
 
 /* ---- the Tensor type ------------------------------------------------------ */
 
-static int read_fill(module_state *st, PyObject *fill, it_dtype dt, unsigned char *out)
+/* fill: a 0-d CPU tensor of dtype (a torch.dtype), the value before any
+ * window: its element into out, the core's code of its dtype into *dt.
+ * -1 with an exception. */
+static int read_fill(module_state *st, PyObject *fill, PyObject *dtype, it_dtype *dt, unsigned char *out)
 {
+    PyObject *fdt = PyObject_GetAttrString(fill, "dtype");
+    int same = fdt ? PyObject_RichCompareBool(fdt, dtype, Py_EQ) : -1;
+    Py_XDECREF(fdt);
+    if (same < 0)
+        return -1;
     it_view v;
     dl_hold hold;
-    if (import_tensor(st, fill, &v, &hold) < 0)
+    if (same && import_tensor(st, fill, &v, &hold) < 0)
         return -1;
-    int ok = v.dtype == dt && v.ndim == 0 && v.device_type == IT_DEVICE_CPU;
-    if (ok)
-        memcpy(out, v.data, it_dtype_size(dt));
-    release_hold(&hold);
+    int ok = same && v.dtype < IT_DTYPE_COUNT && v.ndim == 0 && v.device_type == IT_DEVICE_CPU;
+    if (ok) {
+        *dt = v.dtype;
+        memcpy(out, v.data, it_dtype_size(v.dtype));
+    }
+    if (same)
+        release_hold(&hold);
     if (!ok) {
-        PyErr_SetString(PyExc_ValueError, "fill must be a 0-d CPU tensor of the tensor's dtype");
+        PyErr_Format(PyExc_ValueError, "fill must be a 0-d CPU tensor of dtype %S", dtype);
         return -1;
     }
     return 0;
 }
 
+/* Tensor(cache, spec, tile_shape=None): a node from an
+ * infinite_tensor._bridge.NodeSpec, a tuple of
+ *     (shape, window, args, arg_windows, dtype, device, fill, f, blend,
+ *      batch_size, combine, tensor_id)
+ * (shape with None for infinite dims; windows as TensorWindow._core_tuple()
+ * gives them; args core nodes; dtype and device torch objects; fill the 0-d
+ * CPU tensor of dtype to start from; batch_size 0 when f is not batched).
+ * tile_shape: the tile extent per dim for a persistent store (None: the
+ * core picks). */
 static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"cache", "shape", "dtype", "window", "args", "arg_windows", "batch_size",
-                             "combine", "fill", "f", "blend", "device", "dtype_obj", "device_code",
-                             "tile_shape", "tensor_id", NULL};
+    static char *kwlist[] = {"cache", "spec", "tile_shape", NULL};
+    static const int64_t infinite = IT_DIM_INFINITE;
     module_state *st = state_of_type(tp);
-    PyObject *cache, *shape, *window, *targs, *twins, *fill, *f, *blend, *device, *dtype_obj;
-    PyObject *tile_shape = Py_None, *device_code, *tensor_id = Py_None;
-    int dtype, combine;
+    PyObject *cache, *specobj, *tile_shape = Py_None;
+    PyObject *shape, *window, *targs, *twins, *dtype, *device, *fill, *f, *blend, *tensor_id;
+    int combine;
     long long batch;
     given g;
+    it_tensor_spec spec;
     if (state_ready(st) < 0)
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OiOO!O!LiOOOOOO|OO", kwlist, st->Cache_type, &cache,
-                                     &shape, &dtype, &window, &PyTuple_Type, &targs, &PyTuple_Type,
-                                     &twins, &batch, &combine, &fill, &f, &blend, &device, &dtype_obj,
-                                     &device_code, &tile_shape, &tensor_id))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!|O", kwlist, st->Cache_type, &cache, &PyTuple_Type, &specobj,
+                                     &tile_shape) ||
+        !PyArg_ParseTuple(specobj, "OOO!O!OOOOOLiO:NodeSpec", &shape, &window, &PyTuple_Type, &targs,
+                          &PyTuple_Type, &twins, &dtype, &device, &fill, &f, &blend, &batch, &combine,
+                          &tensor_id))
         return NULL;
-    static const int64_t infinite = IT_DIM_INFINITE;
-    it_tensor_spec spec;
     memset(&spec, 0, sizeof spec);
     given_init(&g);
     /* the core checks everything: the binding only converts (the arrays
@@ -821,12 +840,8 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     if (nd < 0)
         goto fail;
     spec.ndim = nd;
-    if (dtype < 0 || dtype >= IT_DTYPE_COUNT) {
-        PyErr_SetString(PyExc_ValueError, "invalid dtype code");
-        goto fail;
-    }
-    spec.dtype = (it_dtype)dtype;
-    if (!PyArg_ParseTuple(device_code, "ii", &spec.device_type, &spec.device_id))
+    if (read_fill(st, fill, dtype, &spec.dtype, spec.fill) < 0 ||
+        device_code(st, device, &spec.device_type, &spec.device_id) < 0)
         goto fail;
     spec.devops = devops_for(spec.device_type);
     if (parse_window(window, nd, &spec.window, &g) < 0)
@@ -857,8 +872,6 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_ValueError, "a custom-blend node needs a blend");
         goto fail;
     }
-    if (read_fill(st, fill, spec.dtype, spec.fill) < 0)
-        goto fail;
     if (tile_shape != Py_None) {
         int n = int64_seq(tile_shape, spec.tile_shape, IT_MAX_DIMS, NULL, &g, "tile_shape must be a sequence");
         if (n < 0)
@@ -868,7 +881,7 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
             goto fail;
         }
     }
-    tensor_user *u = user_new(st, f, blend, device, dtype_obj, tensor_id, batch > 0);
+    tensor_user *u = user_new(st, f, blend, device, dtype, tensor_id, batch > 0);
     if (!u)
         goto fail;
     TensorObject *self = (TensorObject *)tp->tp_alloc(tp, 0);
@@ -1089,26 +1102,21 @@ static int convert_tile(void *p, const it_view *src, it_buffer *dst)
     return rc;
 }
 
-/* migrate(device_code, device_obj, dtype_code, dtype_obj, fill, convert):
- * move cached tiles to another device and/or dtype. */
+/* migrate(device, dtype, fill, convert): move cached tiles to another
+ * device and/or dtype (torch objects; fill as for Tensor()). */
 static PyObject *Tensor_migrate(TensorObject *self, PyObject *args)
 {
     module_state *st = state_of_type(Py_TYPE(self));
-    int code;
+    it_dtype code;
     it_device dev = {0, 0, NULL};
     PyObject *device_obj, *dtype_obj, *fill, *fn;
     unsigned char fillv[16];
-    if (!PyArg_ParseTuple(args, "(ii)OiOOO", &dev.type, &dev.id, &device_obj, &code, &dtype_obj, &fill, &fn))
-        return NULL;
-    if (code < 0 || code >= IT_DTYPE_COUNT) {
-        PyErr_SetString(PyExc_ValueError, "invalid dtype code");
-        return NULL;
-    }
-    if (read_fill(st, fill, (it_dtype)code, fillv) < 0)
+    if (!PyArg_ParseTuple(args, "OOOO", &device_obj, &dtype_obj, &fill, &fn) ||
+        device_code(st, device_obj, &dev.type, &dev.id) < 0 || read_fill(st, fill, dtype_obj, &code, fillv) < 0)
         return NULL;
     dev.ops = devops_for(dev.type);
     convert_ctx c = {st, fn, device_obj, dtype_obj};
-    int rc = it_tensor_migrate(self->t, &dev, (it_dtype)code, fillv, convert_tile, &c);
+    int rc = it_tensor_migrate(self->t, &dev, code, fillv, convert_tile, &c);
     if (rc)
         return raise_core(st, rc);
     tensor_user *u = it_tensor_get_user(self->t);
@@ -1185,8 +1193,7 @@ static PyMethodDef Tensor_methods[] = {
     {"contribute", (PyCFunction)(void (*)(void))Tensor_contribute, METH_FASTCALL,
      "Add a window output computed elsewhere."},
     {"migrate", (PyCFunction)Tensor_migrate, METH_VARARGS,
-     "migrate(device_code, device, dtype_code, dtype, fill, convert): move cached tiles to another "
-     "device and/or dtype."},
+     "migrate(device, dtype, fill, convert): move cached tiles to another device and/or dtype."},
     {"set_callbacks", (PyCFunction)Tensor_set_callbacks, METH_VARARGS, "Replace f, blend and batch size."},
     {NULL, NULL, 0, NULL},
 };
