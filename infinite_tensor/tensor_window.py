@@ -76,12 +76,10 @@ class TensorWindow:
 
     # -- public API ----------------------------------------------------
     def get_bounds(self, window_index):
-        """Pixel slices (step None) covered by the window with this index."""
-        bounds = []
-        for d, m in enumerate(self._core_tuple()[3]):
-            start = self.offset[d] if m is None else window_index[m] * self.stride[d] + self.offset[d]
-            bounds.append(slice(start, start + self.size[d]))
-        return tuple(bounds)
+        """Pixel slices (step None) covered by the window with this index:
+        the core's window arithmetic (it_window_bounds), with its checks (a
+        window the engine cannot place raises as a read of it would)."""
+        return _core.window_bounds(self._core_tuple(), window_index)
 
     def intersecting_windows(self, pixel_slices, tensor_shape=None):
         """Yield, in lexicographic order, the index of every window meeting

@@ -11,6 +11,10 @@
  *
  *     ceil(-o / s)  <=  i  <=  floor((E - z - o) / s).
  *
+ * A block of a grid (a tile) spanning T pixels of an infinite dim meets at
+ * most floor((T + z - 2) / s) + 1 windows along it, wherever it lies (the
+ * bound of it_window_block_max, which sizes contribution bitmaps).
+ *
  * Parameters are bounded by IT_PARAM_LIMIT (2^48) and region coordinates by
  * IT_COORD_LIMIT (2^62), so none of these sums can overflow; products of a
  * window index and a stride are still checked.  A span of a box can exceed
@@ -104,6 +108,20 @@ int it_window_bounds(const it_window *w, const int64_t *coords, int64_t *start, 
     return IT_OK;
 }
 
+/* The windows along sliding dim d meeting [a, b) (a < b, inside [0, E) on
+ * a finite dim): indices l..h, none when l > h.  On a finite dim of extent
+ * E only the windows lying wholly inside [0, E) count. */
+static void dim_range(const it_window *w, int d, int64_t E, int64_t a, int64_t b, int64_t *l, int64_t *h)
+{
+    int64_t z = w->size[d], o = w->offset[d], s = w->stride[d];
+    *l = it_ceildiv(a - o - z + 1, s);
+    *h = it_floordiv(b - 1 - o, s);
+    if (E != IT_DIM_INFINITE) {
+        *l = IT_MAX(*l, it_ceildiv(-o, s));
+        *h = IT_MIN(*h, it_floordiv(E - z - o, s));
+    }
+}
+
 int it_window_span(const it_window *w, const int64_t *shape, const int64_t *start, const int64_t *stop,
                    int64_t *lo, int64_t *hi, int *any)
 {
@@ -116,7 +134,7 @@ int it_window_span(const it_window *w, const int64_t *shape, const int64_t *star
                                 (long long)start[d], (long long)stop[d], d, IT_COORD_LIMIT_LOG2);
     for (int d = 0; d < w->ndim; d++) {
         int64_t a = start[d], b = stop[d];
-        int64_t E = shape[d], z = w->size[d], o = w->offset[d], s = w->stride[d];
+        int64_t E = shape[d], z = w->size[d], o = w->offset[d];
         if (E != IT_DIM_INFINITE) {
             a = IT_MAX(a, 0);
             b = IT_MIN(b, E);
@@ -131,12 +149,8 @@ int it_window_span(const it_window *w, const int64_t *shape, const int64_t *star
                 return IT_OK;
             continue;
         }
-        int64_t l = it_ceildiv(a - o - z + 1, s);
-        int64_t h = it_floordiv(b - 1 - o, s);
-        if (E != IT_DIM_INFINITE) {
-            l = IT_MAX(l, it_ceildiv(-o, s));
-            h = IT_MIN(h, it_floordiv(E - z - o, s));
-        }
+        int64_t l, h;
+        dim_range(w, d, E, a, b, &l, &h);
         if (used[c]) {
             l = IT_MAX(l, lo[c]);
             h = IT_MIN(h, hi[c]);
@@ -174,4 +188,37 @@ int it_window_domain(const it_window *w, const int64_t *shape,
     }
     *total = n;
     return IT_OK;
+}
+
+int64_t it_window_block_max(const it_window *w, const int64_t *shape, const int64_t *extent)
+{
+    /* per coordinate, the fewest windows any dim following it allows: along
+     * an infinite dim a span of T pixels meets at most floor((T + z - 2) / s)
+     * + 1 windows (wherever it lies); a finite dim allows the windows inside
+     * it, the same for every block */
+    int64_t per[IT_MAX_DIMS], total = 1;
+    for (int c = 0; c < w->ncoords; c++)
+        per[c] = -1;
+    for (int d = 0; d < w->ndim; d++) {
+        int c = w->map[d];
+        int64_t n, l, h;
+        if (c == IT_MAP_FIXED)
+            continue;
+        if (shape[d] == IT_DIM_INFINITE) {
+            n = (extent[d] + w->size[d] - 2) / w->stride[d] + 1;
+        } else {
+            dim_range(w, d, shape[d], 0, shape[d], &l, &h);
+            n = IT_MAX(h - l + 1, 0);
+        }
+        per[c] = per[c] < 0 ? n : IT_MIN(per[c], n);
+    }
+    for (int c = 0; c < w->ncoords; c++) {
+        int64_t n = per[c] < 0 ? 1 : per[c];
+        if (n == 0)
+            return 0;
+        if (total > INT64_MAX / n)
+            return INT64_MAX;
+        total *= n;
+    }
+    return total;
 }

@@ -374,40 +374,7 @@ int64_t it_tensor_dirty(const it_tensor *t) { return t->ndirty; }
 
 int64_t it_tensor_max_domain(const it_tensor *t)
 {
-    /* per coordinate, the fewest windows any dim following it allows: an
-     * infinite dim lets floor((T + z - 2) / s) + 1 windows meet a tile of
-     * extent T; a finite dim allows the windows inside it (the same for
-     * every tile) */
-    int64_t per[IT_MAX_DIMS], total = 1;
-    const it_window *w = &t->spec.window;
-    for (int c = 0; c < t->ncoords; c++)
-        per[c] = -1;
-    for (int d = 0; d < t->ndim; d++) {
-        int c = w->map[d];
-        int64_t n;
-        if (c == IT_MAP_FIXED)
-            continue;
-        if (t->spec.shape[d] == IT_DIM_INFINITE) {
-            n = (t->tshape[d] + w->size[d] - 2) / w->stride[d] + 1;
-        } else {
-            int64_t E = t->spec.shape[d];
-            int64_t l = IT_MAX(it_ceildiv(-w->offset[d] - w->size[d] + 1, w->stride[d]),
-                               it_ceildiv(-w->offset[d], w->stride[d]));
-            int64_t h = IT_MIN(it_floordiv(E - 1 - w->offset[d], w->stride[d]),
-                               it_floordiv(E - w->size[d] - w->offset[d], w->stride[d]));
-            n = IT_MAX(h - l + 1, 0);
-        }
-        per[c] = per[c] < 0 ? n : IT_MIN(per[c], n);
-    }
-    for (int c = 0; c < t->ncoords; c++) {
-        int64_t n = per[c] < 0 ? 1 : per[c];
-        if (n == 0)
-            return 0;
-        if (total > INT64_MAX / n)
-            return INT64_MAX;
-        total *= n;
-    }
-    return total;
+    return it_window_block_max(&t->spec.window, t->spec.shape, t->tshape);
 }
 
 void it_tensor_tile_shape(const it_tensor *t, int64_t *shape)

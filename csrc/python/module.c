@@ -350,6 +350,43 @@ fail:
     return NULL;
 }
 
+/* window_bounds(window, index) -> tuple of slices: the pixels the window
+ * with this index covers (window as for _core.Tensor; the index has as many
+ * coordinates as it has entries, at least one).  The core checks both. */
+static PyObject *mod_window_bounds(PyObject *module, PyObject *args)
+{
+    module_state *st = PyModule_GetState(module);
+    PyObject *window, *index;
+    int64_t coords[IT_MAX_DIMS] = {0}, start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
+    it_window w;
+    given g;
+    given_init(&g);
+    if (!PyArg_ParseTuple(args, "OO", &window, &index))
+        return NULL;
+    int n = int64_seq(index, coords, IT_MAX_DIMS, NULL, &g, "a window index must be a sequence");
+    if (n < 0 || parse_window(window, n < 1 ? 1 : n, &w, &g) < 0) {
+        given_clear(&g);
+        return NULL;
+    }
+    int rc = it_window_check(&w);
+    if (!rc)
+        rc = it_window_bounds(&w, coords, start, stop);
+    if (rc)
+        return raise_given(st, rc, &g);
+    PyObject *res = PyTuple_New(w.ndim);
+    for (int d = 0; res && d < w.ndim; d++) {
+        PyObject *a = PyLong_FromLongLong(start[d]), *b = PyLong_FromLongLong(stop[d]);
+        PyObject *sl = a && b ? PySlice_New(a, b, NULL) : NULL;
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        if (!sl)
+            Py_CLEAR(res);
+        else
+            PyTuple_SET_ITEM(res, d, sl);
+    }
+    return res;
+}
+
 /* device_code(device) -> (DLPack device type, id) of a torch.device. */
 static PyObject *mod_device_code(PyObject *module, PyObject *device)
 {
@@ -430,6 +467,8 @@ static PyMethodDef module_methods[] = {
      "parse_index(shape, key) -> (starts, stops, steps, squeezed dims)"},
     {"window_domain", mod_window_domain, METH_VARARGS,
      "window_domain(window, ncoords, shape, starts, stops) -> (lo, count) or None"},
+    {"window_bounds", mod_window_bounds, METH_VARARGS,
+     "window_bounds(window, index) -> the window's pixel slices"},
     {"device_code", mod_device_code, METH_O, "device_code(torch.device) -> (DLPack device type, id)"},
     {"alloc_live_blocks", mod_alloc_live_blocks, METH_NOARGS, "Core allocations currently live."},
     {"buffer_pool", mod_buffer_pool, METH_VARARGS,
