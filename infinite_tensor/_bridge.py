@@ -12,6 +12,7 @@ below, called from csrc/python/device.c): the extension needs no CUDA to
 build and no GPU to import.
 """
 import contextlib
+import math
 from typing import Any, NamedTuple
 
 import torch
@@ -118,3 +119,24 @@ class NodeSpec(NamedTuple):
     batch_size: int     # 0: f takes one window
     combine: int        # _core.COMBINE_*
     tensor_id: str      # for messages
+
+
+def short_repr(value, limit=40):
+    """repr(value), cut short: a huge int would fill the screen."""
+    r = repr(value)
+    return r if len(r) <= limit else f"{r[:limit - 3]}... ({len(r)} characters)"
+
+
+def fill_tensor(blend_init, dtype):
+    """blend_init (or 0) as a 0-d tensor of dtype, for the core."""
+    value = 0 if blend_init is None else blend_init
+    try:
+        fill = torch.tensor(value, dtype=dtype)
+    except (RuntimeError, OverflowError, TypeError, ValueError) as e:
+        raise errors.ValidationError(
+            f"blend_init {short_repr(blend_init)} cannot be represented as {dtype}: {e}") from None
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if (dtype.is_floating_point or dtype.is_complex) and finite and not bool(torch.isfinite(fill)):
+        raise errors.ValidationError(
+            f"blend_init {short_repr(blend_init)} cannot be represented as {dtype}: it overflows to {fill.item()}")
+    return fill

@@ -4,7 +4,6 @@ The Python object holds the public configuration and validates it; the data
 path (index parsing, planning, calling f, caching, assembly) runs in the C
 extension, reached through self._node, the tensor's node in its store.
 """
-import math
 import uuid as _uuidlib
 
 import torch
@@ -19,6 +18,8 @@ from .errors import (
     ValidationError,
 )
 from .tensor_window import TensorWindow
+from .tilestore import MemoryTileStore, TileStore
+from .tilestore._engine import EngineStore
 
 __all__ = ["InfiniteTensor", "DEFAULT_DTYPE", "DEFAULT_DEVICE"]
 
@@ -106,24 +107,17 @@ def _normalize_device(device):
     return device
 
 
-def _short(value, limit=40):
-    """repr(value), cut short: a huge int would fill the screen."""
-    r = repr(value)
-    return r if len(r) <= limit else f"{r[:limit - 3]}... ({len(r)} characters)"
-
-
-def _fill_tensor(blend_init, dtype):
-    """blend_init (or 0) as a 0-d tensor of dtype, for the core."""
-    value = 0 if blend_init is None else blend_init
-    try:
-        fill = torch.tensor(value, dtype=dtype)
-    except (RuntimeError, OverflowError, TypeError, ValueError) as e:
-        raise ValidationError(f"blend_init {_short(blend_init)} cannot be represented as {dtype}: {e}") from None
-    finite = not isinstance(value, float) or math.isfinite(value)
-    if (dtype.is_floating_point or dtype.is_complex) and finite and not bool(torch.isfinite(fill)):
-        raise ValidationError(f"blend_init {_short(blend_init)} cannot be represented as {dtype}: it overflows to "
-                              f"{fill.item()}")
-    return fill
+def _check_store(store):
+    """A tensor needs a store built on the C engine, which computes and
+    caches its values in tiles.  0.3's other route, any TileStore subclass
+    handed each window's output (notify_window_processed) and asked to
+    combine them (read_pixels), would be a second engine: storage of one's
+    own is a PersistentTileStore subclass (docs/api.md)."""
+    if not isinstance(store, EngineStore):
+        what = "a TileStore not built on the engine" if isinstance(store, TileStore) else "not a store"
+        raise ValidationError(
+            f"tile_store must be a MemoryTileStore, an HDF5TileStore or a subclass of PersistentTileStore "
+            f"(which keeps tiles where its storage primitives say), got {type(store).__name__} ({what})")
 
 
 class InfiniteTensor:
@@ -155,7 +149,6 @@ class InfiniteTensor:
         if len(args_windows) != len(args) and (args_windows or args):
             raise ValidationError(f"args_windows length {len(args_windows)} must match args length {len(args)}")
         if tile_store is None:
-            from .tilestore import MemoryTileStore
             tile_store = MemoryTileStore()
         self._id_given = tensor_id is not None  # stores warn when a random id hides a stored tensor
         if tensor_id is None:
@@ -175,9 +168,9 @@ class InfiniteTensor:
                     f"args_windows[{i}] has {len(win.size)} dims but this tensor's window index has "
                     f"{len(shape)} entries; give it a dimension_map")
         if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
-            raise ValidationError(f"batch_size must be None or a positive int, got {_short(batch_size)}")
+            raise ValidationError(f"batch_size must be None or a positive int, got {_bridge.short_repr(batch_size)}")
         if batch_size is not None and batch_size >= 2**63:
-            raise ValidationError(f"batch_size must be below 2**63, got {_short(batch_size)}")
+            raise ValidationError(f"batch_size must be below 2**63, got {_bridge.short_repr(batch_size)}")
         if not isinstance(dtype, torch.dtype):
             raise ValidationError(f"dtype must be a torch.dtype, got {dtype!r}")
         _bridge.dtype_code(dtype)
@@ -196,13 +189,12 @@ class InfiniteTensor:
         self._batch_size = batch_size
         self._blend = blend
         self._blend_init = blend_init
-        if not hasattr(tile_store, "register_tensor"):
-            raise ValidationError(f"tile_store must be a TileStore, got {type(tile_store).__name__}")
+        _check_store(tile_store)
         tile_store.register_tensor(self)
         if self._node is None:
             raise ValidationError(
-                f"{type(tile_store).__name__}.register_tensor did not attach the tensor to the engine; "
-                "stores must derive from MemoryTileStore or PersistentTileStore")
+                f"{type(tile_store).__name__}.register_tensor did not attach the tensor to the engine (an "
+                "override that does not call the base class's?)")
 
     # -- read-only configuration ---------------------------------------
     shape = property(lambda self: self._shape)
@@ -249,7 +241,7 @@ class InfiniteTensor:
             arg_windows=tuple(w._core_tuple() for w in self._args_windows),
             dtype=self._dtype,
             device=self._device,
-            fill=_fill_tensor(self._blend_init, self._dtype),
+            fill=_bridge.fill_tensor(self._blend_init, self._dtype),
             f=self._fn,
             blend=self._blend,
             batch_size=self._batch_size or 0,

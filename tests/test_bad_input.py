@@ -144,7 +144,8 @@ CONSTRUCTOR_CASES = [
     ("blend-init-nan-for-int", lambda e: dict(blend_init=float("nan"), dtype=torch.int32), VE,
      "cannot be represented as torch.int32"),
     # the store and keywords
-    ("store-not-a-store", lambda e: dict(tile_store=object()), VE, "tile_store must be a TileStore"),
+    ("store-not-a-store", lambda e: dict(tile_store=object()), VE,
+     "tile_store must be a MemoryTileStore, an HDF5TileStore or a subclass of PersistentTileStore"),
     ("unknown-keyword", lambda e: dict(tile_size=8), TypeError, "tile_size"),
 ]
 

@@ -7,10 +7,13 @@ from infinite_tensor.tilestore import TileStore
 
 
 class BareStore(TileStore):
-    """Implements the abstract protocol but attaches nothing to the engine."""
+    """Implements 0.3's abstract protocol, as a store of one's own would."""
+
+    def __init__(self):
+        self.registered = []
 
     def register_tensor(self, tensor):
-        pass
+        self.registered.append(tensor.uuid)
 
     def clear_tensor(self, tensor_id):
         pass
@@ -28,14 +31,55 @@ class BareStore(TileStore):
         pass
 
 
-def test_a_store_that_does_not_attach_the_tensor_is_refused():
-    with pytest.raises(it.ValidationError, match="did not attach"):
-        it.InfiniteTensor((None,), lambda c: torch.ones(2), it.TensorWindow((2,)), tile_store=BareStore())
+SUPPORTED = ("tile_store must be a MemoryTileStore, an HDF5TileStore or a subclass of PersistentTileStore "
+             "(which keeps tiles where its storage primitives say), got ")
+
+
+def test_a_tilestore_of_ones_own_is_refused_before_it_is_called():
+    """The engine computes and caches values in tiles; a TileStore subclass
+    that is not built on it is refused, naming the stores that work, and is
+    not called (it used to get register_tensor, then "did not attach")."""
+    store = BareStore()
+    with pytest.raises(it.ValidationError) as ei:
+        it.InfiniteTensor((None,), lambda c: torch.ones(2), it.TensorWindow((2,)), tile_store=store)
+    assert str(ei.value) == SUPPORTED + "BareStore (a TileStore not built on the engine)"
+    assert store.registered == []
 
 
 def test_a_non_store_is_refused():
-    with pytest.raises(it.ValidationError, match="must be a TileStore"):
-        it.InfiniteTensor((None,), lambda c: torch.ones(2), it.TensorWindow((2,)), tile_store="memory")
+    for bad in ("memory", object(), 3):
+        with pytest.raises(it.ValidationError) as ei:
+            it.InfiniteTensor((None,), lambda c: torch.ones(2), it.TensorWindow((2,)), tile_store=bad)
+        assert str(ei.value) == SUPPORTED + f"{type(bad).__name__} (not a store)"
+
+
+def test_subclasses_of_the_engine_stores_hold_tensors():
+    """What the refusal points to works: subclasses of MemoryTileStore (and
+    of PersistentTileStore: tests/test_persistent_store.py)."""
+    class Counting(it.MemoryTileStore):
+        def __init__(self):
+            super().__init__(cache_size_bytes=0)
+            self.registered = 0
+
+        def register_tensor(self, tensor):
+            self.registered += 1
+            super().register_tensor(tensor)
+
+    store = Counting()
+    t = it.InfiniteTensor((None, 4), lambda c: torch.arange(8.0).reshape(2, 4) + 10 * c[0],
+                          it.TensorWindow((2, 4)), tile_store=store)
+    assert store.registered == 1
+    assert torch.equal(t[1:5, 0:4], torch.cat([torch.arange(8.0).reshape(2, 4) + 10 * i for i in range(3)])[1:5])
+
+
+def test_an_engine_store_whose_register_tensor_skips_the_base_is_refused():
+    class Forgetful(it.MemoryTileStore):
+        def register_tensor(self, tensor):
+            pass
+
+    with pytest.raises(it.ValidationError, match=r"Forgetful.register_tensor did not attach the tensor to the "
+                                                 r"engine \(an override that does not call the base class's\?\)"):
+        it.InfiniteTensor((None,), lambda c: torch.ones(2), it.TensorWindow((2,)), tile_store=Forgetful())
 
 
 def test_at_most_63_args():

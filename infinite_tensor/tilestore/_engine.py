@@ -3,7 +3,7 @@
 forward to the node."""
 import weakref
 
-from .. import _core
+from .. import _bridge, _core
 from ..errors import TileAccessError, ValidationError
 from . import TileStore
 
@@ -119,8 +119,8 @@ def describe_cache(store):
 def migrate_node(entry, device, dtype, blend_init):
     """Move the node's cached tiles to device and dtype (all or nothing);
     every object sharing the node then declares them."""
-    from ..infinite_tensor import _fill_tensor
-    entry.node.migrate(device, dtype, _fill_tensor(blend_init, dtype), lambda t: t.to(device=device, dtype=dtype))
+    entry.node.migrate(device, dtype, _bridge.fill_tensor(blend_init, dtype),
+                       lambda t: t.to(device=device, dtype=dtype))
     views = list(entry.views)
     for view in views:
         view._device, view._dtype = device, dtype
