@@ -1,8 +1,11 @@
 """InfiniteTensor: a tensor with unbounded dims, computed window by window.
 
-The Python object holds the public configuration and validates it; the data
-path (index parsing, planning, calling f, caching, assembly) runs in the C
-extension, reached through self._node, the tensor's node in its store.
+The Python object holds the public configuration and checks what only
+Python can (types, callables, torch dtypes and devices); the core checks the
+geometry (dims, window limits, dimension_map, the number of args) when the
+store creates the node.  The data path (index parsing, planning, calling f,
+caching, assembly) runs in the C extension, reached through self._node, the
+tensor's node in its store.
 """
 import uuid as _uuidlib
 
@@ -169,7 +172,7 @@ class InfiniteTensor:
                     f"{len(shape)} entries; give it a dimension_map")
         if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
             raise ValidationError(f"batch_size must be None or a positive int, got {_bridge.short_repr(batch_size)}")
-        if batch_size is not None and batch_size >= 2**63:
+        if batch_size is not None and batch_size >= 2**63:  # the core takes any int64 >= 1
             raise ValidationError(f"batch_size must be below 2**63, got {_bridge.short_repr(batch_size)}")
         if not isinstance(dtype, torch.dtype):
             raise ValidationError(f"dtype must be a torch.dtype, got {dtype!r}")

@@ -1,7 +1,9 @@
 /*
  * module.c - the extension module infinite_tensor._core: module state,
- * the Cache type, error mapping, and small geometry helpers the Python layer
- * uses (so it never re-implements them).
+ * the Cache type, error mapping, the limits the core defines (MAX_DIMS,
+ * MAX_ARGS, PARAM_LIMIT_LOG2, COORD_LIMIT_LOG2, for messages), and the
+ * core's window arithmetic for the Python layer (window_domain,
+ * window_bounds, device_code), so that it never re-implements them.
  *
  * Multi-phase init with per-module state; every type is a heap type.  The
  * Python package calls _configure() once at import with the torch entry
