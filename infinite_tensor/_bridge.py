@@ -12,6 +12,8 @@ below, called from csrc/python/device.c): the extension needs no CUDA to
 build and no GPU to import.
 """
 import contextlib
+import math
+from typing import Any, NamedTuple
 
 import torch
 import torch.utils.dlpack
@@ -95,9 +97,46 @@ def dtype_code(dtype):
 
 
 def device_code(device):
-    """DLPack (device_type, device_id) of a torch.device."""
-    if device.type == "cpu":
-        return (1, 0)
-    if device.type == "cuda":
-        return (2, device.index or 0)
-    raise errors.ValidationError(f"device {device} is not supported")
+    """DLPack (device_type, device_id) of a torch.device (ValidationError for
+    a device the core cannot hold)."""
+    return _core.device_code(device)
+
+
+class NodeSpec(NamedTuple):
+    """What ``_core.Tensor(cache, spec, tile_shape=None)`` builds a tensor
+    node from.  The binding reads it as a tuple, in this order (Tensor_new in
+    csrc/python/tensor.c); it converts, and the core checks the values."""
+
+    shape: tuple        # ints, None for an infinite dim
+    window: tuple       # the output window, TensorWindow._core_tuple()
+    args: tuple         # the upstream tensors' nodes
+    arg_windows: tuple  # their windows, as window
+    dtype: torch.dtype
+    device: torch.device
+    fill: torch.Tensor  # 0-d CPU tensor of dtype: the value before any window
+    f: Any
+    blend: Any          # callable or None
+    batch_size: int     # 0: f takes one window
+    combine: int        # _core.COMBINE_*
+    tensor_id: str      # for messages
+
+
+def short_repr(value, limit=40):
+    """repr(value), cut short: a huge int would fill the screen."""
+    r = repr(value)
+    return r if len(r) <= limit else f"{r[:limit - 3]}... ({len(r)} characters)"
+
+
+def fill_tensor(blend_init, dtype):
+    """blend_init (or 0) as a 0-d tensor of dtype, for the core."""
+    value = 0 if blend_init is None else blend_init
+    try:
+        fill = torch.tensor(value, dtype=dtype)
+    except (RuntimeError, OverflowError, TypeError, ValueError) as e:
+        raise errors.ValidationError(
+            f"blend_init {short_repr(blend_init)} cannot be represented as {dtype}: {e}") from None
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if (dtype.is_floating_point or dtype.is_complex) and finite and not bool(torch.isfinite(fill)):
+        raise errors.ValidationError(
+            f"blend_init {short_repr(blend_init)} cannot be represented as {dtype}: it overflows to {fill.item()}")
+    return fill

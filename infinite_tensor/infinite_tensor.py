@@ -1,10 +1,12 @@
 """InfiniteTensor: a tensor with unbounded dims, computed window by window.
 
-The Python object holds the public configuration and validates it; the data
-path (index parsing, planning, calling f, caching, assembly) runs in the C
-extension, reached through self._node, the tensor's node in its store.
+The Python object holds the public configuration and checks what only
+Python can (types, callables, torch dtypes and devices); the core checks the
+geometry (dims, window limits, dimension_map, the number of args) when the
+store creates the node.  The data path (index parsing, planning, calling f,
+caching, assembly) runs in the C extension, reached through self._node, the
+tensor's node in its store.
 """
-import math
 import uuid as _uuidlib
 
 import torch
@@ -19,6 +21,8 @@ from .errors import (
     ValidationError,
 )
 from .tensor_window import TensorWindow
+from .tilestore import MemoryTileStore, TileStore
+from .tilestore._engine import EngineStore
 
 __all__ = ["InfiniteTensor", "DEFAULT_DTYPE", "DEFAULT_DEVICE"]
 
@@ -106,24 +110,17 @@ def _normalize_device(device):
     return device
 
 
-def _short(value, limit=40):
-    """repr(value), cut short: a huge int would fill the screen."""
-    r = repr(value)
-    return r if len(r) <= limit else f"{r[:limit - 3]}... ({len(r)} characters)"
-
-
-def _fill_tensor(blend_init, dtype):
-    """blend_init (or 0) as a 0-d tensor of dtype, for the core."""
-    value = 0 if blend_init is None else blend_init
-    try:
-        fill = torch.tensor(value, dtype=dtype)
-    except (RuntimeError, OverflowError, TypeError, ValueError) as e:
-        raise ValidationError(f"blend_init {_short(blend_init)} cannot be represented as {dtype}: {e}") from None
-    finite = not isinstance(value, float) or math.isfinite(value)
-    if (dtype.is_floating_point or dtype.is_complex) and finite and not bool(torch.isfinite(fill)):
-        raise ValidationError(f"blend_init {_short(blend_init)} cannot be represented as {dtype}: it overflows to "
-                              f"{fill.item()}")
-    return fill
+def _check_store(store):
+    """A tensor needs a store built on the C engine, which computes and
+    caches its values in tiles.  0.3's other route, any TileStore subclass
+    handed each window's output (notify_window_processed) and asked to
+    combine them (read_pixels), would be a second engine: storage of one's
+    own is a PersistentTileStore subclass (docs/api.md)."""
+    if not isinstance(store, EngineStore):
+        what = "a TileStore not built on the engine" if isinstance(store, TileStore) else "not a store"
+        raise ValidationError(
+            f"tile_store must be a MemoryTileStore, an HDF5TileStore or a subclass of PersistentTileStore "
+            f"(which keeps tiles where its storage primitives say), got {type(store).__name__} ({what})")
 
 
 class InfiniteTensor:
@@ -141,13 +138,9 @@ class InfiniteTensor:
             raise ValidationError(f"Shape must be a tuple, got {type(shape).__name__}")
         if len(shape) == 0:
             raise ValidationError("Shape cannot be empty")
-        if len(shape) > _core.MAX_DIMS:
-            raise ValidationError(f"a tensor has at most {_core.MAX_DIMS} dims, got a shape of {len(shape)}")
         for i, d in enumerate(shape):
             if d is not None and (not _is_int(d) or d <= 0):
                 raise ValidationError(f"Dimension {i} must be None or positive integer, got {d!r}")
-            if d is not None and d >= 2**63:  # the core checks the real limit; it takes int64s
-                raise ValidationError(f"dim {i} must be infinite or in [1, 2**{_core.PARAM_LIMIT_LOG2}], got {d}")
         if not callable(f):
             raise ValidationError(f"Function must be callable, got {type(f).__name__}")
         if blend is not None and not callable(blend):
@@ -156,38 +149,31 @@ class InfiniteTensor:
             raise ValidationError(f"blend_init must be int, float, or None, got {type(blend_init).__name__}")
         args = list(args) if args is not None else []
         args_windows = list(args_windows) if args_windows is not None else []
-        if len(args) > _core.MAX_ARGS:
-            raise ValidationError(f"a tensor takes at most {_core.MAX_ARGS} args, got {len(args)}")
         if len(args_windows) != len(args) and (args_windows or args):
             raise ValidationError(f"args_windows length {len(args_windows)} must match args length {len(args)}")
         if tile_store is None:
-            from .tilestore import MemoryTileStore
             tile_store = MemoryTileStore()
         self._id_given = tensor_id is not None  # stores warn when a random id hides a stored tensor
         if tensor_id is None:
             tensor_id = str(_uuidlib.uuid4())
         if not isinstance(output_window, TensorWindow):
             raise ValidationError(f"output_window must be a TensorWindow, got {type(output_window).__name__}")
-        if len(output_window.size) != len(shape):
-            raise ValidationError(
-                f"output_window has {len(output_window.size)} dims but tensor has {len(shape)} dims")
+        # the core checks the geometry (dims, limits, dimension_map, the
+        # number of args) when the store creates the node; here only what it
+        # cannot see: Python types, and the hint below
         for i, (arg, win) in enumerate(zip(args, args_windows)):
             if not isinstance(arg, InfiniteTensor):
                 raise ValidationError("All positional args must be InfiniteTensor instances")
             if not isinstance(win, TensorWindow):
                 raise ValidationError(f"args_windows[{i}] must be a TensorWindow, got {type(win).__name__}")
-            if len(win.size) != len(arg.shape):
-                raise ValidationError(
-                    f"args_windows[{i}] has {len(win.size)} dims but corresponding arg tensor has "
-                    f"{len(arg.shape)} dims")
-            if win.dimension_map is None and len(win.size) > len(shape):
+            if win.dimension_map is None and len(shape) < len(win.size) == len(arg.shape):
                 raise ValidationError(
                     f"args_windows[{i}] has {len(win.size)} dims but this tensor's window index has "
                     f"{len(shape)} entries; give it a dimension_map")
         if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
-            raise ValidationError(f"batch_size must be None or a positive int, got {_short(batch_size)}")
-        if batch_size is not None and batch_size >= 2**63:
-            raise ValidationError(f"batch_size must be below 2**63, got {_short(batch_size)}")
+            raise ValidationError(f"batch_size must be None or a positive int, got {_bridge.short_repr(batch_size)}")
+        if batch_size is not None and batch_size >= 2**63:  # the core takes any int64 >= 1
+            raise ValidationError(f"batch_size must be below 2**63, got {_bridge.short_repr(batch_size)}")
         if not isinstance(dtype, torch.dtype):
             raise ValidationError(f"dtype must be a torch.dtype, got {dtype!r}")
         _bridge.dtype_code(dtype)
@@ -206,13 +192,12 @@ class InfiniteTensor:
         self._batch_size = batch_size
         self._blend = blend
         self._blend_init = blend_init
-        if not hasattr(tile_store, "register_tensor"):
-            raise ValidationError(f"tile_store must be a TileStore, got {type(tile_store).__name__}")
+        _check_store(tile_store)
         tile_store.register_tensor(self)
         if self._node is None:
             raise ValidationError(
-                f"{type(tile_store).__name__}.register_tensor did not attach the tensor to the engine; "
-                "stores must derive from MemoryTileStore or PersistentTileStore")
+                f"{type(tile_store).__name__}.register_tensor did not attach the tensor to the engine (an "
+                "override that does not call the base class's?)")
 
     # -- read-only configuration ---------------------------------------
     shape = property(lambda self: self._shape)
@@ -250,22 +235,20 @@ class InfiniteTensor:
             return _core.COMBINE_CUSTOM  # torch decides what max/min mean there
         return mode
 
-    def _node_config(self):
-        """Keyword arguments for _core.Tensor, without the cache."""
-        return dict(
-            shape=tuple(-1 if d is None else d for d in self._shape),
-            dtype=_bridge.dtype_code(self._dtype),
+    def _node_spec(self):
+        """What the store builds this tensor's core node from."""
+        return _bridge.NodeSpec(
+            shape=self._shape,
             window=self._output_window._core_tuple(),
             args=tuple(a._live_node() for a in self._args),
             arg_windows=tuple(w._core_tuple() for w in self._args_windows),
-            batch_size=self._batch_size or 0,
-            combine=self._combine(),
-            fill=_fill_tensor(self._blend_init, self._dtype),
+            dtype=self._dtype,
+            device=self._device,
+            fill=_bridge.fill_tensor(self._blend_init, self._dtype),
             f=self._fn,
             blend=self._blend,
-            device=self._device,
-            dtype_obj=self._dtype,
-            device_code=_bridge.device_code(self._device),
+            batch_size=self._batch_size or 0,
+            combine=self._combine(),
             tensor_id=self._uuid,
         )
 

@@ -12,9 +12,6 @@ from . import _core
 from .errors import ValidationError
 
 
-_INT64 = 2**63
-
-
 def _is_int(x):
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -70,34 +67,19 @@ class TensorWindow:
         self.dimension_map = dimension_map
 
     # -- helpers -------------------------------------------------------
-    def _map(self):
-        if self.dimension_map is None:
-            return list(range(len(self.size)))
-        return [-1 if m is None else m for m in self.dimension_map]
-
     def _core_tuple(self):
-        """(size, stride, offset, map) as the core takes them."""
-        if len(self.size) > _core.MAX_DIMS:
-            raise ValidationError(f"a window has at most {_core.MAX_DIMS} dims, got {len(self.size)}")
-        for name in ("size", "stride", "offset"):
-            for d, v in enumerate(getattr(self, name)):
-                if not -_INT64 <= v < _INT64:  # the core checks the real limits; it takes int64s
-                    raise ValidationError(f"window {name}[{d}] must be within +-2**{_core.PARAM_LIMIT_LOG2}, "
-                                          f"got {v}")
-        for d, m in enumerate(self._map()):
-            if m >= _core.MAX_DIMS:
-                raise ValidationError(f"dimension_map[{d}] = {m} is not a valid window coordinate (a window "
-                                      f"index has at most {_core.MAX_DIMS} coordinates)")
-        return (tuple(self.size), tuple(self.stride), tuple(self.offset), tuple(self._map()))
+        """(size, stride, offset, dimension_map) as the core takes them: the
+        map in full (identity when none is given, None for a pinned dim).
+        The core checks them (limits, dims, coordinates) where they are used."""
+        dmap = tuple(range(len(self.size))) if self.dimension_map is None else tuple(self.dimension_map)
+        return (tuple(self.size), tuple(self.stride), tuple(self.offset), dmap)
 
     # -- public API ----------------------------------------------------
     def get_bounds(self, window_index):
-        """Pixel slices (step None) covered by the window with this index."""
-        bounds = []
-        for d, m in enumerate(self._map()):
-            start = self.offset[d] if m < 0 else window_index[m] * self.stride[d] + self.offset[d]
-            bounds.append(slice(start, start + self.size[d]))
-        return tuple(bounds)
+        """Pixel slices (step None) covered by the window with this index:
+        the core's window arithmetic (it_window_bounds), with its checks (a
+        window the engine cannot place raises as a read of it would)."""
+        return _core.window_bounds(self._core_tuple(), window_index)
 
     def intersecting_windows(self, pixel_slices, tensor_shape=None):
         """Yield, in lexicographic order, the index of every window meeting
@@ -110,10 +92,7 @@ class TensorWindow:
         stops = [s.stop for s in pixel_slices]
         if len(starts) != n:
             raise ValidationError(f"expected {n} slices, got {len(starts)}")
-        for d, (a, b) in enumerate(zip(starts, stops)):
-            if any(isinstance(v, int) and not -_INT64 <= v < _INT64 for v in (a, b)):  # past int64
-                raise IndexError(f"region [{a}, {b}) on dim {d} is beyond +-2**{_core.COORD_LIMIT_LOG2}")
-        dom = _core.window_domain(*self._core_tuple(), n, shape, starts, stops)
+        dom = _core.window_domain(self._core_tuple(), n, shape, starts, stops)
         if dom is None:
             return
         lo, count = dom

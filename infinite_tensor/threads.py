@@ -24,4 +24,4 @@ def set_num_threads(n):
     the previous count."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValidationError(f"the thread count must be an int of at least 1, got {n!r}")
-    return _core.copy_threads(min(n, 2**63 - 1))  # the core clamps; it takes an int64
+    return _core.copy_threads(n)  # the core clamps to its maximum

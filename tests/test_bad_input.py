@@ -144,7 +144,8 @@ CONSTRUCTOR_CASES = [
     ("blend-init-nan-for-int", lambda e: dict(blend_init=float("nan"), dtype=torch.int32), VE,
      "cannot be represented as torch.int32"),
     # the store and keywords
-    ("store-not-a-store", lambda e: dict(tile_store=object()), VE, "tile_store must be a TileStore"),
+    ("store-not-a-store", lambda e: dict(tile_store=object()), VE,
+     "tile_store must be a MemoryTileStore, an HDF5TileStore or a subclass of PersistentTileStore"),
     ("unknown-keyword", lambda e: dict(tile_size=8), TypeError, "tile_size"),
 ]
 
@@ -470,10 +471,12 @@ def _inplace_then_raise(a, b):
 
 
 BLEND_CASES = [
-    ("wrong-shape", lambda a, b: torch.ones(1, dtype=a.dtype), SME, "blend returned shape (1,) for a region of shape"),
-    ("wrong-dtype", lambda a, b: _max(a, b).double(), it.DtypeMismatchError, "blend returned dtype torch.float64"),
+    ("wrong-shape", lambda a, b: torch.ones(1, dtype=a.dtype), SME,
+     "blend output shape (1,) does not match expected region shape ("),
+    ("wrong-dtype", lambda a, b: _max(a, b).double(), it.DtypeMismatchError,
+     "blend output has dtype torch.float64, tensor declared dtype"),
     ("wrong-device", lambda a, b: _max(a, b).to("meta"), it.DeviceMismatchError,
-     "blend returned a tensor on device meta"),
+     "blend output is on device meta, tensor declared device cpu."),
     ("none", lambda a, b: None, TypeError, "blend must return a torch.Tensor, got NoneType"),
     ("numpy", lambda a, b: _max(a, b).numpy(), TypeError, "got numpy.ndarray"),
     ("scalar", lambda a, b: 3, TypeError, "got int"),

@@ -425,3 +425,18 @@ def test_a_damaged_tile_from_the_backend_is_a_clear_error(kind):
     q = demo_pair(store)
     with pytest.raises(it.InfiniteTensorError):
         q.lib[0:9, 0:9]
+
+
+@pytest.mark.parametrize("kind, exc, message", [
+    ("shape", it.ShapeMismatchError, "the tile _read_tile returned has shape (3, 3), expected (8, "),
+    ("dtype", it.DtypeMismatchError, "the tile _read_tile returned has dtype float32, expected "),
+])
+def test_a_tile_of_the_wrong_shape_or_dtype_says_which(kind, exc, message):
+    """The check is the core's one output check (it_view_check), as for f's
+    outputs; the message used to be "not a contiguous CPU tensor of the
+    tile's shape and dtype" whatever was wrong."""
+    store = DictStore(_tampered(kind), tile_size=8)
+    q = demo_pair(store)
+    with pytest.raises(exc) as ei:
+        q.lib[0:9, 0:9]
+    assert message in str(ei.value), str(ei.value)

@@ -194,13 +194,15 @@ def test_outputs_without_values_are_refused(case, batch_size, dlpack_path):
     assert torch.equal(t[0:16, 0:4], torch.ones(16, 4))
 
 
-# what blend gets for the same results (its messages name blend)
+# what blend gets for the same results (its messages name blend; the checks
+# and their words are f's: the jagged tensor was a TypeError for blend, which
+# skipped the shape check f's outputs get)
 BLEND_REFUSALS = {
-    "nested-jagged": (TypeError, "blend must return a dense (strided) torch.Tensor, got a nested tensor"),
+    "nested-jagged": (it.ShapeMismatchError, "blend output shape (2, j"),  # j1, j2...: torch numbers them
     "nested": (TypeError, "blend must return a dense (strided) torch.Tensor, got a nested tensor"),
-    "quantized": (it.DtypeMismatchError, "blend returned dtype torch.quint8"),
+    "quantized": (it.DtypeMismatchError, "blend output has dtype torch.quint8, tensor declared dtype torch.float32."),
     "sparse-csr": (TypeError, "blend must return a dense (strided) torch.Tensor, got layout torch.sparse_csr"),
-    "meta": (it.DeviceMismatchError, "blend returned a tensor on device meta"),
+    "meta": (it.DeviceMismatchError, "blend output is on device meta, tensor declared device cpu."),
 }
 
 
@@ -237,7 +239,7 @@ HUGE_ARGS = [
     ("map-2**64", dict(output_window=it.TensorWindow((4, 4), dimension_map=(2**64, 0))),
      "dimension_map[0] = 18446744073709551616 is not a valid window coordinate"),
     ("map-16", dict(output_window=it.TensorWindow((4, 4), dimension_map=(0, 16))),
-     "dimension_map[1] = 16 is not a valid window coordinate (a window index has at most 16 coordinates)"),
+     "dimension_map[1] = 16 is not a valid window coordinate (0..1)"),
     ("blend-init-inf-float16", dict(blend_init=1e300, dtype=torch.float16),
      "blend_init 1e+300 cannot be represented as torch.float16: it overflows to inf"),
     ("blend-init-inf-float32", dict(blend_init=-(2**200), dtype=torch.float32),
@@ -245,7 +247,7 @@ HUGE_ARGS = [
     ("blend-init-huge-int-short-message", dict(blend_init=10**400),
      "blend_init 1000000000000000000000000000000000000... (401 characters) cannot be represented"),
     ("17-dims", dict(shape=(None,) * 17, output_window=it.TensorWindow((1,) * 17)),
-     "a tensor has at most 16 dims, got a shape of 17"),
+     "a tensor must have 1 to 16 dims, got 17"),
 ]
 
 
@@ -272,8 +274,52 @@ def test_sixteen_dims_is_the_limit():
     assert got.shape == (1,) * 15 + (4,)
     assert got.flatten().tolist() == [1.0, 1.0, 2.0, 2.0]
     assert it._core.MAX_DIMS == 16
-    with pytest.raises(it.ValidationError, match="a window has at most 16 dims, got 17"):
+    with pytest.raises(it.ValidationError, match="a window must have 1 to 16 dims, got 17"):
         list(it.TensorWindow((1,) * 17).intersecting_windows((slice(0, 1),) * 17))
+
+
+# (case id, a constructor or call, the whole message): the core checks each
+# value and words the rule once, with its true limit; a value past int64 is
+# shown as given (the Python layer used to check int64 and quote 2**48 for
+# every field, "window size[0] must be within +-2**48", and to word the
+# window, shape and region rules a second time)
+P, C = it._core.PARAM_LIMIT_LOG2, it._core.COORD_LIMIT_LOG2
+_win = it.TensorWindow
+GIVEN_VALUES = [
+    ("size-2**64", lambda: it.InfiniteTensor((None, None), _f44, _win((2**64, 4))),
+     f"window size[0] must be in [1, 2**{P}], got 18446744073709551616"),
+    ("size-2**49", lambda: it.InfiniteTensor((None, None), _f44, _win((2**49, 4))),
+     f"window size[0] must be in [1, 2**{P}], got 562949953421312"),
+    ("stride-2**70", lambda: it.InfiniteTensor((None, None), _f44, _win((4, 4), stride=(4, 2**70))),
+     f"window stride[1] must be in [1, 2**{P}], got 1180591620717411303424"),
+    ("offset-minus-2**70", lambda: it.InfiniteTensor((None, None), _f44, _win((4, 4), offset=(0, -(2**70)))),
+     f"window offset[1] must be within +-2**{P}, got -1180591620717411303424"),
+    ("shape-2**63", lambda: it.InfiniteTensor((None, 2**63), _f44, _win((4, 4))),
+     f"dim 1 must be infinite or in [1, 2**{P}], got 9223372036854775808"),
+    ("shape-10**400", lambda: it.InfiniteTensor((10**400, None), _f44, _win((4, 4))),
+     f"dim 0 must be infinite or in [1, 2**{P}], got 1000000000000000000000000000000000000... "
+     "(401 characters)"),
+    ("map-2**40", lambda: it.InfiniteTensor((None, None), _f44, _win((4, 4), dimension_map=(2**40, 0))),
+     "dimension_map[0] = 1099511627776 is not a valid window coordinate (0..1)"),
+    ("arg-window-offset-2**64", lambda: it.InfiniteTensor(
+        (None, None), lambda c, a: a, _win((4, 4)), args=[it.InfiniteTensor((None, None), _f44, _win((4, 4)))],
+        args_windows=[_win((4, 4), offset=(2**64, 2**65))]),
+     f"window offset[0] must be within +-2**{P}, got 18446744073709551616"),
+    ("region-both-ends-past-int64", lambda: list(_win((4, 4)).intersecting_windows(
+        (slice(2**70, 2**70 + 4), slice(0, 4)))),
+     f"region [1180591620717411303424, 1180591620717411303428) on dim 0 is beyond +-2**{C}"),
+    ("region-past-the-limit", lambda: list(_win((4, 4)).intersecting_windows(
+        (slice(0, 4), slice(-(2**62) - 1, 0)))),
+     f"region [-4611686018427387905, 0) on dim 1 is beyond +-2**{C}"),
+]
+
+
+@pytest.mark.parametrize("case, call, message", GIVEN_VALUES, ids=[c[0] for c in GIVEN_VALUES])
+def test_limit_messages_quote_the_true_limit_and_the_value_given(case, call, message):
+    exc = IndexError if case.startswith("region") else it.ValidationError
+    with pytest.raises(exc) as ei:
+        call()
+    assert str(ei.value) == message
 
 
 def test_huge_batch_size_below_the_limit_works():

@@ -174,6 +174,25 @@ def test_get_bounds_matches_reference_randomly():
         assert bounds(w, ctx) == r.bounds(ctx), (size, stride, offset, dmap, ctx)
 
 
+def test_get_bounds_is_the_cores_arithmetic_with_its_checks():
+    """get_bounds asks the core (it_window_bounds), so it places windows
+    exactly as reads do, and a window no read could place raises what a read
+    would raise instead of returning slices past the engine's range."""
+    w = TensorWindow((4, 3), stride=(2, 5), offset=(1, -2))
+    assert bounds(w, (np.int64(3), np.int32(-1))) == [(7, 11), (-7, -4)]
+    assert all(type(s.start) is int for s in w.get_bounds((np.int64(3), 0)))
+    assert bounds(w, (1, 2, 3)) == [(3, 7), (8, 11)]  # coordinates no dim follows are ignored
+    assert bounds(TensorWindow((3, 4), dimension_map=(None, None)), ()) == [(0, 3), (0, 4)]
+    with pytest.raises(IndexError, match=r"window index 1180591620717411303424 is too far from the origin"):
+        w.get_bounds((2**70, 0))
+    with pytest.raises(IndexError, match=r"window reaches beyond \+-2\*\*62 on dim 0"):
+        w.get_bounds((2**61, 0))
+    with pytest.raises(ValidationError, match=r"window size\[0\] must be in \[1, 2\*\*48\], got 1125899906842624"):
+        TensorWindow((2**50, 4)).get_bounds((0, 0))
+    with pytest.raises(ValidationError, match=r"dimension_map\[1\] = 1 is not a valid window coordinate \(0..0\)"):
+        w.get_bounds((1,))
+
+
 # ---------------------------------------------------------------- intersecting_windows
 
 

@@ -18,6 +18,7 @@
 #include "it_buffer.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #define DATA_ALIGN 64
@@ -228,4 +229,49 @@ void it_buffer_view(const it_buffer *b, it_view *v)
     v->device_id = b->device.id;
     memcpy(v->shape, b->shape, sizeof(int64_t) * (size_t)b->ndim);
     memcpy(v->strides, b->strides, sizeof(int64_t) * (size_t)b->ndim);
+}
+
+/* "(3, 6)" into buf (cut short if it does not fit). */
+static const char *shape_text(char *buf, size_t size, int ndim, const int64_t *shape)
+{
+    size_t n = (size_t)snprintf(buf, size, "(");
+    for (int d = 0; d < ndim && n < size; d++)
+        n += (size_t)snprintf(buf + n, size - n, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (n < size)
+        snprintf(buf + n, size - n, ndim == 1 ? ",)" : ")");
+    return buf;
+}
+
+static const char *device_text(char *buf, size_t size, int type, int id)
+{
+    if (type == IT_DEVICE_CPU)
+        snprintf(buf, size, "cpu");
+    else if (type == IT_DEVICE_CUDA)
+        snprintf(buf, size, "cuda:%d", id);
+    else
+        snprintf(buf, size, "DLPack device %d:%d", type, id);
+    return buf;
+}
+
+int it_view_check(const it_view *v, const char *what, int ndim, const int64_t *shape, it_dtype dt,
+                  int device_type, int device_id)
+{
+    int same = v->ndim == ndim;
+    for (int d = 0; same && d < ndim; d++)
+        same = v->shape[d] == shape[d];
+    if (!same) {
+        char got[160], want[160];
+        return it_error_set(IT_ESHAPE, "%s has shape %s, expected %s", what,
+                            shape_text(got, sizeof got, v->ndim, v->shape), shape_text(want, sizeof want, ndim, shape));
+    }
+    if (v->device_type != device_type || v->device_id != device_id) {
+        char got[40], want[40];
+        return it_error_set(IT_EDEVICE, "%s is on device %s, expected %s", what,
+                            device_text(got, sizeof got, v->device_type, v->device_id),
+                            device_text(want, sizeof want, device_type, device_id));
+    }
+    if (v->dtype != dt)
+        return it_error_set(IT_EDTYPE, "%s has dtype %s, expected %s", what, it_dtype_name(v->dtype),
+                            it_dtype_name(dt));
+    return IT_OK;
 }

@@ -2,12 +2,12 @@
  * contribute.c - adding a window's output to the tiles it touches, and the
  * deferred parts of custom blends.
  *
- * A window's output is checked (device, dtype, shape) once, then, tile by
- * tile, the part of it inside the tile is added and the window's bit set
- * (engine.h, "Contribution records").  A tile that already has the bit is
- * skipped.  Into a lazy tile (tile.c) a part that meets none of the tile's
- * earlier windows is copied rather than added (while the tile has fewer
- * than LAZY_MAX_WINDOWS).
+ * A window's output is checked once (it_view_check: shape, device, dtype),
+ * then, tile by tile, the part of it inside the tile is added and the
+ * window's bit set (engine.h, "Contribution records").  A tile that
+ * already has the bit is skipped.  Into a lazy tile (tile.c) a part that
+ * meets none of the tile's earlier windows is copied rather than added
+ * (while the tile has fewer than LAZY_MAX_WINDOWS).
  *
  * Blends.  Sum, max and min do not depend on order, so a window is added to
  * every tile it touches, creating tiles as needed.  A custom blend is a fold
@@ -52,23 +52,6 @@ static int lazy_takes(const it_tensor *t, it_tile *tile, const int64_t *ts, cons
     return 1;
 }
 
-static int check_output(const it_tensor *t, const it_view *v)
-{
-    if (v->device_type != t->dev.type || v->device_id != t->dev.id)
-        return it_error_set(IT_EDEVICE, "window output is on device %d:%d, expected %d:%d",
-                            v->device_type, v->device_id, t->dev.type, t->dev.id);
-    if (v->dtype != t->spec.dtype)
-        return it_error_set(IT_EDTYPE, "window output has dtype %s, expected %s",
-                            it_dtype_name(v->dtype), it_dtype_name(t->spec.dtype));
-    if (v->ndim != t->ndim)
-        return it_error_set(IT_ESHAPE, "window output has %d dims, expected %d", v->ndim, t->ndim);
-    for (int d = 0; d < t->ndim; d++)
-        if (v->shape[d] != t->spec.window.size[d])
-            return it_error_set(IT_ESHAPE, "window output has extent %lld on dim %d, expected %lld",
-                                (long long)v->shape[d], d, (long long)t->spec.window.size[d]);
-    return IT_OK;
-}
-
 static int blend_custom(it_tensor *t, void *dst, const int64_t *shape,
                         const void *src, const int64_t *src_strides)
 {
@@ -83,13 +66,7 @@ static int blend_custom(it_tensor *t, void *dst, const int64_t *shape,
         goto fail;
     if ((rc = t->ops.blend(t->user, &existing, &incoming, &result, &owner)))
         goto fail;
-    rc = IT_OK;
-    if (result.dtype != t->spec.dtype || result.ndim != t->ndim ||
-        result.device_type != t->dev.type || result.device_id != t->dev.id)
-        rc = it_error_set(IT_ESHAPE, "blend returned a result of the wrong dtype, rank or device");
-    for (int d = 0; rc == IT_OK && d < t->ndim; d++)
-        if (result.shape[d] != shape[d])
-            rc = it_error_set(IT_ESHAPE, "blend returned a result of the wrong shape");
+    rc = it_view_check(&result, "blend's result", t->ndim, shape, t->spec.dtype, t->dev.type, t->dev.id);
     if (rc == IT_OK)
         rc = it__dev_apply(t, IT_COMBINE_COPY, shape, dst, t->tstrides, result.data, result.strides);
     t->ops.release_view(t->user, owner);
@@ -184,7 +161,9 @@ int it__contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_view 
 {
     int64_t ws[IT_MAX_DIMS], we[IT_MAX_DIMS];
     int rc;
-    if ((rc = check_output(t, v)) || (rc = it_window_bounds(&t->spec.window, w, ws, we)))
+    if ((rc = it_view_check(v, "window output", t->ndim, t->spec.window.size, t->spec.dtype, t->dev.type,
+                            t->dev.id)) ||
+        (rc = it_window_bounds(&t->spec.window, w, ws, we)))
         return rc;
     tile_walk tw;
     it__tiles_first(&tw, t, ws, we);

@@ -13,6 +13,7 @@
  * even, which is what torch does on CPU for elementwise ops on those types.
  */
 #include "it_dtype.h"
+#include "it_geom.h" /* IT_MAX_DIMS */
 
 #include <math.h>
 #include <string.h>
@@ -110,13 +111,11 @@ uint16_t it_float_to_bf16(float f)
 
 /* ---- region walking ---------------------------------------------------- */
 
-#define KERNEL_MAX_DIMS 16 /* = IT_MAX_DIMS */
-
 typedef struct region {
     int ndim;
-    int64_t shape[KERNEL_MAX_DIMS];
-    int64_t ds[KERNEL_MAX_DIMS];
-    int64_t ss[KERNEL_MAX_DIMS];
+    int64_t shape[IT_MAX_DIMS];
+    int64_t ds[IT_MAX_DIMS];
+    int64_t ss[IT_MAX_DIMS];
 } region;
 
 /* Drop unit dims and merge chained dims.  Returns 0 if the region is empty. */
@@ -161,7 +160,7 @@ static void walk(const region *r, char *dst, const char *src, row_fn fn, const v
         fn(dst, ds, src, ss, n, arg);
         return;
     }
-    int64_t idx[KERNEL_MAX_DIMS];
+    int64_t idx[IT_MAX_DIMS];
     for (int d = 0; d < outer; d++)
         idx[d] = 0;
     for (;;) {
@@ -215,7 +214,7 @@ void it_copy_nd(size_t elsize, int ndim, const int64_t *shape,
                 const void *src, const int64_t *src_strides)
 {
     region r;
-    if (ndim <= KERNEL_MAX_DIMS && coalesce(&r, ndim, shape, dst_strides, src_strides))
+    if (ndim <= IT_MAX_DIMS && coalesce(&r, ndim, shape, dst_strides, src_strides))
         walk(&r, dst, src, copy_row, &elsize);
 }
 
@@ -237,9 +236,9 @@ static void fill_row(char *d, int64_t ds, const char *s, int64_t ss, int64_t n, 
 void it_fill_nd(size_t elsize, int ndim, const int64_t *shape,
                 void *dst, const int64_t *dst_strides, const void *value)
 {
-    int64_t zero[KERNEL_MAX_DIMS] = {0};
+    int64_t zero[IT_MAX_DIMS] = {0};
     region r;
-    if (ndim > KERNEL_MAX_DIMS || !coalesce(&r, ndim, shape, dst_strides, zero))
+    if (ndim > IT_MAX_DIMS || !coalesce(&r, ndim, shape, dst_strides, zero))
         return;
     walk(&r, dst, value, fill_row, &elsize);
 }
@@ -430,7 +429,7 @@ int it_combine_nd(it_combine op, it_dtype dt, int ndim, const int64_t *shape,
     if (!it_dtype_supports(dt, op))
         return it_error_set(IT_EDTYPE, "combining %s values with this blend is not supported",
                             it_dtype_name(dt));
-    if (ndim > KERNEL_MAX_DIMS)
+    if (ndim > IT_MAX_DIMS)
         return it_error_set(IT_EINVAL, "too many dims (%d)", ndim);
     if (op == IT_COMBINE_COPY) {
         it_copy_nd(it_dtype_size(dt), ndim, shape, dst, dst_strides, src, src_strides);

@@ -11,6 +11,10 @@
  *
  *     ceil(-o / s)  <=  i  <=  floor((E - z - o) / s).
  *
+ * A block of a grid (a tile) spanning T pixels of an infinite dim meets at
+ * most floor((T + z - 2) / s) + 1 windows along it, wherever it lies (the
+ * bound of it_window_block_max, which sizes contribution bitmaps).
+ *
  * Parameters are bounded by IT_PARAM_LIMIT (2^48) and region coordinates by
  * IT_COORD_LIMIT (2^62), so none of these sums can overflow; products of a
  * window index and a stride are still checked.  A span of a box can exceed
@@ -69,14 +73,14 @@ int it_window_check(const it_window *w)
                             IT_MAX_DIMS, w->ncoords);
     for (int d = 0; d < w->ndim; d++) {
         if (w->size[d] <= 0 || w->size[d] > IT_PARAM_LIMIT)
-            return it_error_set(IT_EINVAL, "window size[%d] must be in [1, 2**48], got %lld", d,
-                                (long long)w->size[d]);
+            return it_error_set(IT_EINVAL, "window size[%d] must be in [1, 2**%d], got %lld", d,
+                                IT_PARAM_LIMIT_LOG2, (long long)w->size[d]);
         if (w->stride[d] <= 0 || w->stride[d] > IT_PARAM_LIMIT)
-            return it_error_set(IT_EINVAL, "window stride[%d] must be in [1, 2**48], got %lld", d,
-                                (long long)w->stride[d]);
+            return it_error_set(IT_EINVAL, "window stride[%d] must be in [1, 2**%d], got %lld", d,
+                                IT_PARAM_LIMIT_LOG2, (long long)w->stride[d]);
         if (w->offset[d] < -IT_PARAM_LIMIT || w->offset[d] > IT_PARAM_LIMIT)
-            return it_error_set(IT_EINVAL, "window offset[%d] must be within +-2**48, got %lld", d,
-                                (long long)w->offset[d]);
+            return it_error_set(IT_EINVAL, "window offset[%d] must be within +-2**%d, got %lld", d,
+                                IT_PARAM_LIMIT_LOG2, (long long)w->offset[d]);
         if (w->map[d] != IT_MAP_FIXED && (w->map[d] < 0 || w->map[d] >= w->ncoords))
             return it_error_set(IT_EINVAL,
                                 "dimension_map[%d] = %d is not a valid window coordinate (0..%d)",
@@ -109,11 +113,25 @@ int it_window_bounds(const it_window *w, const int64_t *coords, int64_t *start, 
                                     (long long)coords[w->map[d]]);
         }
         if (s < -IT_COORD_LIMIT || s > IT_COORD_LIMIT - w->size[d])
-            return it_error_set(IT_ERANGE, "window reaches beyond +-2**62 on dim %d", d);
+            return it_error_set(IT_ERANGE, "window reaches beyond +-2**%d on dim %d", IT_COORD_LIMIT_LOG2, d);
         start[d] = s;
         stop[d] = s + w->size[d];
     }
     return IT_OK;
+}
+
+/* The windows along sliding dim d meeting [a, b) (a < b, inside [0, E) on
+ * a finite dim): indices l..h, none when l > h.  On a finite dim of extent
+ * E only the windows lying wholly inside [0, E) count. */
+static void dim_range(const it_window *w, int d, int64_t E, int64_t a, int64_t b, int64_t *l, int64_t *h)
+{
+    int64_t z = w->size[d], o = w->offset[d], s = w->stride[d];
+    *l = it_ceildiv(a - o - z + 1, s);
+    *h = it_floordiv(b - 1 - o, s);
+    if (E != IT_DIM_INFINITE) {
+        *l = IT_MAX(*l, it_ceildiv(-o, s));
+        *h = IT_MIN(*h, it_floordiv(E - z - o, s));
+    }
 }
 
 int it_window_span(const it_window *w, const int64_t *shape, const int64_t *start, const int64_t *stop,
@@ -124,11 +142,11 @@ int it_window_span(const it_window *w, const int64_t *shape, const int64_t *star
     for (int d = 0; d < w->ndim; d++)
         if (start[d] < -IT_COORD_LIMIT || start[d] > IT_COORD_LIMIT ||
             stop[d] < -IT_COORD_LIMIT || stop[d] > IT_COORD_LIMIT)
-            return it_error_set(IT_ERANGE, "region [%lld, %lld) on dim %d is beyond +-2**62",
-                                (long long)start[d], (long long)stop[d], d);
+            return it_error_set(IT_ERANGE, "region [%lld, %lld) on dim %d is beyond +-2**%d",
+                                (long long)start[d], (long long)stop[d], d, IT_COORD_LIMIT_LOG2);
     for (int d = 0; d < w->ndim; d++) {
         int64_t a = start[d], b = stop[d];
-        int64_t E = shape[d], z = w->size[d], o = w->offset[d], s = w->stride[d];
+        int64_t E = shape[d], z = w->size[d], o = w->offset[d];
         if (E != IT_DIM_INFINITE) {
             a = IT_MAX(a, 0);
             b = IT_MIN(b, E);
@@ -143,12 +161,8 @@ int it_window_span(const it_window *w, const int64_t *shape, const int64_t *star
                 return IT_OK;
             continue;
         }
-        int64_t l = it_ceildiv(a - o - z + 1, s);
-        int64_t h = it_floordiv(b - 1 - o, s);
-        if (E != IT_DIM_INFINITE) {
-            l = IT_MAX(l, it_ceildiv(-o, s));
-            h = IT_MIN(h, it_floordiv(E - z - o, s));
-        }
+        int64_t l, h;
+        dim_range(w, d, E, a, b, &l, &h);
         if (used[c]) {
             l = IT_MAX(l, lo[c]);
             h = IT_MIN(h, hi[c]);
@@ -186,4 +200,37 @@ int it_window_domain(const it_window *w, const int64_t *shape,
     }
     *total = n;
     return IT_OK;
+}
+
+int64_t it_window_block_max(const it_window *w, const int64_t *shape, const int64_t *extent)
+{
+    /* per coordinate, the fewest windows any dim following it allows: along
+     * an infinite dim a span of T pixels meets at most floor((T + z - 2) / s)
+     * + 1 windows (wherever it lies); a finite dim allows the windows inside
+     * it, the same for every block */
+    int64_t per[IT_MAX_DIMS], total = 1;
+    for (int c = 0; c < w->ncoords; c++)
+        per[c] = -1;
+    for (int d = 0; d < w->ndim; d++) {
+        int c = w->map[d];
+        int64_t n, l, h;
+        if (c == IT_MAP_FIXED)
+            continue;
+        if (shape[d] == IT_DIM_INFINITE) {
+            n = (extent[d] + w->size[d] - 2) / w->stride[d] + 1;
+        } else {
+            dim_range(w, d, shape[d], 0, shape[d], &l, &h);
+            n = IT_MAX(h - l + 1, 0);
+        }
+        per[c] = per[c] < 0 ? n : IT_MIN(per[c], n);
+    }
+    for (int c = 0; c < w->ncoords; c++) {
+        int64_t n = per[c] < 0 ? 1 : per[c];
+        if (n == 0)
+            return 0;
+        if (total > INT64_MAX / n)
+            return INT64_MAX;
+        total *= n;
+    }
+    return total;
 }

@@ -31,7 +31,7 @@ int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
             return it_error_set(IT_EINVAL, "step must be positive, got %lld", (long long)box->step[d]);
         if (box->start[d] < -IT_COORD_LIMIT || box->start[d] > IT_COORD_LIMIT ||
             box->stop[d] < -IT_COORD_LIMIT || box->stop[d] > IT_COORD_LIMIT)
-            return it_error_set(IT_ERANGE, "coordinates must lie within +-2**62");
+            return it_error_set(IT_ERANGE, "coordinates must lie within +-2**%d", IT_COORD_LIMIT_LOG2);
         empty |= it_box_extent(box, d) == 0;
     }
     int64_t numel;
@@ -141,7 +141,8 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
             continue;
         }
         if (e < 1 || e > IT_PARAM_LIMIT)
-            return it_error_set(IT_EINVAL, "dim %d must be infinite or in [1, 2**48], got %lld", d, (long long)e);
+            return it_error_set(IT_EINVAL, "dim %d must be infinite or in [1, 2**%d], got %lld", d,
+                                IT_PARAM_LIMIT_LOG2, (long long)e);
         if (finite_elems > IT_PARAM_LIMIT / e)
             return it_error_set(IT_ETOOBIG, "the finite dims hold too many elements");
         finite_elems *= e;
@@ -187,8 +188,8 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
     for (int d = 0; d < spec->ndim; d++)
         if (spec->shape[d] == IT_DIM_INFINITE &&
             (spec->tile_shape[d] < 0 || spec->tile_shape[d] > IT_PARAM_LIMIT))
-            return it_error_set(IT_EINVAL, "tile_shape[%d] must be in [1, 2**48], or 0 to pick one, got %lld",
-                                d, (long long)spec->tile_shape[d]);
+            return it_error_set(IT_EINVAL, "tile_shape[%d] must be in [1, 2**%d], or 0 to pick one, got %lld",
+                                d, IT_PARAM_LIMIT_LOG2, (long long)spec->tile_shape[d]);
 
     it_tensor *t = it_calloc(1, sizeof *t);
     if (!t)
@@ -357,40 +358,7 @@ int64_t it_tensor_dirty(const it_tensor *t) { return t->ndirty; }
 
 int64_t it_tensor_max_domain(const it_tensor *t)
 {
-    /* per coordinate, the fewest windows any dim following it allows: an
-     * infinite dim lets floor((T + z - 2) / s) + 1 windows meet a tile of
-     * extent T; a finite dim allows the windows inside it (the same for
-     * every tile) */
-    int64_t per[IT_MAX_DIMS], total = 1;
-    const it_window *w = &t->spec.window;
-    for (int c = 0; c < t->ncoords; c++)
-        per[c] = -1;
-    for (int d = 0; d < t->ndim; d++) {
-        int c = w->map[d];
-        int64_t n;
-        if (c == IT_MAP_FIXED)
-            continue;
-        if (t->spec.shape[d] == IT_DIM_INFINITE) {
-            n = (t->tshape[d] + w->size[d] - 2) / w->stride[d] + 1;
-        } else {
-            int64_t E = t->spec.shape[d];
-            int64_t l = IT_MAX(it_ceildiv(-w->offset[d] - w->size[d] + 1, w->stride[d]),
-                               it_ceildiv(-w->offset[d], w->stride[d]));
-            int64_t h = IT_MIN(it_floordiv(E - 1 - w->offset[d], w->stride[d]),
-                               it_floordiv(E - w->size[d] - w->offset[d], w->stride[d]));
-            n = IT_MAX(h - l + 1, 0);
-        }
-        per[c] = per[c] < 0 ? n : IT_MIN(per[c], n);
-    }
-    for (int c = 0; c < t->ncoords; c++) {
-        int64_t n = per[c] < 0 ? 1 : per[c];
-        if (n == 0)
-            return 0;
-        if (total > INT64_MAX / n)
-            return INT64_MAX;
-        total *= n;
-    }
-    return total;
+    return it_window_block_max(&t->spec.window, t->spec.shape, t->tshape);
 }
 
 void it_tensor_tile_shape(const it_tensor *t, int64_t *shape)

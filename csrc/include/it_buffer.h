@@ -65,6 +65,15 @@ void it_buffer_view(const it_buffer *b, it_view *v);
 void it_view_make(it_view *v, const it_device *dev, void *data, it_dtype dt, int ndim,
                   const int64_t *shape, const int64_t *strides);
 
+/* Whether v is what a caller takes: ndim dims of this shape, on device
+ * (device_type, device_id), of dtype dt.  IT_OK, or IT_ESHAPE, IT_EDEVICE or
+ * IT_EDTYPE, checked in that order (0.3's), with a message naming `what`
+ * ("window output").  The one check of every tensor handed to the core
+ * in place of values it computes: f's outputs, blend's results, converted
+ * and loaded tiles; the binding words the same codes for Python. */
+int it_view_check(const it_view *v, const char *what, int ndim, const int64_t *shape, it_dtype dt,
+                  int device_type, int device_id);
+
 /* dst (op)= src (op: SUM, MAX, MIN or COPY) through dev: the host kernels
  * when dev->ops is NULL (both views then in host memory), else the device's
  * table.  IT_EDTYPE if the kernels lack op for the dtype. */

@@ -65,10 +65,10 @@ float it_bf16_to_float(uint16_t h);
 uint16_t it_float_to_bf16(float f);
 
 /*
- * dst[i] (op)= src[i] over an ndim region of the given shape (ndim 0 to 16:
+ * dst[i] (op)= src[i] over an ndim region of the given shape (ndim 0 to IT_MAX_DIMS:
  * 0 is one element).  Strides are in bytes; the source's may be negative or
  * zero (broadcast), the destination's negative but not zero.  Returns
- * IT_EDTYPE if op is not supported for dt, IT_EINVAL beyond 16 dims (the
+ * IT_EDTYPE if op is not supported for dt, IT_EINVAL beyond IT_MAX_DIMS (the
  * copy and fill kernels then do nothing).
  */
 int it_combine_nd(it_combine op, it_dtype dt, int ndim, const int64_t *shape,

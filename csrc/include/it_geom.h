@@ -93,15 +93,21 @@ int it_window_bounds(const it_window *w, const int64_t *coords,
  * intersects).  IT_ERANGE if the region lies beyond IT_COORD_LIMIT,
  * IT_ETOOBIG if the count overflows int64.
  */
+int it_window_domain(const it_window *w, const int64_t *shape,
+                     const int64_t *start, const int64_t *stop,
+                     int64_t *lo, int64_t *count, int64_t *total);
+
 /* The same without the count: the first and last index per coordinate
  * (lo[c] <= hi[c]; both 0 for a coordinate no dim follows), *any = 0 when
  * nothing intersects.  IT_ERANGE as above; never IT_ETOOBIG. */
 int it_window_span(const it_window *w, const int64_t *shape, const int64_t *start, const int64_t *stop,
                    int64_t *lo, int64_t *hi, int *any);
 
-int it_window_domain(const it_window *w, const int64_t *shape,
-                     const int64_t *start, const int64_t *stop,
-                     int64_t *lo, int64_t *count, int64_t *total);
+/* An upper bound of the windows meeting one block of a grid (a tile): the
+ * block spans extent[d] pixels along each infinite dim, anywhere on it, and
+ * the whole of each finite dim.  0 when a finite dim holds no window;
+ * saturated at INT64_MAX.  A tile's contribution bitmap needs no more bits. */
+int64_t it_window_block_max(const it_window *w, const int64_t *shape, const int64_t *extent);
 
 #ifdef __cplusplus
 }

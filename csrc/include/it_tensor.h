@@ -212,7 +212,8 @@ int it_tensor_set_backend(it_tensor *t, const it_backend *backend, void *ctx, in
 int it_tensor_flush(it_tensor *t);
 /* Dirty tiles of t right now. */
 int64_t it_tensor_dirty(const it_tensor *t);
-/* An upper bound of the windows that can touch one tile (bitmap bits). */
+/* An upper bound of the windows that can touch one tile (bitmap bits):
+ * it_window_block_max of the output window over a tile. */
 int64_t it_tensor_max_domain(const it_tensor *t);
 #ifdef __cplusplus
 }

@@ -67,8 +67,43 @@ typedef struct dl_hold {
 /* module.c */
 module_state *state_of_type(PyTypeObject *tp);
 int state_ready(module_state *st); /* -1 with an exception if not configured */
-/* Turn a core error code into the matching Python exception; returns NULL. */
+/* Turn a core error code into the matching Python exception (with the
+ * core's message); returns NULL. */
 PyObject *raise_core(module_state *st, int rc);
+/* The exception class of a core error code. */
+PyObject *core_error_class(module_state *st, int rc);
+
+/* convert.c: Python values into the core's types (the core checks them) */
+#define GIVEN_MAX 8
+/* Values past what the core can be told (a Python int past int64), each
+ * clamped to its own value that every core check refuses. */
+typedef struct given {
+    int n;
+    long long clamped[GIVEN_MAX];
+    PyObject *obj[GIVEN_MAX]; /* the values given (strong references) */
+} given;
+void given_init(given *g);
+void given_clear(given *g);
+/* An int64 from anything with __index__.  Past int64: clamped and recorded
+ * in g, or OverflowError when g is NULL.  -1 with an exception. */
+int to_int64(PyObject *o, int64_t *out, given *g);
+/* The same, past int64 meaning the nearest int64 (a limit: "no limit"). */
+int to_int64_saturating(PyObject *o, int64_t *out);
+/* Up to max entries of a sequence of ints (None: *none_value, or an error
+ * when none_value is NULL).  Returns the sequence's length, which may exceed
+ * max (entries past max are not read), or -1 with an exception; `what` is
+ * the TypeError's message for a non-sequence. */
+int int64_seq(PyObject *seq, int64_t *out, int max, const int64_t *none_value, given *g, const char *what);
+/* A window tuple (size, stride, offset, dimension_map), the map's entries
+ * ints or None, as TensorWindow._core_tuple() gives it; unchecked (the core
+ * checks: it_window_check).  -1 with an exception. */
+int parse_window(PyObject *obj, int ncoords, it_window *w, given *g);
+/* The DLPack device of a torch.device; ValidationError for one the core
+ * cannot hold (not cpu or cuda). */
+int device_code(module_state *st, PyObject *device, int *type, int *id);
+/* raise_core, with the values g recorded shown in place of their clamped
+ * stand-ins; clears g.  Returns NULL. */
+PyObject *raise_given(module_state *st, int rc, given *g);
 
 /* dlpack.c */
 /* Export a buffer (ownership passes to torch) as a torch.Tensor with the

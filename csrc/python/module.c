@@ -1,7 +1,9 @@
 /*
  * module.c - the extension module infinite_tensor._core: module state,
- * the Cache type, error mapping, and small geometry helpers the Python layer
- * uses (so it never re-implements them).
+ * the Cache type, error mapping, the limits the core defines (MAX_DIMS,
+ * MAX_ARGS, PARAM_LIMIT_LOG2, COORD_LIMIT_LOG2, for messages), and the
+ * core's window arithmetic for the Python layer (window_domain,
+ * window_bounds, device_code), so that it never re-implements them.
  *
  * Multi-phase init with per-module state; every type is a heap type.  The
  * Python package calls _configure() once at import with the torch entry
@@ -27,15 +29,9 @@ int state_ready(module_state *st)
     return 0;
 }
 
-PyObject *raise_core(module_state *st, int rc)
+PyObject *core_error_class(module_state *st, int rc)
 {
-    const char *msg = it_error_message();
     PyObject *exc;
-    if (rc == IT_ECALLBACK) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_SystemError, "a callback failed without setting an exception");
-        return NULL;
-    }
     switch (rc) {
     case IT_ENOMEM:
     case IT_ETOOBIG: exc = PyExc_MemoryError; break;
@@ -48,7 +44,18 @@ PyObject *raise_core(module_state *st, int rc)
     case IT_EIO: exc = st->TileAccessError; break;
     default: exc = st->InfiniteTensorError; break;
     }
-    PyErr_SetString(exc ? exc : PyExc_RuntimeError, msg[0] ? msg : "infinite_tensor core error");
+    return exc ? exc : PyExc_RuntimeError;
+}
+
+PyObject *raise_core(module_state *st, int rc)
+{
+    const char *msg = it_error_message();
+    if (rc == IT_ECALLBACK) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_SystemError, "a callback failed without setting an exception");
+        return NULL;
+    }
+    PyErr_SetString(core_error_class(st, rc), msg[0] ? msg : "infinite_tensor core error");
     return NULL;
 }
 
@@ -57,8 +64,10 @@ PyObject *raise_core(module_state *st, int rc)
 static PyObject *Cache_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"byte_limit", "weight_limit", NULL};
-    long long bytes = -1, weight = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|LL", kwlist, &bytes, &weight))
+    PyObject *bo = NULL, *wo = NULL;
+    int64_t bytes = -1, weight = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO", kwlist, &bo, &wo) ||
+        (bo && to_int64_saturating(bo, &bytes) < 0) || (wo && to_int64_saturating(wo, &weight) < 0))
         return NULL;
     CacheObject *self = (CacheObject *)tp->tp_alloc(tp, 0);
     if (!self)
@@ -82,8 +91,10 @@ static void Cache_dealloc(CacheObject *self)
 
 static PyObject *Cache_set_limits(CacheObject *self, PyObject *args)
 {
-    long long bytes, weight;
-    if (!PyArg_ParseTuple(args, "LL", &bytes, &weight))
+    PyObject *bo, *wo;
+    int64_t bytes, weight;
+    if (!PyArg_ParseTuple(args, "OO", &bo, &wo) || to_int64_saturating(bo, &bytes) < 0 ||
+        to_int64_saturating(wo, &weight) < 0)
         return NULL;
     it_cache_set_limits(self->cache, bytes, weight);
     it_cache_set_device_limit(self->cache, bytes);
@@ -92,8 +103,8 @@ static PyObject *Cache_set_limits(CacheObject *self, PyObject *args)
 
 static PyObject *Cache_set_tile_limit(CacheObject *self, PyObject *arg)
 {
-    long long n = PyLong_AsLongLong(arg);
-    if (n == -1 && PyErr_Occurred())
+    int64_t n;
+    if (to_int64_saturating(arg, &n) < 0)
         return NULL;
     it_cache_set_tile_limit(self->cache, n);
     Py_RETURN_NONE;
@@ -283,84 +294,48 @@ fail:
     return NULL;
 }
 
-static int window_from_lists(PyObject *size, PyObject *stride, PyObject *offset, PyObject *map,
-                             int ncoords, it_window *w)
+/* The region's shape, starts and stops: ndim entries each (None in shape:
+ * an infinite dim). */
+static int region_arrays(PyObject *const *in, int ndim, int64_t *const *out, given *g)
 {
-    PyObject *lists[4] = {size, stride, offset, map};
-    int64_t vals[4][IT_MAX_DIMS];
-    Py_ssize_t n = -1;
-    for (int i = 0; i < 4; i++) {
-        PyObject *fast = PySequence_Fast(lists[i], "window fields must be sequences");
-        if (!fast)
+    static const int64_t infinite = IT_DIM_INFINITE;
+    for (int i = 0; i < 3; i++) {
+        int n = int64_seq(in[i], out[i], IT_MAX_DIMS, i == 0 ? &infinite : NULL, g, "expected a sequence");
+        if (n < 0)
             return -1;
-        Py_ssize_t m = PySequence_Fast_GET_SIZE(fast);
-        if ((n >= 0 && m != n) || m > IT_MAX_DIMS) {
-            Py_DECREF(fast);
-            PyErr_SetString(PyExc_ValueError, "window fields must have equal lengths");
+        if (n != ndim) {
+            PyErr_Format(PyExc_ValueError, "expected %d entries, got %d", ndim, n);
             return -1;
         }
-        n = m;
-        for (Py_ssize_t d = 0; d < m; d++) {
-            PyObject *e = PySequence_Fast_GET_ITEM(fast, d);
-            vals[i][d] = e == Py_None ? IT_MAP_FIXED : PyLong_AsLongLong(e);
-        }
-        Py_DECREF(fast);
-        if (PyErr_Occurred())
-            return -1;
-    }
-    w->ndim = (int)n;
-    w->ncoords = ncoords;
-    for (int d = 0; d < n; d++) {
-        if (vals[3][d] < IT_MAP_FIXED || vals[3][d] >= IT_MAX_DIMS) {
-            PyErr_Format(PyExc_ValueError, "dimension_map entry %lld is out of range", (long long)vals[3][d]);
-            return -1;
-        }
-        w->size[d] = vals[0][d];
-        w->stride[d] = vals[1][d];
-        w->offset[d] = vals[2][d];
-        w->map[d] = (int)vals[3][d];
     }
     return 0;
 }
 
-/* window_domain(size, stride, offset, map, ncoords, shape, starts, stops)
- * -> (lo, count) tuples, or None when no window meets the region. */
+/* window_domain(window, ncoords, shape, starts, stops) -> (lo, count)
+ * tuples, or None when no window meets the region; window as for
+ * _core.Tensor.  The core checks the window and the region. */
 static PyObject *mod_window_domain(PyObject *module, PyObject *args)
 {
     module_state *st = PyModule_GetState(module);
-    PyObject *size, *stride, *offset, *map, *shape_o, *starts_o, *stops_o;
+    PyObject *window, *in[3];
     int ncoords;
     it_window w;
     int64_t shape[IT_MAX_DIMS], start[IT_MAX_DIMS], stop[IT_MAX_DIMS], lo[IT_MAX_DIMS], cnt[IT_MAX_DIMS], total;
-    if (!PyArg_ParseTuple(args, "OOOOiOOO", &size, &stride, &offset, &map, &ncoords, &shape_o,
-                          &starts_o, &stops_o))
+    int64_t *const out[3] = {shape, start, stop};
+    given g;
+    given_init(&g);
+    if (!PyArg_ParseTuple(args, "OiOOO", &window, &ncoords, &in[0], &in[1], &in[2]))
         return NULL;
-    if (window_from_lists(size, stride, offset, map, ncoords, &w) < 0)
-        return NULL;
-    PyObject *in[3] = {shape_o, starts_o, stops_o};
-    int64_t *outs[3] = {shape, start, stop};
-    for (int i = 0; i < 3; i++) {
-        PyObject *fast = PySequence_Fast(in[i], "expected a sequence");
-        if (!fast)
-            return NULL;
-        if (PySequence_Fast_GET_SIZE(fast) != w.ndim) {
-            Py_DECREF(fast);
-            PyErr_Format(PyExc_ValueError, "expected %d entries", w.ndim);
-            return NULL;
-        }
-        for (int d = 0; d < w.ndim; d++) {
-            PyObject *e = PySequence_Fast_GET_ITEM(fast, d);
-            outs[i][d] = e == Py_None ? IT_DIM_INFINITE : PyLong_AsLongLong(e);
-        }
-        Py_DECREF(fast);
-        if (PyErr_Occurred())
-            return NULL;
-    }
+    if (parse_window(window, ncoords, &w, &g) < 0)
+        goto fail;
     int rc = it_window_check(&w);
-    if (!rc)
-        rc = it_window_domain(&w, shape, start, stop, lo, cnt, &total);
     if (rc)
-        return raise_core(st, rc);
+        return raise_given(st, rc, &g);
+    if (region_arrays(in, w.ndim, out, &g) < 0)
+        goto fail;
+    if ((rc = it_window_domain(&w, shape, start, stop, lo, cnt, &total)))
+        return raise_given(st, rc, &g);
+    given_clear(&g);
     if (total == 0)
         Py_RETURN_NONE;
     PyObject *l = PyTuple_New(ncoords), *c = PyTuple_New(ncoords);
@@ -372,6 +347,55 @@ static PyObject *mod_window_domain(PyObject *module, PyObject *args)
     Py_XDECREF(l);
     Py_XDECREF(c);
     return r;
+fail:
+    given_clear(&g);
+    return NULL;
+}
+
+/* window_bounds(window, index) -> tuple of slices: the pixels the window
+ * with this index covers (window as for _core.Tensor; the index has as many
+ * coordinates as it has entries, at least one).  The core checks both. */
+static PyObject *mod_window_bounds(PyObject *module, PyObject *args)
+{
+    module_state *st = PyModule_GetState(module);
+    PyObject *window, *index;
+    int64_t coords[IT_MAX_DIMS] = {0}, start[IT_MAX_DIMS], stop[IT_MAX_DIMS];
+    it_window w;
+    given g;
+    given_init(&g);
+    if (!PyArg_ParseTuple(args, "OO", &window, &index))
+        return NULL;
+    int n = int64_seq(index, coords, IT_MAX_DIMS, NULL, &g, "a window index must be a sequence");
+    if (n < 0 || parse_window(window, n < 1 ? 1 : n, &w, &g) < 0) {
+        given_clear(&g);
+        return NULL;
+    }
+    int rc = it_window_check(&w);
+    if (!rc)
+        rc = it_window_bounds(&w, coords, start, stop);
+    if (rc)
+        return raise_given(st, rc, &g);
+    PyObject *res = PyTuple_New(w.ndim);
+    for (int d = 0; res && d < w.ndim; d++) {
+        PyObject *a = PyLong_FromLongLong(start[d]), *b = PyLong_FromLongLong(stop[d]);
+        PyObject *sl = a && b ? PySlice_New(a, b, NULL) : NULL;
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        if (!sl)
+            Py_CLEAR(res);
+        else
+            PyTuple_SET_ITEM(res, d, sl);
+    }
+    return res;
+}
+
+/* device_code(device) -> (DLPack device type, id) of a torch.device. */
+static PyObject *mod_device_code(PyObject *module, PyObject *device)
+{
+    int type, id;
+    if (device_code(PyModule_GetState(module), device, &type, &id) < 0)
+        return NULL;
+    return Py_BuildValue("(ii)", type, id);
 }
 
 static PyObject *mod_alloc_live_blocks(PyObject *module, PyObject *unused)
@@ -381,20 +405,21 @@ static PyObject *mod_alloc_live_blocks(PyObject *module, PyObject *unused)
     return PyLong_FromLong(it_alloc_live_blocks());
 }
 
-/* One optional int64 argument: set when given; the previous value is
- * returned either way. */
-static int optional_int(PyObject *args, long long *value, int *given)
+/* One optional int64 argument (past int64: the nearest int64): set when
+ * given; the previous value is returned either way. */
+static int optional_int(PyObject *args, long long *value, int *is_set)
 {
     PyObject *o = Py_None;
-    *given = 0;
+    int64_t v;
+    *is_set = 0;
     if (!PyArg_ParseTuple(args, "|O", &o))
         return -1;
     if (o == Py_None)
         return 0;
-    *value = PyLong_AsLongLong(o);
-    if (*value == -1 && PyErr_Occurred())
+    if (to_int64_saturating(o, &v) < 0)
         return -1;
-    *given = 1;
+    *value = v;
+    *is_set = 1;
     return 0;
 }
 
@@ -402,11 +427,11 @@ static PyObject *mod_buffer_pool(PyObject *module, PyObject *args)
 {
     (void)module;
     long long limit;
-    int given;
-    if (optional_int(args, &limit, &given) < 0)
+    int is_set;
+    if (optional_int(args, &limit, &is_set) < 0)
         return NULL;
     size_t held = it_buffer_pool_bytes();
-    if (given)
+    if (is_set)
         it_buffer_pool_set_limit(limit < 0 ? 0 : (size_t)limit);
     return PyLong_FromSize_t(held);
 }
@@ -415,14 +440,14 @@ static PyObject *mod_copy_threads(PyObject *module, PyObject *args)
 {
     (void)module;
     long long n;
-    int given;
-    if (optional_int(args, &n, &given) < 0)
+    int is_set;
+    if (optional_int(args, &n, &is_set) < 0)
         return NULL;
-    if (given && n < 1) {
+    if (is_set && n < 1) {
         PyErr_SetString(PyExc_ValueError, "the thread count must be at least 1");
         return NULL;
     }
-    int old = given ? it_pool_set_threads(n > IT_POOL_MAX_THREADS ? IT_POOL_MAX_THREADS : (int)n)
+    int old = is_set ? it_pool_set_threads(n > IT_POOL_MAX_THREADS ? IT_POOL_MAX_THREADS : (int)n)
                     : it_pool_threads();
     return PyLong_FromLong(old);
 }
@@ -431,10 +456,10 @@ static PyObject *mod_parallel_min_bytes(PyObject *module, PyObject *args)
 {
     (void)module;
     long long n;
-    int given;
-    if (optional_int(args, &n, &given) < 0)
+    int is_set;
+    if (optional_int(args, &n, &is_set) < 0)
         return NULL;
-    return PyLong_FromLongLong(given ? it_pool_set_min_bytes(n) : it_pool_min_bytes());
+    return PyLong_FromLongLong(is_set ? it_pool_set_min_bytes(n) : it_pool_min_bytes());
 }
 
 static PyMethodDef module_methods[] = {
@@ -443,7 +468,10 @@ static PyMethodDef module_methods[] = {
     {"parse_index", mod_parse_index, METH_VARARGS,
      "parse_index(shape, key) -> (starts, stops, steps, squeezed dims)"},
     {"window_domain", mod_window_domain, METH_VARARGS,
-     "window_domain(size, stride, offset, map, ncoords, shape, starts, stops) -> (lo, count) or None"},
+     "window_domain(window, ncoords, shape, starts, stops) -> (lo, count) or None"},
+    {"window_bounds", mod_window_bounds, METH_VARARGS,
+     "window_bounds(window, index) -> the window's pixel slices"},
+    {"device_code", mod_device_code, METH_O, "device_code(torch.device) -> (DLPack device type, id)"},
     {"alloc_live_blocks", mod_alloc_live_blocks, METH_NOARGS, "Core allocations currently live."},
     {"buffer_pool", mod_buffer_pool, METH_VARARGS,
      "buffer_pool([limit]) -> bytes the recycling pool holds; sets its limit when given."},

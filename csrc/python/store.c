@@ -291,13 +291,12 @@ static int py_load(void *ctx, it_tile_io *io, int *found)
         return py_failed();
     }
     const it_buffer *buf = io->buf;
-    int ok = v.dtype == buf->dtype && v.ndim == buf->ndim && v.device_type == IT_DEVICE_CPU;
-    for (int d = 0; ok && d < v.ndim; d++)
-        ok = v.shape[d] == buf->shape[d] && (v.shape[d] <= 1 || v.strides[d] == buf->strides[d]);
-    if (!ok)
-        rc = it_error_set(IT_ESHAPE, "_read_tile returned a tile that is not a contiguous CPU tensor of "
-                          "the tile's shape and dtype");
-    else
+    /* PersistentTileStore._core_read_tile made it a contiguous CPU tensor */
+    rc = it_view_check(&v, "the tile _read_tile returned", buf->ndim, buf->shape, buf->dtype, IT_DEVICE_CPU, 0);
+    for (int d = 0; rc == IT_OK && d < v.ndim; d++)
+        if (v.shape[d] > 1 && v.strides[d] != buf->strides[d])
+            rc = it_error_set(IT_ESHAPE, "the tile _read_tile returned is not contiguous");
+    if (rc == IT_OK)
         memcpy(buf->data, v.data, buf->nbytes);
     release_hold(&hold);
     /* contributions: window tuples inside the domain */

@@ -4,10 +4,17 @@
  *
  * Calling f.  The core hands a batch of window indices and argument buffers.
  * Each argument buffer is exported to torch without a copy; f's outputs are
- * imported through DLPack and checked (shape, then device, then dtype, with
- * the 0.3 messages) before the core copies them into tiles.  A batched f gets
- * lists and must return exactly one output per window, as a sequence or as
- * one tensor stacked along a new first dim.
+ * imported through DLPack and checked before the core copies them into
+ * tiles.  A batched f gets lists and must return exactly one output per
+ * window, as a sequence or as one tensor stacked along a new first dim.
+ *
+ * Checking outputs.  f's outputs, blend's results and converted tiles are
+ * checked by one core function, it_view_check (shape, then device, then
+ * dtype: 0.3's order), and a mismatch is worded in one place, mismatch()
+ * below, in 0.3's words ("Function output shape (3, 6) does not match
+ * expected window shape (6, 6)") with torch's names for devices and dtypes.
+ * An output DLPack cannot import (meta, quantized, nested...) goes through
+ * the same check on what its attributes say.
  *
  * Saying where.  An error about f's output (wrong shape, dtype, device, not
  * a tensor, a count that does not match) names the tensor id and the
@@ -30,6 +37,7 @@
  */
 #include "binding.h"
 
+#include <limits.h>
 #include <string.h>
 
 typedef struct tensor_user {
@@ -40,7 +48,6 @@ typedef struct tensor_user {
     PyObject *blend;
     PyObject *device;   /* the declared torch.device, for messages */
     PyObject *dtype;    /* the declared torch.dtype, for messages */
-    PyObject *size;     /* output window size as a tuple, for messages */
     PyObject *id;       /* the tensor id, for messages (None if not given) */
     PyObject *spare;    /* a window-index tuple f did not keep, to refill */
     int batched;
@@ -64,14 +71,13 @@ static void user_free(void *p)
     Py_XDECREF(u->blend);
     Py_XDECREF(u->device);
     Py_XDECREF(u->dtype);
-    Py_XDECREF(u->size);
     Py_XDECREF(u->id);
     Py_XDECREF(u->spare);
     PyMem_Free(u);
 }
 
 static tensor_user *user_new(module_state *st, PyObject *f, PyObject *blend, PyObject *device,
-                             PyObject *dtype, PyObject *size, PyObject *id, int batched)
+                             PyObject *dtype, PyObject *id, int batched)
 {
     tensor_user *u = PyMem_Calloc(1, sizeof *u);
     if (!u) {
@@ -88,8 +94,6 @@ static tensor_user *user_new(module_state *st, PyObject *f, PyObject *blend, PyO
     u->device = device;
     Py_INCREF(dtype);
     u->dtype = dtype;
-    Py_INCREF(size);
-    u->size = size;
     u->id = Py_NewRef(id);
     u->batched = batched;
     return u;
@@ -228,12 +232,80 @@ static int refuse_where(const tensor_user *u, const where *w, const char *what)
 
 /* ---- checking and importing outputs -------------------------------------- */
 
-static PyObject *shape_tuple(const it_view *v)
+/* What an output must be (f's for a window, blend's for a region, a
+ * converted tile) and the words its messages use. */
+typedef struct expect {
+    const char *who;    /* the subject of the messages: "Function output" (0.3's words) */
+    const char *place;  /* what its shape must match: "window" */
+    const char *callee; /* who returned it, for TypeErrors: "f" */
+    int ndim;
+    const int64_t *shape;
+    it_dtype dtype;
+    int device_type, device_id;
+    PyObject *dtype_obj, *device_obj; /* the declared ones, for messages (borrowed) */
+} expect;
+
+/* f's output for one window of u's tensor. */
+static expect f_expect(const tensor_user *u)
 {
-    PyObject *t = PyTuple_New(v->ndim);
-    for (int d = 0; t && d < v->ndim; d++)
-        PyTuple_SET_ITEM(t, d, PyLong_FromLongLong(v->shape[d]));
+    const it_tensor_spec *spec = it_tensor_get_spec(u->t);
+    expect e = {"Function output", "window", "f", spec->ndim, spec->window.size, spec->dtype,
+                spec->device_type, spec->device_id, u->dtype, u->device};
+    return e;
+}
+
+static PyObject *int64_tuple(int n, const int64_t *v)
+{
+    PyObject *t = PyTuple_New(n);
+    for (int d = 0; t && d < n; d++) {
+        PyObject *x = PyLong_FromLongLong(v[d]);
+        if (!x) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, d, x);
+    }
     return t;
+}
+
+/* Set the exception for it_view_check's code rc: the one wording of each
+ * mismatch.  actual: the output's shape as a tuple, obj: the output (for its
+ * device and dtype).  Returns -1. */
+static int mismatch(module_state *st, const expect *e, int rc, PyObject *actual, PyObject *obj)
+{
+    if (rc == IT_ESHAPE) {
+        PyObject *want = int64_tuple(e->ndim, e->shape);
+        if (want && actual)
+            PyErr_Format(st->ShapeMismatchError, "%s shape %R does not match expected %s shape %R", e->who,
+                         actual, e->place, want);
+        Py_XDECREF(want);
+    } else if (rc == IT_EDEVICE) {
+        PyObject *dev = PyObject_GetAttrString(obj, "device");
+        if (dev)
+            PyErr_Format(st->DeviceMismatchError, "%s is on device %S, tensor declared device %S.", e->who, dev,
+                         e->device_obj);
+        Py_XDECREF(dev);
+    } else {
+        PyObject *dt = PyObject_GetAttrString(obj, "dtype");
+        if (dt)
+            PyErr_Format(st->DtypeMismatchError, "%s has dtype %S, tensor declared dtype %S.", e->who, dt,
+                         e->dtype_obj);
+        Py_XDECREF(dt);
+    }
+    return -1;
+}
+
+/* Check an imported output (obj: the tensor it came from); -1 with an
+ * exception. */
+static int check_output(module_state *st, const expect *e, PyObject *obj, const it_view *v)
+{
+    int rc = it_view_check(v, e->who, e->ndim, e->shape, e->dtype, e->device_type, e->device_id);
+    if (rc == IT_OK)
+        return 0;
+    PyObject *actual = rc == IT_ESHAPE ? int64_tuple(v->ndim, v->shape) : NULL;
+    mismatch(st, e, rc, actual, obj);
+    Py_XDECREF(actual);
+    return -1;
 }
 
 /* A tensor DLPack cannot export because it is not dense (nested, sparse,
@@ -262,44 +334,54 @@ static int layout_error(PyObject *out, const char *who)
     return strided < 0 ? -1 : !strided;
 }
 
-/* f returned a tensor DLPack cannot carry (a meta, sparse or nested tensor,
- * say): report the mismatch the 0.3 checks would report, in their order
- * (shape, device, dtype), or else the export error itself.  Returns -1. */
-static int explain_unexportable(tensor_user *u, PyObject *out)
+/* An output DLPack could not import (a meta, sparse, quantized or nested
+ * tensor, say; the import error is set): the same check as check_output,
+ * on what its attributes say (the shape it reports; the device and dtype as
+ * declared or not), so that it is refused for the rule it breaks, in the
+ * same words; else for not being dense; else for the import error.
+ * Returns -1. */
+static int explain_unexportable(module_state *st, const expect *e, PyObject *obj)
 {
-    module_state *st = u->st;
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
-    PyObject *shape = PyObject_GetAttrString(out, "shape");
+    PyObject *shape = PyObject_GetAttrString(obj, "shape");
     PyObject *actual = shape ? PySequence_Tuple(shape) : NULL;
-    PyObject *dev = PyObject_GetAttrString(out, "device");
-    PyObject *dt = PyObject_GetAttrString(out, "dtype");
-    int shape_eq = actual ? PyObject_RichCompareBool(actual, u->size, Py_EQ) : -1;
-    int dev_eq = dev ? PyObject_RichCompareBool(dev, u->device, Py_EQ) : -1;
-    int dt_eq = dt ? PyObject_RichCompareBool(dt, u->dtype, Py_EQ) : -1;
-    if (shape_eq < 0 || dev_eq < 0 || dt_eq < 0) {
+    PyObject *dev = actual ? PyObject_GetAttrString(obj, "device") : NULL;
+    PyObject *dt = dev ? PyObject_GetAttrString(obj, "dtype") : NULL;
+    int dev_eq = dt ? PyObject_RichCompareBool(dev, e->device_obj, Py_EQ) : -1;
+    int dt_eq = dev_eq >= 0 ? PyObject_RichCompareBool(dt, e->dtype_obj, Py_EQ) : -1;
+    int rc = IT_OK, keep = 0;
+    if (dt_eq < 0) {
         PyErr_Clear(); /* a nested tensor has no shape to read */
-        if (layout_error(out, "f") != 1) {
-            PyErr_Clear();
-            PyErr_Restore(et, ev, tb);
-            et = ev = tb = NULL;
+        keep = layout_error(obj, e->callee) != 1;
+    } else {
+        it_view seen = {0};
+        Py_ssize_t n = PyTuple_GET_SIZE(actual);
+        seen.ndim = n <= IT_MAX_DIMS ? (int)n : -1;
+        for (int d = 0; d < seen.ndim; d++) {
+            seen.shape[d] = PyLong_AsLongLong(PyTuple_GET_ITEM(actual, d));
+            if (seen.shape[d] == -1 && PyErr_Occurred()) { /* a symbolic size (jagged) */
+                PyErr_Clear();
+                seen.ndim = -1;
+            }
         }
-    } else if (!shape_eq) {
-        PyErr_Format(st->ShapeMismatchError,
-                     "Function output shape %R does not match expected window shape %R", actual, u->size);
-    } else if (!dev_eq) {
-        PyErr_Format(st->DeviceMismatchError,
-                     "Function output is on device %S, tensor declared device %S.", dev, u->device);
-    } else if (!dt_eq) {
-        PyErr_Format(st->DtypeMismatchError,
-                     "Function output has dtype %S, tensor declared dtype %S.", dt, u->dtype);
-    } else if (layout_error(out, "f") == 0) {
-        PyErr_Restore(et, ev, tb);
-        et = ev = tb = NULL;
+        seen.device_type = dev_eq ? e->device_type : -1;
+        seen.device_id = e->device_id;
+        seen.dtype = dt_eq ? e->dtype : IT_DTYPE_COUNT;
+        rc = it_view_check(&seen, e->who, e->ndim, e->shape, e->dtype, e->device_type, e->device_id);
+        if (rc)
+            mismatch(st, e, rc, actual, obj);
+        else
+            keep = layout_error(obj, e->callee) != 1;
     }
-    Py_XDECREF(et);
-    Py_XDECREF(ev);
-    Py_XDECREF(tb);
+    if (keep) {
+        PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+    } else {
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+    }
     Py_XDECREF(shape);
     Py_XDECREF(actual);
     Py_XDECREF(dev);
@@ -307,57 +389,21 @@ static int explain_unexportable(tensor_user *u, PyObject *out)
     return -1;
 }
 
-/* Check an imported output of f (out: the tensor it came from, for the
- * device and dtype in messages); -1 with an exception. */
-static int check_view(tensor_user *u, PyObject *out, const it_view *v)
-{
-    module_state *st = u->st;
-    const it_tensor_spec *spec = it_tensor_get_spec(u->t);
-    int bad_shape = v->ndim != spec->ndim;
-    for (int d = 0; !bad_shape && d < spec->ndim; d++)
-        bad_shape = v->shape[d] != spec->window.size[d];
-    if (bad_shape) {
-        PyObject *actual = shape_tuple(v);
-        if (actual)
-            PyErr_Format(st->ShapeMismatchError,
-                         "Function output shape %R does not match expected window shape %R",
-                         actual, u->size);
-        Py_XDECREF(actual);
-        return -1;
-    }
-    if (v->device_type != spec->device_type || v->device_id != spec->device_id) {
-        PyObject *dev = PyObject_GetAttrString(out, "device");
-        if (dev)
-            PyErr_Format(st->DeviceMismatchError,
-                         "Function output is on device %S, tensor declared device %S.", dev, u->device);
-        Py_XDECREF(dev);
-        return -1;
-    }
-    if (v->dtype != spec->dtype) {
-        PyObject *dt = PyObject_GetAttrString(out, "dtype");
-        if (dt)
-            PyErr_Format(st->DtypeMismatchError,
-                         "Function output has dtype %S, tensor declared dtype %S.", dt, u->dtype);
-        Py_XDECREF(dt);
-        return -1;
-    }
-    return 0;
-}
-
 /* Import one output of f (for the window w) and check it; -1 with an
  * exception that names w. */
 static int take_output(tensor_user *u, PyObject *out, const where *w, it_view *v, dl_hold *hold)
 {
     module_state *st = u->st;
+    expect e = f_expect(u);
     if (!PyObject_TypeCheck(out, (PyTypeObject *)st->torch_tensor)) {
         PyErr_Format(PyExc_TypeError, "f must return a torch.Tensor, got %.100s", Py_TYPE(out)->tp_name);
         return refuse_where(u, w, "f");
     }
     if (import_tensor(st, out, v, hold) < 0) {
-        explain_unexportable(u, out);
+        explain_unexportable(st, &e, out);
         return refuse_where(u, w, "f");
     }
-    if (check_view(u, out, v) < 0) {
+    if (check_output(st, &e, out, v) < 0) {
         release_hold(hold);
         return refuse_where(u, w, "f");
     }
@@ -403,7 +449,8 @@ static int take_stacked(tensor_user *u, it_batch *b, PyObject *result, outputs *
         memmove(v->shape, whole.shape + 1, sizeof(int64_t) * (size_t)v->ndim);
         memmove(v->strides, whole.strides + 1, sizeof(int64_t) * (size_t)v->ndim);
     }
-    *rc = check_view(u, result, &b->out[0]); /* the views share shape, device and dtype */
+    expect e = f_expect(u);
+    *rc = check_output(u->st, &e, result, &b->out[0]); /* the views share shape, device and dtype */
     if (*rc < 0) {
         where w = batch_where(b, -1);
         refuse_where(u, &w, "f");
@@ -678,62 +725,13 @@ static int blend_pair(tensor_user *u, PyObject *blend, it_buffer **existing, it_
         PyErr_NoMemory();
         return IT_ECALLBACK;
     }
+    expect e = {"blend output", "region", "blend", ndim, shape, spec->dtype, spec->device_type,
+                spec->device_id, u->dtype, u->device};
     int rc = import_tensor(st, r, result, hold);
     if (rc < 0) {
-        /* what DLPack refused: say which rule the result broke, if one did */
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        PyObject *dev = PyObject_GetAttrString(r, "device");
-        PyObject *dt = dev ? PyObject_GetAttrString(r, "dtype") : NULL;
-        int dev_eq = dt ? PyObject_RichCompareBool(dev, u->device, Py_EQ) : -1;
-        int dt_eq = dev_eq == 1 ? PyObject_RichCompareBool(dt, u->dtype, Py_EQ) : -1;
-        if (dev_eq == 0)
-            PyErr_Format(st->DeviceMismatchError, "blend returned a tensor on device %S, tensor "
-                         "declared device %S.", dev, u->device);
-        else if (dt_eq == 0)
-            PyErr_Format(st->DtypeMismatchError, "blend returned dtype %S, tensor declared dtype %S.",
-                         dt, u->dtype);
-        if (dev_eq < 0 || (dev_eq == 1 && (dt_eq < 0 || (dt_eq == 1 && layout_error(r, "blend") <= 0)))) {
-            PyErr_Clear();
-            PyErr_Restore(et, ev, tb);
-        } else {
-            Py_XDECREF(et);
-            Py_XDECREF(ev);
-            Py_XDECREF(tb);
-        }
-        Py_XDECREF(dev);
-        Py_XDECREF(dt);
-    } else {
-        int bad = result->ndim != ndim;
-        for (int d = 0; !bad && d < ndim; d++)
-            bad = result->shape[d] != shape[d];
-        if (bad) {
-            PyObject *got = shape_tuple(result), *want = PyTuple_New(ndim);
-            for (int d = 0; want && d < ndim; d++)
-                PyTuple_SET_ITEM(want, d, PyLong_FromLongLong(shape[d]));
-            if (got && want)
-                PyErr_Format(st->ShapeMismatchError, "blend returned shape %R for a region of shape %R",
-                             got, want);
-            Py_XDECREF(got);
-            Py_XDECREF(want);
-            rc = -1;
-        } else if (result->device_type != spec->device_type || result->device_id != spec->device_id) {
-            PyObject *dev = PyObject_GetAttrString(r, "device");
-            if (dev)
-                PyErr_Format(st->DeviceMismatchError, "blend returned a tensor on device %S, tensor "
-                             "declared device %S.", dev, u->device);
-            Py_XDECREF(dev);
-            rc = -1;
-        } else if (result->dtype != spec->dtype) {
-            PyObject *dt = PyObject_GetAttrString(r, "dtype");
-            if (dt)
-                PyErr_Format(st->DtypeMismatchError, "blend returned dtype %S, tensor declared dtype %S.",
-                             dt, u->dtype);
-            Py_XDECREF(dt);
-            rc = -1;
-        }
-        if (rc < 0)
-            release_hold(hold);
+        explain_unexportable(st, &e, r);
+    } else if ((rc = check_output(st, &e, r, result)) < 0) {
+        release_hold(hold);
     }
     Py_DECREF(r);
     if (rc < 0) {
@@ -777,169 +775,134 @@ static const it_tensor_ops tensor_ops = {
 
 /* ---- the Tensor type ------------------------------------------------------ */
 
-static int int64_seq(PyObject *seq, int64_t *out, int max, const char *what)
+/* fill: a 0-d CPU tensor of dtype (a torch.dtype), the value before any
+ * window: its element into out, the core's code of its dtype into *dt.
+ * -1 with an exception. */
+static int read_fill(module_state *st, PyObject *fill, PyObject *dtype, it_dtype *dt, unsigned char *out)
 {
-    PyObject *fast = PySequence_Fast(seq, what);
-    if (!fast)
+    PyObject *fdt = PyObject_GetAttrString(fill, "dtype");
+    int same = fdt ? PyObject_RichCompareBool(fdt, dtype, Py_EQ) : -1;
+    Py_XDECREF(fdt);
+    if (same < 0)
         return -1;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    if (n > max) {
-        PyErr_Format(PyExc_ValueError, "%s: at most %d entries", what, max);
-        Py_DECREF(fast);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        long long v = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(fast, i));
-        if (v == -1 && PyErr_Occurred()) {
-            Py_DECREF(fast);
-            return -1;
-        }
-        out[i] = v;
-    }
-    Py_DECREF(fast);
-    return (int)n;
-}
-
-/* window = (size, stride, offset, map) with map entries -1 for None. */
-static int parse_window(PyObject *obj, int ncoords, it_window *w)
-{
-    PyObject *size, *stride, *offset, *map;
-    int64_t m[IT_MAX_DIMS];
-    if (!PyArg_ParseTuple(obj, "OOOO", &size, &stride, &offset, &map))
-        return -1;
-    int n = int64_seq(size, w->size, IT_MAX_DIMS, "window size");
-    if (n < 0 || int64_seq(stride, w->stride, IT_MAX_DIMS, "window stride") != n ||
-        int64_seq(offset, w->offset, IT_MAX_DIMS, "window offset") != n ||
-        int64_seq(map, m, IT_MAX_DIMS, "dimension_map") != n) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "window fields must have equal lengths");
-        return -1;
-    }
-    w->ndim = n;
-    w->ncoords = ncoords;
-    for (int d = 0; d < n; d++) {
-        if (m[d] < IT_MAP_FIXED || m[d] >= IT_MAX_DIMS) {
-            PyErr_Format(PyExc_ValueError, "dimension_map entry %lld is out of range", (long long)m[d]);
-            return -1;
-        }
-        w->map[d] = (int)m[d];
-    }
-    return 0;
-}
-
-static int read_fill(module_state *st, PyObject *fill, it_dtype dt, unsigned char *out)
-{
     it_view v;
     dl_hold hold;
-    if (import_tensor(st, fill, &v, &hold) < 0)
+    if (same && import_tensor(st, fill, &v, &hold) < 0)
         return -1;
-    int ok = v.dtype == dt && v.ndim == 0 && v.device_type == IT_DEVICE_CPU;
-    if (ok)
-        memcpy(out, v.data, it_dtype_size(dt));
-    release_hold(&hold);
+    int ok = same && v.dtype < IT_DTYPE_COUNT && v.ndim == 0 && v.device_type == IT_DEVICE_CPU;
+    if (ok) {
+        *dt = v.dtype;
+        memcpy(out, v.data, it_dtype_size(v.dtype));
+    }
+    if (same)
+        release_hold(&hold);
     if (!ok) {
-        PyErr_SetString(PyExc_ValueError, "fill must be a 0-d CPU tensor of the tensor's dtype");
+        PyErr_Format(PyExc_ValueError, "fill must be a 0-d CPU tensor of dtype %S", dtype);
         return -1;
     }
     return 0;
 }
 
+/* Tensor(cache, spec, tile_shape=None): a node from an
+ * infinite_tensor._bridge.NodeSpec, a tuple of
+ *     (shape, window, args, arg_windows, dtype, device, fill, f, blend,
+ *      batch_size, combine, tensor_id)
+ * (shape with None for infinite dims; windows as TensorWindow._core_tuple()
+ * gives them; args core nodes; dtype and device torch objects; fill the 0-d
+ * CPU tensor of dtype to start from; batch_size 0 when f is not batched).
+ * tile_shape: the tile extent per dim for a persistent store (None: the
+ * core picks). */
 static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"cache", "shape", "dtype", "window", "args", "arg_windows", "batch_size",
-                             "combine", "fill", "f", "blend", "device", "dtype_obj", "device_code",
-                             "tile_shape", "tensor_id", NULL};
+    static char *kwlist[] = {"cache", "spec", "tile_shape", NULL};
+    static const int64_t infinite = IT_DIM_INFINITE;
     module_state *st = state_of_type(tp);
-    PyObject *cache, *shape, *window, *targs, *twins, *fill, *f, *blend, *device, *dtype_obj;
-    PyObject *tile_shape = Py_None, *device_code, *tensor_id = Py_None;
-    int dtype, combine;
+    PyObject *cache, *specobj, *tile_shape = Py_None;
+    PyObject *shape, *window, *targs, *twins, *dtype, *device, *fill, *f, *blend, *tensor_id;
+    int combine;
     long long batch;
+    given g;
+    it_tensor_spec spec;
     if (state_ready(st) < 0)
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OiOO!O!LiOOOOOO|OO", kwlist, st->Cache_type, &cache,
-                                     &shape, &dtype, &window, &PyTuple_Type, &targs, &PyTuple_Type,
-                                     &twins, &batch, &combine, &fill, &f, &blend, &device, &dtype_obj,
-                                     &device_code, &tile_shape, &tensor_id))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!|O", kwlist, st->Cache_type, &cache, &PyTuple_Type, &specobj,
+                                     &tile_shape) ||
+        !PyArg_ParseTuple(specobj, "OOO!O!OOOOOLiO:NodeSpec", &shape, &window, &PyTuple_Type, &targs,
+                          &PyTuple_Type, &twins, &dtype, &device, &fill, &f, &blend, &batch, &combine,
+                          &tensor_id))
         return NULL;
-    it_tensor_spec spec;
     memset(&spec, 0, sizeof spec);
-    int nd = int64_seq(shape, spec.shape, IT_MAX_DIMS, "shape");
+    given_init(&g);
+    /* the core checks everything: the binding only converts (the arrays
+     * past IT_MAX_DIMS or IT_MAX_ARGS are not filled; the core refuses the
+     * count before reading them) */
+    int nd = int64_seq(shape, spec.shape, IT_MAX_DIMS, &infinite, &g, "shape must be a sequence");
     if (nd < 0)
-        return NULL;
+        goto fail;
     spec.ndim = nd;
-    if (dtype < 0 || dtype >= IT_DTYPE_COUNT) {
-        PyErr_SetString(PyExc_ValueError, "invalid dtype code");
-        return NULL;
-    }
-    spec.dtype = (it_dtype)dtype;
-    if (!PyArg_ParseTuple(device_code, "ii", &spec.device_type, &spec.device_id))
-        return NULL;
+    if (read_fill(st, fill, dtype, &spec.dtype, spec.fill) < 0 ||
+        device_code(st, device, &spec.device_type, &spec.device_id) < 0)
+        goto fail;
     spec.devops = devops_for(spec.device_type);
-    if (parse_window(window, nd, &spec.window) < 0)
-        return NULL;
+    if (parse_window(window, nd, &spec.window, &g) < 0)
+        goto fail;
     Py_ssize_t nargs = PyTuple_GET_SIZE(targs);
-    if (nargs != PyTuple_GET_SIZE(twins) || nargs > IT_MAX_ARGS) {
-        PyErr_Format(PyExc_ValueError, "args and arg_windows must match (at most %d)", IT_MAX_ARGS);
-        return NULL;
+    if (nargs != PyTuple_GET_SIZE(twins)) {
+        PyErr_SetString(PyExc_ValueError, "args and arg_windows must have the same length");
+        goto fail;
     }
     it_tensor *upstream[IT_MAX_ARGS];
     it_window awins[IT_MAX_ARGS];
-    for (Py_ssize_t a = 0; a < nargs; a++) {
+    for (Py_ssize_t a = 0; a < nargs && a < IT_MAX_ARGS; a++) {
         PyObject *o = PyTuple_GET_ITEM(targs, a);
         if (!PyObject_TypeCheck(o, st->Tensor_type)) {
             PyErr_SetString(PyExc_TypeError, "args must be core tensors");
-            return NULL;
+            goto fail;
         }
         upstream[a] = ((TensorObject *)o)->t;
-        if (parse_window(PyTuple_GET_ITEM(twins, a), nd, &awins[a]) < 0)
-            return NULL;
+        if (parse_window(PyTuple_GET_ITEM(twins, a), nd, &awins[a], &g) < 0)
+            goto fail;
     }
-    spec.nargs = (int)nargs;
+    spec.nargs = nargs > INT_MAX ? INT_MAX : (int)nargs;
     spec.args = upstream;
     spec.arg_windows = awins;
     spec.batch_size = batch > 0 ? batch : 1;
     spec.combine = (it_combine)combine;
     if (spec.combine == IT_COMBINE_CUSTOM && blend == Py_None) {
         PyErr_SetString(PyExc_ValueError, "a custom-blend node needs a blend");
-        return NULL;
+        goto fail;
     }
-    if (read_fill(st, fill, spec.dtype, spec.fill) < 0)
-        return NULL;
     if (tile_shape != Py_None) {
-        int64_t ts[IT_MAX_DIMS];
-        int n = int64_seq(tile_shape, ts, IT_MAX_DIMS, "tile_shape");
+        int n = int64_seq(tile_shape, spec.tile_shape, IT_MAX_DIMS, NULL, &g, "tile_shape must be a sequence");
         if (n < 0)
-            return NULL;
+            goto fail;
         if (n != nd) {
             PyErr_SetString(PyExc_ValueError, "tile_shape must have one entry per dim");
-            return NULL;
+            goto fail;
         }
-        memcpy(spec.tile_shape, ts, sizeof(int64_t) * (size_t)nd);
     }
-    PyObject *size = PyTuple_New(nd);
-    if (!size)
-        return NULL;
-    for (int d = 0; d < nd; d++)
-        PyTuple_SET_ITEM(size, d, PyLong_FromLongLong(spec.window.size[d]));
-    tensor_user *u = user_new(st, f, blend, device, dtype_obj, size, tensor_id, batch > 0);
-    Py_DECREF(size);
+    tensor_user *u = user_new(st, f, blend, device, dtype, tensor_id, batch > 0);
     if (!u)
-        return NULL;
+        goto fail;
     TensorObject *self = (TensorObject *)tp->tp_alloc(tp, 0);
     if (!self) {
         user_free(u);
-        return NULL;
+        goto fail;
     }
     int rc = it_tensor_create(((CacheObject *)cache)->cache, &spec, &tensor_ops, u, &self->t);
     if (rc) {
         user_free(u);
         Py_DECREF(self);
-        return raise_core(st, rc);
+        return raise_given(st, rc, &g);
     }
+    given_clear(&g);
     u->t = self->t;
     self->cache = ((CacheObject *)cache)->cache;
     it_cache_ref(self->cache);
     return (PyObject *)self;
+fail:
+    given_clear(&g);
+    return NULL;
 }
 
 static int Tensor_traverse(TensorObject *self, visitproc visit, void *arg)
@@ -1044,8 +1007,8 @@ static PyObject *Tensor_flush(TensorObject *self, PyObject *unused)
 
 static PyObject *Tensor_trim(TensorObject *self, PyObject *arg)
 {
-    long long limit = PyLong_AsLongLong(arg);
-    if (limit == -1 && PyErr_Occurred())
+    int64_t limit;
+    if (to_int64_saturating(arg, &limit) < 0)
         return NULL;
     it_tensor_trim(self->t, limit < 0 ? 0 : limit);
     Py_RETURN_NONE;
@@ -1054,7 +1017,7 @@ static PyObject *Tensor_trim(TensorObject *self, PyObject *arg)
 static int coords_arg(TensorObject *self, PyObject *obj, int64_t *coords)
 {
     const it_tensor_spec *spec = it_tensor_get_spec(self->t);
-    int n = int64_seq(obj, coords, IT_MAX_DIMS, "window index");
+    int n = int64_seq(obj, coords, IT_MAX_DIMS, NULL, NULL, "a window index must be a sequence");
     if (n < 0)
         return -1;
     if (n != spec->ndim) {
@@ -1103,6 +1066,7 @@ static PyObject *Tensor_contribute(TensorObject *self, PyObject *const *args, Py
 typedef struct convert_ctx {
     module_state *st;
     PyObject *fn;
+    PyObject *device, *dtype; /* where the tiles go, for messages */
 } convert_ctx;
 
 /* convert(src) for one tile: src is wrapped without a copy (it lives until
@@ -1120,18 +1084,16 @@ static int convert_tile(void *p, const it_view *src, it_buffer *dst)
         return IT_ECALLBACK;
     it_view v, dv;
     dl_hold hold;
+    expect e = {"converted tile", "tile", "convert", dst->ndim, dst->shape, dst->dtype, dst->device.type,
+                dst->device.id, c->dtype, c->device};
     if (import_tensor(c->st, r, &v, &hold) < 0) {
         Py_DECREF(r);
         return IT_ECALLBACK;
     }
+    int bad = check_output(c->st, &e, r, &v);
     Py_DECREF(r);
-    int bad = v.dtype != dst->dtype || v.ndim != dst->ndim || v.device_type != dst->device.type ||
-              v.device_id != dst->device.id;
-    for (int d = 0; !bad && d < dst->ndim; d++)
-        bad = v.shape[d] != dst->shape[d];
     if (bad) {
         release_hold(&hold);
-        PyErr_SetString(PyExc_ValueError, "tile conversion returned the wrong shape, dtype or device");
         return IT_ECALLBACK;
     }
     it_buffer_view(dst, &dv);
@@ -1140,26 +1102,21 @@ static int convert_tile(void *p, const it_view *src, it_buffer *dst)
     return rc;
 }
 
-/* migrate(device_code, device_obj, dtype_code, dtype_obj, fill, convert):
- * move cached tiles to another device and/or dtype. */
+/* migrate(device, dtype, fill, convert): move cached tiles to another
+ * device and/or dtype (torch objects; fill as for Tensor()). */
 static PyObject *Tensor_migrate(TensorObject *self, PyObject *args)
 {
     module_state *st = state_of_type(Py_TYPE(self));
-    int code;
+    it_dtype code;
     it_device dev = {0, 0, NULL};
     PyObject *device_obj, *dtype_obj, *fill, *fn;
     unsigned char fillv[16];
-    if (!PyArg_ParseTuple(args, "(ii)OiOOO", &dev.type, &dev.id, &device_obj, &code, &dtype_obj, &fill, &fn))
-        return NULL;
-    if (code < 0 || code >= IT_DTYPE_COUNT) {
-        PyErr_SetString(PyExc_ValueError, "invalid dtype code");
-        return NULL;
-    }
-    if (read_fill(st, fill, (it_dtype)code, fillv) < 0)
+    if (!PyArg_ParseTuple(args, "OOOO", &device_obj, &dtype_obj, &fill, &fn) ||
+        device_code(st, device_obj, &dev.type, &dev.id) < 0 || read_fill(st, fill, dtype_obj, &code, fillv) < 0)
         return NULL;
     dev.ops = devops_for(dev.type);
-    convert_ctx c = {st, fn};
-    int rc = it_tensor_migrate(self->t, &dev, (it_dtype)code, fillv, convert_tile, &c);
+    convert_ctx c = {st, fn, device_obj, dtype_obj};
+    int rc = it_tensor_migrate(self->t, &dev, code, fillv, convert_tile, &c);
     if (rc)
         return raise_core(st, rc);
     tensor_user *u = it_tensor_get_user(self->t);
@@ -1183,7 +1140,7 @@ static PyObject *Tensor_set_callbacks(TensorObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "a custom-blend node needs a blend");
         return NULL;
     }
-    tensor_user *u = user_new(st, f, blend, old->device, old->dtype, old->size, old->id, batch > 0);
+    tensor_user *u = user_new(st, f, blend, old->device, old->dtype, old->id, batch > 0);
     if (!u)
         return NULL;
     u->t = self->t;
@@ -1236,8 +1193,7 @@ static PyMethodDef Tensor_methods[] = {
     {"contribute", (PyCFunction)(void (*)(void))Tensor_contribute, METH_FASTCALL,
      "Add a window output computed elsewhere."},
     {"migrate", (PyCFunction)Tensor_migrate, METH_VARARGS,
-     "migrate(device_code, device, dtype_code, dtype, fill, convert): move cached tiles to another "
-     "device and/or dtype."},
+     "migrate(device, dtype, fill, convert): move cached tiles to another device and/or dtype."},
     {"set_callbacks", (PyCFunction)Tensor_set_callbacks, METH_VARARGS, "Replace f, blend and batch size."},
     {NULL, NULL, 0, NULL},
 };

@@ -131,6 +131,45 @@ static void test_free_on_another_thread(void **state)
     assert_int_equal(it_alloc_live_blocks(), live);
 }
 
+/* it_view_check: the one check of what the core is handed in place of values
+ * it computes; shape first, then device, then dtype (0.3's order). */
+static void test_view_check(void **state)
+{
+    (void)state;
+    int64_t want[2] = {6, 6};
+    it_view v = {.data = NULL, .dtype = IT_F32, .ndim = 2, .device_type = IT_DEVICE_CPU, .device_id = 0,
+                 .shape = {6, 6}};
+    EXPECT_OK(it_view_check(&v, "window output", 2, want, IT_F32, IT_DEVICE_CPU, 0));
+    /* everything wrong: the shape is reported */
+    it_view bad = v;
+    bad.shape[1] = 3;
+    bad.dtype = IT_I64;
+    bad.device_type = IT_DEVICE_CUDA;
+    EXPECT_ERR(it_view_check(&bad, "window output", 2, want, IT_F32, IT_DEVICE_CPU, 0), IT_ESHAPE);
+    assert_string_equal(it_error_message(), "window output has shape (6, 3), expected (6, 6)");
+    bad.ndim = 1;
+    EXPECT_ERR(it_view_check(&bad, "window output", 2, want, IT_F32, IT_DEVICE_CPU, 0), IT_ESHAPE);
+    assert_string_equal(it_error_message(), "window output has shape (6,), expected (6, 6)");
+    bad.ndim = 0;
+    EXPECT_ERR(it_view_check(&bad, "window output", 2, want, IT_F32, IT_DEVICE_CPU, 0), IT_ESHAPE);
+    assert_string_equal(it_error_message(), "window output has shape (), expected (6, 6)");
+    /* right shape: the device, then the dtype */
+    bad = v;
+    bad.dtype = IT_I64;
+    bad.device_type = IT_DEVICE_CUDA;
+    EXPECT_ERR(it_view_check(&bad, "a tile", 2, want, IT_F32, IT_DEVICE_CPU, 0), IT_EDEVICE);
+    assert_string_equal(it_error_message(), "a tile is on device cuda:0, expected cpu");
+    bad.device_type = IT_DEVICE_CPU;
+    EXPECT_ERR(it_view_check(&bad, "a tile", 2, want, IT_F32, IT_DEVICE_CPU, 0), IT_EDTYPE);
+    assert_string_equal(it_error_message(), "a tile has dtype int64, expected float32");
+    /* same device type, another id */
+    bad = v;
+    bad.device_type = IT_DEVICE_CUDA;
+    bad.device_id = 1;
+    EXPECT_ERR(it_view_check(&bad, "x", 2, want, IT_F32, IT_DEVICE_CUDA, 0), IT_EDEVICE);
+    assert_string_equal(it_error_message(), "x is on device cuda:1, expected cuda:0");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -138,6 +177,7 @@ int main(void)
         cmocka_unit_test(test_create_shapes),
         cmocka_unit_test(test_create_errors),
         cmocka_unit_test(test_free_on_another_thread),
+        cmocka_unit_test(test_view_check),
     };
     tu_filters_from_env();
     return cmocka_run_group_tests(tests, NULL, NULL);

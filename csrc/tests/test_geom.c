@@ -724,6 +724,61 @@ static void test_window_domain_region_out_of_range(void **state)
                IT_ERANGE);
 }
 
+/* it_window_block_max bounds the windows meeting any block of the grid (a
+ * tile: extent[d] pixels along an infinite dim, the whole of a finite one),
+ * and is reached by some block when every dim slides on its own coordinate
+ * of an infinite dim. */
+static void test_window_block_max(void **state)
+{
+    (void)state;
+    rng_t r = {23};
+    int tight = 0;
+    for (int it = 0; it < 4000; it++) {
+        int nd = (int)rng_range(&r, 1, 3);
+        it_window w;
+        memset(&w, 0, sizeof w);
+        w.ndim = w.ncoords = nd;
+        int64_t shape[IT_MAX_DIMS], extent[IT_MAX_DIMS];
+        int plain = 1;
+        for (int d = 0; d < nd; d++) {
+            w.size[d] = rng_range(&r, 1, 6);
+            w.stride[d] = rng_range(&r, 1, 6);
+            w.offset[d] = rng_range(&r, -6, 6);
+            w.map[d] = rng_chance(&r, 4) ? (rng_chance(&r, 2) ? IT_MAP_FIXED : (int)rng_range(&r, 0, nd - 1)) : d;
+            shape[d] = rng_chance(&r, 3) ? rng_range(&r, 1, 12) : IT_DIM_INFINITE;
+            extent[d] = shape[d] == IT_DIM_INFINITE ? rng_range(&r, 1, 12) : shape[d];
+            plain &= w.map[d] == d && shape[d] == IT_DIM_INFINITE;
+        }
+        EXPECT_OK(it_window_check(&w));
+        int64_t bound = it_window_block_max(&w, shape, extent), most = 0;
+        /* blocks anywhere (a tile's position is a multiple of its extent;
+         * the bound holds wherever the block lies) */
+        int64_t lo[IT_MAX_DIMS], hi[IT_MAX_DIMS], pos[IT_MAX_DIMS];
+        for (int d = 0; d < nd; d++) {
+            lo[d] = shape[d] == IT_DIM_INFINITE ? -7 : 0;
+            hi[d] = shape[d] == IT_DIM_INFINITE ? 7 : 0;
+        }
+        memcpy(pos, lo, sizeof pos);
+        do {
+            int64_t start[IT_MAX_DIMS], stop[IT_MAX_DIMS], dlo[IT_MAX_DIMS], cnt[IT_MAX_DIMS], total;
+            for (int d = 0; d < nd; d++) {
+                start[d] = pos[d];
+                stop[d] = pos[d] + extent[d];
+            }
+            EXPECT_OK(it_window_domain(&w, shape, start, stop, dlo, cnt, &total));
+            if (total > bound)
+                fail_msg("a block at %lld meets %lld windows, it_window_block_max says %lld", (long long)pos[0],
+                         (long long)total, (long long)bound);
+            most = IT_MAX(most, total);
+        } while (tu_next_index(nd, pos, lo, hi));
+        if (plain) {
+            assert_int_equal(most, bound);
+            tight++;
+        }
+    }
+    assert_true(tight > 500);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -742,6 +797,7 @@ int main(void)
         cmocka_unit_test(test_window_domain_limits),
         cmocka_unit_test(test_window_domain_overflow),
         cmocka_unit_test(test_window_domain_region_out_of_range),
+        cmocka_unit_test(test_window_block_max),
     };
     tu_filters_from_env();
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,9 +1,13 @@
 """Tile stores: where an InfiniteTensor's computed values live.
 
-TileStore is the abstract interface (with the deprecated 0.2 entry points);
-MemoryTileStore keeps values in memory in the C core's tile cache;
-PersistentTileStore adds a backend under that cache (HDF5TileStore: an HDF5
-file written by the core; or a Python subclass).
+TileStore is the base of the stores: the store protocol of 0.3 and the
+deprecated 0.2 entry points.  MemoryTileStore keeps values in memory in the
+C core's tile cache; PersistentTileStore adds a backend under that cache
+(HDF5TileStore: an HDF5 file written by the core; or a Python subclass that
+implements its storage primitives).  A tensor needs one of these: the engine
+computes and caches values in tiles, so a TileStore subclass of one's own,
+which 0.3 would have handed each window's output, is refused
+(ValidationError); to keep tiles elsewhere, subclass PersistentTileStore.
 """
 import abc
 import warnings
@@ -12,7 +16,11 @@ __all__ = ["TileStore", "MemoryTileStore"]
 
 
 class TileStore(abc.ABC):
-    """Owns the cached values of the tensors registered with it."""
+    """The base of MemoryTileStore and PersistentTileStore (so of
+    HDF5TileStore): owns the cached values of the tensors registered with
+    it.  The abstract methods are 0.3's store protocol, which the stores
+    implement over the C engine; InfiniteTensor accepts only stores built on
+    that engine (see the module docstring)."""
 
     @abc.abstractmethod
     def register_tensor(self, tensor):

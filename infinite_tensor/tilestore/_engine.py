@@ -17,8 +17,7 @@ def check_limit(name, value):
         return -1
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValidationError(f"{name} must be None or an int >= 0, got {value!r}")
-    # the core counts in int64; a larger limit than that can never be reached
-    return min(value, 2**63 - 1)
+    return value  # past int64: the binding takes the largest int64, a limit never reached
 
 
 class Entry:
@@ -120,9 +119,8 @@ def describe_cache(store):
 def migrate_node(entry, device, dtype, blend_init):
     """Move the node's cached tiles to device and dtype (all or nothing);
     every object sharing the node then declares them."""
-    from ..infinite_tensor import _fill_tensor
-    entry.node.migrate(_bridge.device_code(device), device, _bridge.dtype_code(dtype), dtype,
-                       _fill_tensor(blend_init, dtype), lambda t: t.to(device=device, dtype=dtype))
+    entry.node.migrate(device, dtype, _bridge.fill_tensor(blend_init, dtype),
+                       lambda t: t.to(device=device, dtype=dtype))
     views = list(entry.views)
     for view in views:
         view._device, view._dtype = device, dtype

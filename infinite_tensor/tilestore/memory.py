@@ -54,14 +54,14 @@ class MemoryTileStore(EngineStore):
             self._check_same_meta(tid, entry.meta, tensor.to_json())
             if entry.rule != (tensor._combine(), tensor._blend_init):
                 # combined values cannot be reused under another combining rule
-                entry.node = _core.Tensor(self._cache, **tensor._node_config())
+                entry.node = _core.Tensor(self._cache, tensor._node_spec())
                 entry.rule = (tensor._combine(), tensor._blend_init)
                 for view in entry.views:
                     view._node = entry.node
             else:
                 entry.node.set_callbacks(tensor.f, tensor.blend, tensor.batch_size or 0)
         else:
-            entry = Entry(tensor, _core.Tensor(self._cache, **tensor._node_config()))
+            entry = Entry(tensor, _core.Tensor(self._cache, tensor._node_spec()))
             self._tensor_store[tid] = entry
         entry.bind(tensor)
 

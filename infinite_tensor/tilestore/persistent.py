@@ -144,8 +144,7 @@ class PersistentTileStore(EngineStore):
             raise ValidationError(f"Tensor {tid} is not in this store, which is read-only (mode 'r')")
         elif not getattr(tensor, "_id_given", True):
             self._warn_if_stored_under_another_id(tensor)
-        node = _core.Tensor(self._cache, **tensor._node_config(),
-                            tile_shape=self._tile_shape(tensor, tile_size))
+        node = _core.Tensor(self._cache, tensor._node_spec(), self._tile_shape(tensor, tile_size))
         if existing is None:
             self._write_tensor_metadata(tid, tensor.to_json(), tile_size)
             self._flush_backend()
