@@ -130,33 +130,17 @@ static hsize_t chunk_rows(hid_t d)
     return rank < 1 ? 0 : chunk[0];
 }
 
-/* Open (or with create, make) the group's datasets and read the slot
- * table.  *present = 0 when the tensor has no tile yet and create is 0. */
-int it__h5_open_tiles(h5tensor *h, int create, int *present)
+/* Open the group's datasets ("tiles" exists), or create them. */
+static int open_datasets(h5tensor *h, int exists)
 {
     it_h5file *f = h->file;
-    int rc;
-    *present = 0;
-    if ((rc = it__h5_need_open(f)))
-        return rc;
-    if (h->loaded && h->dtiles >= 0) {
-        *present = 1;
-        return IT_OK;
-    }
-    if (h->grp < 0 && (h->grp = H5Gopen2(f->tgrp, h->name, H5P_DEFAULT)) < 0)
-        return it__h5_fail("opening the group of tensor", h->name);
-    htri_t has = H5Lexists(h->grp, "tiles", H5P_DEFAULT);
-    if (has <= 0 && !create)
-        return IT_OK;
-    if (has > 0) {
+    if (exists) {
         h->dtiles = H5Dopen2(h->grp, "tiles", H5P_DEFAULT);
         h->dbits = H5Dopen2(h->grp, "bits", H5P_DEFAULT);
         h->dindex = h->ninf > 0 ? H5Dopen2(h->grp, "index", H5P_DEFAULT) : -1;
-        if (H5Lexists(h->grp, "sums", H5P_DEFAULT) > 0 && (h->dsums = H5Dopen2(h->grp, "sums", H5P_DEFAULT)) < 0) {
-            rc = it__h5_fail("opening the datasets of tensor", h->name);
-            it__h5_close_handles(h);
-            return rc;
-        }
+        if (H5Lexists(h->grp, "sums", H5P_DEFAULT) > 0 &&
+            (h->dsums = H5Dopen2(h->grp, "sums", H5P_DEFAULT)) < 0)
+            return it__h5_fail("opening the datasets of tensor", h->name);
     } else {
         hsize_t dims[IT_MAX_DIMS + 1], chunk[IT_MAX_DIMS + 1];
         hid_t type = it__h5_file_type(h->dtype);
@@ -177,12 +161,16 @@ int it__h5_open_tiles(h5tensor *h, int create, int *present)
             h->dindex = make_dataset(h, "index", H5T_STD_I64LE, 2, idims, ichunk, -1, 1);
         }
     }
-    if (h->dtiles < 0 || h->dbits < 0 || (h->ninf > 0 && h->dindex < 0) || (has <= 0 && h->dsums < 0)) {
-        rc = it__h5_fail(has > 0 ? "opening the datasets of tensor" : "creating the datasets of tensor", h->name);
-        it__h5_close_handles(h);
-        return rc;
-    }
-    /* check the shapes against the tensor, then read the slot table */
+    if (h->dtiles < 0 || h->dbits < 0 || (h->ninf > 0 && h->dindex < 0) || (!exists && h->dsums < 0))
+        return it__h5_fail(exists ? "opening the datasets of tensor" : "creating the datasets of tensor",
+                           h->name);
+    return IT_OK;
+}
+
+/* Check the shapes of the open datasets against the tensor; *rows: their
+ * row count. */
+static int check_shapes(h5tensor *h, int64_t *rows)
+{
     hsize_t td[IT_MAX_DIMS + 2], bd[2], id[2] = {0, 0};
     hid_t sp = H5Dget_space(h->dtiles);
     int trank = H5Sget_simple_extent_ndims(sp);
@@ -216,42 +204,70 @@ int it__h5_open_tiles(h5tensor *h, int create, int *present)
     }
     if (ok && h->ninf == 0)
         ok = td[0] <= 1;
-    if (!ok) {
-        it__h5_close_handles(h);
+    if (!ok)
         return it_error_set(IT_EIO, "the datasets of tensor '%s' do not match its shape, tile size and "
                             "windows: the file is damaged or was changed by other software", h->name);
-    }
-    h->tiles_chunk_rows = chunk_rows(h->dtiles);
-    h->bits_chunk_rows = chunk_rows(h->dbits);
-    int64_t rows = (int64_t)td[0];
-    if ((rc = it__h5_coords_room(h, rows + 1))) {
-        it__h5_close_handles(h);
+    *rows = (int64_t)td[0];
+    return IT_OK;
+}
+
+/* Read the slot table: the coordinates of `rows` rows from "index" (none
+ * without infinite dims), each tile listed once. */
+static int read_slot_table(h5tensor *h, int64_t rows)
+{
+    int rc;
+    if ((rc = it__h5_coords_room(h, rows + 1)))
         return rc;
-    }
     if (rows > 0 && h->ninf > 0 &&
-        H5Dread(h->dindex, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, h->coords) < 0) {
-        it__h5_close_handles(h);
+        H5Dread(h->dindex, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, h->coords) < 0)
         return it__h5_fail("reading the tile index of tensor", h->name);
-    }
     h->nrows = 0;
     h->rowcap = rows;
     it_free(h->table);
     h->table = NULL;
     h->tsize = 0;
     for (int64_t r = 0; r < rows; r++) {
-        if (it__h5_table_find(h, h->coords + r * h->ninf) >= 0) {
-            it__h5_close_handles(h);
+        if (it__h5_table_find(h, h->coords + r * h->ninf) >= 0)
             return it_error_set(IT_EIO, "the tile index of tensor '%s' lists a tile twice: the file is "
                                 "damaged", h->name);
-        }
-        if ((rc = it__h5_table_add(h))) { /* row r: h->nrows == r */
-            it__h5_close_handles(h);
+        if ((rc = it__h5_table_add(h))) /* row r: h->nrows == r */
             return rc;
-        }
     }
+    return IT_OK;
+}
+
+/* Open (or with create, make) the group's datasets and read the slot
+ * table.  *present = 0 when the tensor has no tile yet and create is 0.
+ * A failure once the group is open closes it and every dataset. */
+int it__h5_open_tiles(h5tensor *h, int create, int *present)
+{
+    it_h5file *f = h->file;
+    int64_t rows = 0;
+    int rc;
+    *present = 0;
+    if ((rc = it__h5_need_open(f)))
+        return rc;
+    if (h->loaded && h->dtiles >= 0) {
+        *present = 1;
+        return IT_OK;
+    }
+    if (h->grp < 0 && (h->grp = H5Gopen2(f->tgrp, h->name, H5P_DEFAULT)) < 0)
+        return it__h5_fail("opening the group of tensor", h->name);
+    htri_t has = H5Lexists(h->grp, "tiles", H5P_DEFAULT);
+    if (has <= 0 && !create)
+        return IT_OK;
+    if ((rc = open_datasets(h, has > 0)) || (rc = check_shapes(h, &rows)))
+        goto fail;
+    h->tiles_chunk_rows = chunk_rows(h->dtiles);
+    h->bits_chunk_rows = chunk_rows(h->dbits);
+    if ((rc = read_slot_table(h, rows)))
+        goto fail;
     h->loaded = 1;
     *present = 1;
     return IT_OK;
+fail:
+    it__h5_close_handles(h);
+    return rc;
 }
 
 /* Set the row count of the datasets (tiles, bits, and index and sums when
