@@ -1,5 +1,5 @@
 /*
- * fuzz_journal.c - journal recovery (h5journal.c) on arbitrary journals.
+ * fuzz_journal.c - journal recovery (h5jrecover.c) on arbitrary journals.
  *
  * The data file is a fixed, valid store (csrc/fuzz/journal-base.h5, or
  * $FUZZ_JOURNAL_BASE): the file as it was on disk at the commit point of
@@ -9,8 +9,8 @@
  * header and a trailer), so that the fuzzer also reaches what happens
  * after validation: records at any address, any new size.
  *
- * The harness parses the journal itself, independently of h5journal.c,
- * from the format in its header comment, and checks:
+ * The harness parses the journal itself, independently of the driver,
+ * from the format in the comment at the top of h5jinternal.h, and checks:
  *  - a read-only open changes neither the file nor the journal;
  *  - after the recovery of a read-write open, the file is exactly the base
  *    with the journal's records written and cut to its new size when the

@@ -1,7 +1,7 @@
 /*
  * store.c - persistent backends for tensor nodes.
  *
- * _core.H5File wraps an it_h5file (csrc/core/h5store.c): open modes,
+ * _core.H5File wraps an it_h5file (csrc/core/h5*.c, it_h5store.h): open modes,
  * commit, close and reopen, tensor metadata, and attach_h5(node, id).
  *
  * attach_python(node, store, id, readonly) gives a node a backend that calls

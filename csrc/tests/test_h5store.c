@@ -1,5 +1,6 @@
 /*
- * test_h5store.c - the HDF5 tile store (it_h5store.h, csrc/core/h5store.c).
+ * test_h5store.c - the HDF5 tile store (it_h5store.h; csrc/core/h5internal.h
+ * lists its files).
  *
  * Every test works on real files in a fresh mkdtemp directory.  Tensors are
  * fakes (ft, it_test_util.h) attached to a store under an id; what is
