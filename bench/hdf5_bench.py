@@ -3,10 +3,13 @@
 close), reopen read-only in the same process, read back.  The flush (close:
 write every tile, commit) is compared with a raw HDF5 write of the same
 tiles' bytes into one chunked dataset with the same chunks and filter, made
-by bench/raw_h5write.c on the same HDF5 library and zlib."""
+by bench/raw_h5write.c on the same HDF5 library and zlib.  Last, reads of
+the file (each loading its tile) in one thread beside f in another: how
+much of the shorter is hidden, with loads releasing the GIL and keeping it."""
 import os
 import subprocess
 import tempfile
+import threading
 import time
 
 import torch
@@ -106,6 +109,96 @@ def hdf5_roundtrip(tmpdir, exe, gzip, repeat):
                 read_back_ok=all(checks), rss=rss)
 
 
+# -- HDF5 loads overlapping f in another thread --------------------------------
+
+OVERLAP_TARGET = m.Target(0.7, " of the shorter task hidden", at_least=True)
+
+
+def _busy_f(ctx):
+    """A window computed by a few torch calls (which release the GIL while
+    they run) and some Python between them, like most real f's."""
+    gen = torch.Generator().manual_seed(ctx[0] * 7919 + ctx[1])
+    x = torch.randn(1, 1, 256, 256, generator=gen)
+    for _ in range(4):
+        x = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1) * 1.5
+    return x[0, 0, 96:160, 96:160].clone()
+
+
+def load_overlap(tmpdir, repeat, serial):
+    """Seconds of: a thread reading back a gzip'd file through a one-tile
+    cache (every read loads its tiles), a thread computing windows of a
+    memory tensor with a Python f, and both at once.  `serial` attaches the
+    file with INFINITE_TENSOR_HDF5_SERIAL=1 (loads keep the GIL).  Returns
+    (reader, computer, both) medians and whether the values were right."""
+    path = os.path.join(tmpdir, "overlap.h5")
+    values = window_values()
+    with it.HDF5TileStore(path, mode="w", tile_size=TILE, compression="gzip", compression_opts=4) as store:
+        it.InfiniteTensor((None, None), lambda ctx: values, it.TensorWindow((WINDOW, WINDOW)), tile_store=store,
+                          tensor_id="bench")[0:SIDE // 2, 0:SIDE // 2]
+    ok = []
+
+    def reader():
+        with it.HDF5TileStore(path, mode="r", tile_size=TILE, cache_size_tiles=1) as store:
+            old = os.environ.pop("INFINITE_TENSOR_HDF5_SERIAL", None)
+            if serial:  # read when the tensor is attached to the file
+                os.environ["INFINITE_TENSOR_HDF5_SERIAL"] = "1"
+            try:
+                t = it.InfiniteTensor((None, None), lambda ctx: None, it.TensorWindow((WINDOW, WINDOW)),
+                                      tile_store=store, tensor_id="bench")
+            finally:
+                os.environ.pop("INFINITE_TENSOR_HDF5_SERIAL", None)
+                if old is not None:
+                    os.environ["INFINITE_TENSOR_HDF5_SERIAL"] = old
+            for y in range(0, SIDE // 2, TILE):
+                for x in range(0, SIDE // 2, TILE):
+                    ok.append(torch.equal(t[y:y + TILE, x:x + TILE], values.repeat(2, 2)))
+
+    def computer():
+        t = it.InfiniteTensor((None, None), _busy_f, it.TensorWindow((64, 64)))
+        t[0:64 * 40, 0:64]
+
+    def alone(task):
+        t0 = time.perf_counter()
+        task()
+        return time.perf_counter() - t0
+
+    def both():
+        threads = [threading.Thread(target=task) for task in (reader, computer)]
+        t0 = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return time.perf_counter() - t0
+
+    # f's torch calls on one core (as in a DataLoader worker), the other free
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = m.median(m.timed_runs(lambda: alone(reader), repeat, warmup=1))
+        b = m.median(m.timed_runs(lambda: alone(computer), repeat, warmup=1))
+        ab = m.median(m.timed_runs(both, repeat, warmup=1))
+    finally:
+        torch.set_num_threads(threads)
+    os.remove(path)
+    return a, b, ab, all(ok)
+
+
+def overlap_rows(tmpdir, repeat):
+    rows = []
+    for serial in (False, True):
+        a, b, ab, ok = load_overlap(tmpdir, repeat, serial)
+        hidden = (a + b - ab) / min(a, b)
+        label = "loads keep the GIL (INFINITE_TENSOR_HDF5_SERIAL=1)" if serial else "loads release the GIL"
+        rows.append(m.Row(f"HDF5 gzip reads beside f (torch calls) in another thread, {label}", time=ab, runs=repeat,
+                          value=hidden, target=None if serial else OVERLAP_TARGET,
+                          text=None if ok else "VALUES DIFFER",
+                          note=f"reads alone {a * 1e3:.0f} ms, f alone {b * 1e3:.0f} ms, together "
+                               f"{ab * 1e3:.0f} ms: {hidden:.0%} of the shorter hidden"
+                               + ("" if ok else "; VALUES DIFFER")))
+    return rows
+
+
 def hdf5_rows(repeat):
     """Workload 7 for gzip 4 and uncompressed; the temp directory (files and
     the compiled raw writer) is removed at the end."""
@@ -128,4 +221,5 @@ def hdf5_rows(repeat):
                 m.Row(f"HDF5 {name}: reopen read-only + read back", time=r["reopen_read"], runs=repeat,
                       text="same values, f not called" if r["read_back_ok"] else "VALUES DIFFER or f called"),
             ]
+        rows += overlap_rows(tmp, repeat)
     return rows

@@ -182,3 +182,73 @@ def test_large_copies_with_the_gil_released_meet_clears_trims_and_conversions():
     assert store.cache_info()["pinned"] == 0
     t.to(torch.float64)
     assert torch.equal(t[-100:412, 30:542], expected(-100, 30, n))
+
+
+def test_threads_reading_an_hdf5_store_while_another_writes_it(tmp_path):
+    """HDF5 tiles load with the GIL released, under the store's own lock:
+    readers of a reopened file over a 4-tile cache reload tiles all the
+    time, while another thread computes and stores new windows of a second
+    tensor of the same file.  Every value is the one plain torch computes,
+    no stored window is computed again, and the second tensor's windows are
+    in the file afterwards."""
+    W = 16
+
+    def f(ctx):
+        y, x = torch.meshgrid(torch.arange(W, dtype=torch.float64), torch.arange(W, dtype=torch.float64),
+                              indexing="ij")
+        return (ctx[0] * 100 + ctx[1]) + y * 0.5 + x * 0.25
+
+    def expected(y0, x0, n):
+        y, x = torch.meshgrid(torch.arange(y0, y0 + n), torch.arange(x0, x0 + n), indexing="ij")
+        return ((y.div(W, rounding_mode="floor") * 100 + x.div(W, rounding_mode="floor")).double()
+                + (y % W) * 0.5 + (x % W) * 0.25)
+
+    path = tmp_path / "t.h5"
+    with it.HDF5TileStore(path, tile_size=32) as store:
+        t = it.InfiniteTensor((None, None), f, it.TensorWindow((W, W)), dtype=torch.float64, tile_store=store,
+                              tensor_id="base")
+        t[-128:128, -128:128]
+
+    calls = []
+
+    def counting(ctx):
+        calls.append(ctx)
+        return f(ctx)
+
+    errors = []
+    with it.HDF5TileStore(path, tile_size=32, cache_size_tiles=4) as store:
+        t = it.InfiniteTensor((None, None), counting, it.TensorWindow((W, W)), dtype=torch.float64,
+                              tile_store=store, tensor_id="base")
+        other = it.InfiniteTensor((None, None), f, it.TensorWindow((W, W)), dtype=torch.float64,
+                                  tile_store=store, tensor_id="other")
+
+        def reader(k):
+            try:
+                for i in range(30):
+                    y0, x0 = (k * 37 + i * 53) % 200 - 128, (k * 71 + i * 29) % 200 - 128
+                    got = t[y0:y0 + 56, x0:x0 + 56]
+                    if not torch.equal(got, expected(y0, x0, 56)):
+                        errors.append((k, y0, x0))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+
+        def writer():
+            try:
+                for i in range(20):
+                    if not torch.equal(other[i * 40:i * 40 + 40, 0:40], expected(i * 40, 0, 40)):
+                        errors.append(("other", i))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=reader, args=(k,)) for k in range(3)] + [threading.Thread(target=writer)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert errors == []
+        assert calls == []  # every window of t came from the file
+        store._cache.check()
+    with it.HDF5TileStore(path, tile_size=32, mode="r") as store:
+        other = it.InfiniteTensor((None, None), f, it.TensorWindow((W, W)), dtype=torch.float64, tile_store=store,
+                                  tensor_id="other")
+        assert torch.equal(other[0:800, 0:40], expected(0, 0, 800)[:, :40])

@@ -289,7 +289,8 @@ void it__ctx_release(read_ctx *ctx);
  * it (tile.c); *out NULL when none is cached. */
 int it__ready_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, it_tile **out);
 /* The tile at coord, pinned in ctx: cached, else loaded from the backend,
- * else (with create) a new one; *out NULL when there is none. */
+ * else a new empty one (with create, or when the backend has none); *out
+ * NULL when there is none. */
 int it__get_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, int create, it_tile **out);
 /* dst (op)= src over shape, both on the tensor's device. */
 int it__dev_apply(const it_tensor *t, it_combine op, const int64_t *shape, void *dst,

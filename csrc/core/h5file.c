@@ -305,7 +305,7 @@ static void quiet(void)
     }
 }
 
-int it_h5_open(const char *path, int mode, int gzip_level, it_h5file **out)
+static int h5u_open(const char *path, int mode, int gzip_level, it_h5file **out)
 {
     *out = NULL;
     quiet();
@@ -355,7 +355,7 @@ int it__h5_commit(it_h5file *f)
     return rc;
 }
 
-int it_h5_flush(it_h5file *f)
+static int h5u_flush(it_h5file *f)
 {
     if (f->fid < 0)
         return it_error_set(IT_ESTATE, "the HDF5 store %s is closed", f->path);
@@ -364,7 +364,7 @@ int it_h5_flush(it_h5file *f)
     return it__h5_commit(f);
 }
 
-int it_h5_close(it_h5file *f)
+static int h5u_close(it_h5file *f)
 {
     int rc = IT_OK;
     if (f->fid < 0)
@@ -389,19 +389,60 @@ int it_h5_close(it_h5file *f)
     return rc;
 }
 
-int it_h5_reopen(it_h5file *f)
+static int h5u_reopen(it_h5file *f)
 {
     if (f->fid >= 0)
         return IT_OK;
     return open_fid(f, f->readonly ? IT_H5_READ : IT_H5_APPEND);
 }
 
-void it_h5_unref(it_h5file *f)
+static void h5u_unref(it_h5file *f)
 {
     if (!f || --f->refs > 0)
         return;
-    it_h5_close(f);
+    h5u_close(f);
     it_error_clear();
     it_free(f->path);
     it_free(f);
+}
+
+/* ---- the public entry points, each under the store's lock (h5util.c) ---- */
+
+int it_h5_open(const char *path, int mode, int gzip_level, it_h5file **out)
+{
+    it__h5_lock();
+    int rc = h5u_open(path, mode, gzip_level, out);
+    it__h5_unlock();
+    return rc;
+}
+
+int it_h5_flush(it_h5file *f)
+{
+    it__h5_lock();
+    int rc = h5u_flush(f);
+    it__h5_unlock();
+    return rc;
+}
+
+int it_h5_close(it_h5file *f)
+{
+    it__h5_lock();
+    int rc = h5u_close(f);
+    it__h5_unlock();
+    return rc;
+}
+
+int it_h5_reopen(it_h5file *f)
+{
+    it__h5_lock();
+    int rc = h5u_reopen(f);
+    it__h5_unlock();
+    return rc;
+}
+
+void it_h5_unref(it_h5file *f)
+{
+    it__h5_lock();
+    h5u_unref(f);
+    it__h5_unlock();
 }

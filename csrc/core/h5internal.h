@@ -93,6 +93,14 @@ int64_t it__h5_table_find(const h5tensor *h, const int64_t *coord);
 int it__h5_coords_room(h5tensor *h, int64_t rows);
 
 /* h5util.c */
+/* The store's lock: one recursive mutex for the process, around every
+ * entry point that calls HDF5 (libhdf5 is not thread-safe) and the backend's
+ * callbacks, which run with the caller's lock released (loads) or held
+ * (stores).  Never held while calling out (it_h5_list's callback). */
+void it__h5_lock(void);
+void it__h5_unlock(void);
+/* 1 if loads keep the caller's lock (INFINITE_TENSOR_HDF5_SERIAL=1). */
+int it__h5_serial_loads(void);
 int it__h5_fail(const char *what, const char *name);
 int it__h5_need_open(const it_h5file *f);
 hid_t it__h5_file_type(it_dtype dt);

@@ -49,8 +49,8 @@ static char *escape(const char *id)
 
 /* ---- tensor metadata ----------------------------------------------------- */
 
-int it_h5_read_meta(it_h5file *f, const char *id, char **json, int64_t *tile_size, int *ntile,
-                    int *found)
+static int h5u_read_meta(it_h5file *f, const char *id, char **json, int64_t *tile_size, int *ntile,
+                         int *found)
 {
     int rc;
     *found = 0;
@@ -92,7 +92,7 @@ int it_h5_read_meta(it_h5file *f, const char *id, char **json, int64_t *tile_siz
     return rc;
 }
 
-int it_h5_write_meta(it_h5file *f, const char *id, const char *json, const int64_t *tile_size, int ntile)
+static int h5u_write_meta(it_h5file *f, const char *id, const char *json, const int64_t *tile_size, int ntile)
 {
     int rc;
     if ((rc = it__h5_need_open(f)))
@@ -120,7 +120,7 @@ int it_h5_write_meta(it_h5file *f, const char *id, const char *json, const int64
     return rc;
 }
 
-int it_h5_list(it_h5file *f, int (*fn)(void *ctx, const char *id, const char *json), void *ctx)
+static int h5u_list(it_h5file *f, int (*fn)(void *ctx, const char *id, const char *json), void *ctx)
 {
     int rc;
     H5G_info_t info;
@@ -148,9 +148,15 @@ int it_h5_list(it_h5file *f, int (*fn)(void *ctx, const char *id, const char *js
             continue; /* a dataset or a dangling link: not a tensor */
         }
         if (it__h5_attr_exists(g, "id") && it__h5_attr_exists(g, "meta")) {
-            if (it__h5_read_str_attr(g, "id", &id) == IT_OK && it__h5_read_str_attr(g, "meta", &json) == IT_OK)
+            if (it__h5_read_str_attr(g, "id", &id) == IT_OK && it__h5_read_str_attr(g, "meta", &json) == IT_OK) {
+                /* fn may run Python, which may let a thread in that waits
+                 * for this lock while holding the GIL: call it unlocked */
+                it__h5_unlock();
                 rc = fn(ctx, id, json);
-            else
+                it__h5_lock();
+                if (rc == IT_OK && f->fid < 0)
+                    rc = it_error_set(IT_ESTATE, "the HDF5 store %s was closed while it was listed", f->path);
+            } else
                 it_error_clear(); /* unreadable: the tensor's own open reports it */
         }
         H5Eclear2(H5E_DEFAULT);
@@ -161,7 +167,7 @@ int it_h5_list(it_h5file *f, int (*fn)(void *ctx, const char *id, const char *js
     return rc;
 }
 
-int it_h5_delete(it_h5file *f, const char *id)
+static int h5u_delete(it_h5file *f, const char *id)
 {
     int rc;
     if ((rc = it__h5_need_open(f)))
@@ -216,13 +222,17 @@ static uint64_t tile_sum(const void *data, size_t n)
 
 /* ---- the backend ---------------------------------------------------------- */
 
+static int h5_load(void *ctx, it_tile_io *io, int *found);
+static int h5_store(void *ctx, const it_tile_io *io);
+static void h5_free(void *ctx);
+
 static int deleted(const h5tensor *h)
 {
     return it_error_set(IT_ESTATE, "tensor '%s' was deleted from %s (clear_tensor); create it again",
                         h->name, h->file->path);
 }
 
-static int h5_load(void *ctx, it_tile_io *io, int *found)
+static int h5_load_u(void *ctx, it_tile_io *io, int *found)
 {
     h5tensor *h = ctx;
     int present, rc;
@@ -272,7 +282,7 @@ static int h5_load(void *ctx, it_tile_io *io, int *found)
     return IT_OK;
 }
 
-static int h5_store(void *ctx, const it_tile_io *io)
+static int h5_store_u(void *ctx, const it_tile_io *io)
 {
     h5tensor *h = ctx;
     it_h5file *f = h->file;
@@ -349,7 +359,7 @@ static int h5_store(void *ctx, const it_tile_io *io)
     return IT_OK;
 }
 
-static void h5_free(void *ctx)
+static void h5_free_u(void *ctx)
 {
     h5tensor *h = ctx;
     it_h5file *f = h->file;
@@ -369,7 +379,7 @@ static void h5_free(void *ctx)
     it_h5_unref(f);
 }
 
-int it_h5_attach(it_h5file *f, const char *id, it_tensor *t)
+static int h5u_attach(it_h5file *f, const char *id, it_tensor *t)
 {
     int rc;
     if ((rc = it__h5_need_open(f)))
@@ -412,5 +422,74 @@ int it_h5_attach(it_h5file *f, const char *id, it_tensor *t)
     it_h5_ref(f);
     h->next = f->tensors;
     f->tensors = h;
-    return it_tensor_set_backend(t, &b, h, f->readonly ? IT_BACKEND_READONLY : 0);
+    /* loads take the store's lock, not the caller's (h5util.c) */
+    int flags = (f->readonly ? IT_BACKEND_READONLY : 0) | (it__h5_serial_loads() ? 0 : IT_BACKEND_UNLOCKED_LOAD);
+    return it_tensor_set_backend(t, &b, h, flags);
+}
+
+/* ---- the public entry points and the backend, each under the store's lock
+ * (h5util.c) ------------------------------------------------------------- */
+
+int it_h5_read_meta(it_h5file *f, const char *id, char **json, int64_t *tile_size, int *ntile,
+                    int *found)
+{
+    it__h5_lock();
+    int rc = h5u_read_meta(f, id, json, tile_size, ntile, found);
+    it__h5_unlock();
+    return rc;
+}
+
+int it_h5_write_meta(it_h5file *f, const char *id, const char *json, const int64_t *tile_size, int ntile)
+{
+    it__h5_lock();
+    int rc = h5u_write_meta(f, id, json, tile_size, ntile);
+    it__h5_unlock();
+    return rc;
+}
+
+int it_h5_delete(it_h5file *f, const char *id)
+{
+    it__h5_lock();
+    int rc = h5u_delete(f, id);
+    it__h5_unlock();
+    return rc;
+}
+
+static int h5_load(void *ctx, it_tile_io *io, int *found)
+{
+    it__h5_lock();
+    int rc = h5_load_u(ctx, io, found);
+    it__h5_unlock();
+    return rc;
+}
+
+static int h5_store(void *ctx, const it_tile_io *io)
+{
+    it__h5_lock();
+    int rc = h5_store_u(ctx, io);
+    it__h5_unlock();
+    return rc;
+}
+
+static void h5_free(void *ctx)
+{
+    it__h5_lock();
+    h5_free_u(ctx);
+    it__h5_unlock();
+}
+
+int it_h5_attach(it_h5file *f, const char *id, it_tensor *t)
+{
+    it__h5_lock();
+    int rc = h5u_attach(f, id, t);
+    it__h5_unlock();
+    return rc;
+}
+
+int it_h5_list(it_h5file *f, int (*fn)(void *ctx, const char *id, const char *json), void *ctx)
+{
+    it__h5_lock();
+    int rc = h5u_list(f, fn, ctx);
+    it__h5_unlock();
+    return rc;
 }

@@ -1,14 +1,70 @@
 /*
  * h5util.c - what every file of the HDF5 store uses (h5internal.h): errors
  * as IT_EIO with HDF5's own message, the HDF5 type each dtype is stored as,
- * and reading and writing the string and integer attributes of the layout.
- * Calls no other file of the store.
+ * reading and writing the string and integer attributes of the layout, and
+ * the store's lock.  Calls no other file of the store.
+ *
+ * The lock.  The core loads tiles with the caller's lock (the GIL) released
+ * so that f runs in other threads meanwhile.  A load reads the store's own
+ * tables (the row index, the open file, the journal) that a store, a close
+ * or a delete in another thread changes, and libhdf5 is thread-safe only
+ * when built so (Debian's is: it then serialises every call with a global
+ * lock of its own; other builds do not).  So every entry point of the store
+ * takes one process-wide recursive mutex (recursive: close commits, attach
+ * may free).  Loads therefore run one at a time, overlapping f, copies and
+ * everything else the core does without the GIL, not each other.  Order: a thread may take it while holding the GIL, and
+ * nobody holding it waits for the GIL (it_h5_list calls its callback with
+ * the lock released).  A fork in the middle of an HDF5 call would leave the
+ * child's copy locked forever: the forking thread takes the lock first.
  */
+#define _GNU_SOURCE /* PTHREAD_MUTEX_RECURSIVE */
 #include "h5internal.h"
 
 #include <hdf5.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* ---- the store's lock ------------------------------------------------------ */
+
+static pthread_mutex_t h5_mu;
+static pthread_once_t h5_mu_once = PTHREAD_ONCE_INIT;
+
+static void make_mu(void)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&h5_mu, &a);
+    pthread_mutexattr_destroy(&a);
+}
+
+static void before_fork(void) { pthread_mutex_lock(&h5_mu); }
+static void in_parent(void) { pthread_mutex_unlock(&h5_mu); }
+/* The child's only thread has a new id, so it does not own the recursive
+ * mutex its parent's thread locked and may not unlock it: make a new one. */
+static void in_child(void) { make_mu(); }
+
+static void h5_mu_init(void)
+{
+    make_mu();
+    pthread_atfork(before_fork, in_parent, in_child);
+}
+
+void it__h5_lock(void)
+{
+    pthread_once(&h5_mu_once, h5_mu_init);
+    pthread_mutex_lock(&h5_mu);
+}
+
+void it__h5_unlock(void) { pthread_mutex_unlock(&h5_mu); }
+
+int it__h5_serial_loads(void)
+{
+    const char *v = getenv("INFINITE_TENSOR_HDF5_SERIAL");
+    return v && *v && strcmp(v, "0") != 0;
+}
 
 /* ---- errors --------------------------------------------------------------- */
 

@@ -67,7 +67,7 @@ static int collect_missing(const it_tensor *t, const it_tile *tile,
 
 /* Plan one region: pin its tiles and collect missing windows into pending.
  * With pending NULL, only pin the region's tiles and count those that exist
- * (*present). */
+ * and hold a window (*present). */
 static int plan_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const int64_t *rstop,
                        winset *pending, int64_t *present)
 {
@@ -85,7 +85,7 @@ static int plan_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const
         if ((rc = it__get_tile(ctx, t, tc, 0, &tile)))
             return rc;
         if (!pending) {
-            *present += tile != NULL;
+            *present += tile != NULL && tile->ncontrib > 0; /* an empty one loaded from nothing */
             continue;
         }
         if (tile && tile->ncontrib == tile->ntotal)

@@ -464,11 +464,14 @@ void it__ctx_release(read_ctx *ctx)
     ctx->npins = ctx->cap = 0;
 }
 
-/* A tile missing from the cache, from the backend: *out is the loaded tile
- * (pinned once, not on the LRU list), or a fresh one if none is stored and
- * create is set, or NULL.  The load callback may run arbitrary code, hence
- * the pin (see it__tile_writeback). */
-static int tile_load(it_tensor *t, const int64_t *coord, int create, it_tile **out)
+/* A tile missing from the cache, from the backend: *out is the loaded tile,
+ * or a fresh empty one if none is stored (pinned once, not on the LRU
+ * list).  The empty tile is kept even when the caller only looks (plans):
+ * dropping it would make every later look load it again, and a planner
+ * that looks again on every bit of progress would keep the tile loading
+ * while the threads that would fill it wait for the load to end.  The load
+ * callback may run arbitrary code, hence the pin (see it__tile_writeback). */
+static int tile_load(it_tensor *t, const int64_t *coord, it_tile **out)
 {
     it_tile *tile;
     it_tile_io io;
@@ -511,7 +514,7 @@ static int tile_load(it_tensor *t, const int64_t *coord, int create, it_tile **o
             n += __builtin_popcountll(tile->bits[i]);
         tile->ncontrib = n;
     }
-    int keep = rc == IT_OK && (found || create);
+    int keep = rc == IT_OK;
     /* never keep a tile that failed to load: written back later, it would
      * replace the stored one */
     if (!keep && !it__tile_orphan(tile))
@@ -563,7 +566,7 @@ int it__get_tile(read_ctx *ctx, it_tensor *t, const int64_t *coord, int create, 
         return IT_OK;
     }
     if (!tile && t->backend.load) {
-        if ((rc = tile_load(t, coord, create, &tile)) || !tile)
+        if ((rc = tile_load(t, coord, &tile)))
             return rc;
         rc = it__ctx_pin(ctx, tile);
         it__tile_unpin(tile); /* the context's pin holds it now */
