@@ -19,6 +19,7 @@ from .errors import (
 from .infinite_tensor import InfiniteTensor
 from .tensor_window import TensorWindow
 from .threads import get_num_threads, set_num_threads  # noqa: F401  (not in __all__: the 0.3 surface)
+from .buffers import buffer_pool_bytes, get_buffer_pool_limit, set_buffer_pool_limit  # noqa: F401  (likewise)
 from .tilestore import HDF5TileStore, MemoryTileStore
 
 try:

@@ -117,6 +117,14 @@ void it_buffer_pool_set_limit(size_t limit_bytes)
     }
 }
 
+size_t it_buffer_pool_limit(void)
+{
+    pthread_mutex_lock(&pool_lock);
+    size_t n = pool_limit;
+    pthread_mutex_unlock(&pool_lock);
+    return n;
+}
+
 size_t it_buffer_pool_bytes(void)
 {
     pthread_mutex_lock(&pool_lock);

@@ -56,6 +56,8 @@ void it_buffer_free(it_buffer *b);
  * a read does not pay page faults on a fresh mapping each time.  0 (the
  * default) disables the pool and frees what it holds.  Thread-safe. */
 void it_buffer_pool_set_limit(size_t limit_bytes);
+/* The pool's limit in bytes. */
+size_t it_buffer_pool_limit(void);
 /* Bytes the pool holds right now. */
 size_t it_buffer_pool_bytes(void);
 

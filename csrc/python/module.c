@@ -436,6 +436,13 @@ static PyObject *mod_buffer_pool(PyObject *module, PyObject *args)
     return PyLong_FromSize_t(held);
 }
 
+static PyObject *mod_buffer_pool_limit(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyLong_FromSize_t(it_buffer_pool_limit());
+}
+
 static PyObject *mod_copy_threads(PyObject *module, PyObject *args)
 {
     (void)module;
@@ -475,6 +482,7 @@ static PyMethodDef module_methods[] = {
     {"alloc_live_blocks", mod_alloc_live_blocks, METH_NOARGS, "Core allocations currently live."},
     {"buffer_pool", mod_buffer_pool, METH_VARARGS,
      "buffer_pool([limit]) -> bytes the recycling pool holds; sets its limit when given."},
+    {"buffer_pool_limit", mod_buffer_pool_limit, METH_NOARGS, "buffer_pool_limit() -> the recycling pool's limit."},
     {"copy_threads", mod_copy_threads, METH_VARARGS,
      "copy_threads([n]) -> threads that assemble large reads (caller included); sets n when given."},
     {"_device_ops_on_cpu", mod_device_ops_on_cpu, METH_VARARGS,

@@ -3,6 +3,7 @@
  */
 #include "it_test_util.h"
 
+#include <stdatomic.h>
 #include <threads.h>
 
 static void test_create_every_dtype(void **state)
@@ -170,6 +171,215 @@ static void test_view_check(void **state)
     assert_string_equal(it_error_message(), "x is on device cuda:1, expected cuda:0");
 }
 
+/* ------------------------------------------------------------------ */
+/* the recycling pool                                                   */
+
+/* Counts the core's allocations of BIG bytes or more: buffers of the size
+ * that malloc maps fresh (and the first touch faults in) unless the pool
+ * serves them.  Smaller blocks (a read's copy plan, headers) come from
+ * malloc's own free lists. */
+#define BIG (64 * 1024)
+static atomic_long big_allocs;
+
+static void *count_malloc(size_t n, void *ctx)
+{
+    (void)ctx;
+    if (n >= BIG)
+        atomic_fetch_add(&big_allocs, 1);
+    return malloc(n);
+}
+
+static void *count_calloc(size_t n, size_t size, void *ctx)
+{
+    (void)ctx;
+    if (size && n >= BIG / size)
+        atomic_fetch_add(&big_allocs, 1);
+    return calloc(n, size);
+}
+
+static void *count_realloc(void *p, size_t n, void *ctx)
+{
+    (void)ctx;
+    if (n >= BIG)
+        atomic_fetch_add(&big_allocs, 1);
+    return realloc(p, n);
+}
+
+static void count_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+static void count_big_allocs(void)
+{
+    static const it_allocator counting = {count_malloc, count_calloc, count_realloc, count_free, NULL};
+    atomic_store(&big_allocs, 0);
+    it_alloc_set(&counting);
+}
+
+/* A tiny deterministic generator for the random sequences below. */
+static uint64_t next_rand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 33;
+}
+
+/* A freed buffer is handed out again for the next request of its size
+ * class, without any allocation; small buffers never enter the pool. */
+static void test_pool_reuses_freed_buffers(void **state)
+{
+    (void)state;
+    LEAK_BEGIN;
+    it_buffer_pool_set_limit(1 << 20);
+    it_buffer *b = NULL;
+    EXPECT_OK(it_buffer_create(IT_F32, 2, (int64_t[]){100, 100}, &b)); /* 40,000 bytes */
+    void *data = b->data;
+    it_buffer_free(b);
+    assert_true(it_buffer_pool_bytes() >= 40000);
+    it_alloc_fail_after(1); /* the next allocation from the allocator fails */
+    for (int i = 0; i < 10; i++) {
+        /* another shape of the same size class: served by the pool */
+        EXPECT_OK(it_buffer_create(IT_F64, 1, (int64_t[]){5000 - i}, &b));
+        assert_ptr_equal(b->data, data);
+        assert_int_equal(b->nbytes, (5000 - i) * 8);
+        assert_int_equal(it_buffer_pool_bytes(), 0);
+        it_buffer_free(b);
+    }
+    it_alloc_fail_after(0);
+    size_t held = it_buffer_pool_bytes();
+    EXPECT_OK(it_buffer_create(IT_U8, 1, (int64_t[]){1000}, &b)); /* below 16 KiB */
+    it_buffer_free(b);
+    assert_int_equal(it_buffer_pool_bytes(), held);
+    it_buffer_pool_set_limit(0);
+    assert_int_equal(it_buffer_pool_bytes(), 0);
+    LEAK_END;
+}
+
+/* Whatever the order of creates, frees and limit changes, the pool never
+ * holds more than its limit, and every buffer comes back: once all are
+ * freed and the limit is 0, no block is left. */
+static void test_pool_stays_within_its_limit(void **state)
+{
+    (void)state;
+    LEAK_BEGIN;
+    enum { SLOTS = 64 };
+    it_buffer *live[SLOTS] = {0};
+    uint64_t seed = 7;
+    size_t limit = 2 << 20;
+    it_buffer_pool_set_limit(limit);
+    for (int step = 0; step < 20000; step++) {
+        uint64_t r = next_rand(&seed);
+        int slot = (int)(r % SLOTS);
+        if (step % 2500 == 2499) {
+            limit = (size_t)(next_rand(&seed) % (4 << 20)); /* shrink or grow */
+            it_buffer_pool_set_limit(limit);
+        } else if (live[slot]) {
+            it_buffer_free(live[slot]);
+            live[slot] = NULL;
+        } else {
+            int64_t n = 1 + (int64_t)(next_rand(&seed) % (300 * 1024)); /* 1 B to 300 KiB */
+            EXPECT_OK(it_buffer_create(IT_U8, 1, &n, &live[slot]));
+            memset(live[slot]->data, step & 0xff, (size_t)n);
+        }
+        assert_true(it_buffer_pool_bytes() <= limit);
+    }
+    for (int i = 0; i < SLOTS; i++)
+        it_buffer_free(live[i]);
+    assert_true(it_buffer_pool_bytes() <= limit);
+    it_buffer_pool_set_limit(0);
+    assert_int_equal(it_buffer_pool_bytes(), 0);
+    LEAK_END;
+}
+
+static int churn_thread(void *arg)
+{
+    uint64_t seed = (uint64_t)(uintptr_t)arg;
+    for (int i = 0; i < 4000; i++) {
+        it_buffer *b = NULL;
+        int64_t n = 16 * 1024 + (int64_t)(next_rand(&seed) % (128 * 1024));
+        if (it_buffer_create(IT_U8, 1, &n, &b) != IT_OK)
+            return 1;
+        ((char *)b->data)[n - 1] = 1;
+        it_buffer_free(b);
+    }
+    return 0;
+}
+
+/* Threads creating and freeing at once (DLPack deleters free on any
+ * thread) keep the same invariants. */
+static void test_pool_across_threads(void **state)
+{
+    (void)state;
+    LEAK_BEGIN;
+    size_t limit = 1 << 20;
+    it_buffer_pool_set_limit(limit);
+    thrd_t th[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(thrd_create(&th[i], churn_thread, (void *)(uintptr_t)(i + 1)), thrd_success);
+    for (int i = 0; i < 4; i++) {
+        int rc = -1;
+        assert_int_equal(thrd_join(th[i], &rc), thrd_success);
+        assert_int_equal(rc, 0);
+    }
+    assert_true(it_buffer_pool_bytes() <= limit);
+    it_buffer_pool_set_limit(0);
+    LEAK_END;
+}
+
+/* The engine's steady state: once a read has run, the same read again
+ * (tiles cleared, so every window is computed and added again) and reads
+ * streaming through a bounded cache (tiles evicted and made anew) take all
+ * their large memory (tiles, window outputs, results) from the pool: no
+ * allocation of BIG bytes or more reaches the allocator. */
+static ft *pool_fake(it_cache *c)
+{
+    /* overlapping 144x144 float32 windows (81 KiB) at stride 96, 128x128
+     * tiles (64 KiB) */
+    ft *f = ft_new(2, (int64_t[]){INF, INF}, IT_F32);
+    ft_set_window(f, (int64_t[]){144, 144}, (int64_t[]){96, 96}, (int64_t[]){-24, -24}, NULL);
+    f->spec.tile_shape[0] = f->spec.tile_shape[1] = 128;
+    ft_create_ok(f, c);
+    return f;
+}
+
+static void test_steady_state_reads_allocate_nothing_large(void **state)
+{
+    (void)state;
+    LEAK_BEGIN;
+    it_buffer_pool_set_limit(64 << 20);
+    it_cache *c = mkcache(-1, -1);
+    ft *f = pool_fake(c);
+    ft_read_ok2(f, -300, 400, 10, 600);
+    for (int round = 0; round < 3; round++) {
+        it_tensor_clear(f->t);
+        ft_forget(f);
+        count_big_allocs();
+        ft_read_ok2(f, -300, 400, 10, 600);
+        it_alloc_set(NULL);
+        assert_int_equal(atomic_load(&big_allocs), 0);
+    }
+    ft_destroy(f);
+    it_cache_unref(c);
+
+    /* a cache of 8 tiles, read band after band: each band evicts the last */
+    int64_t budget = 8 * 128 * 128 * 4;
+    c = mkcache(budget, -1);
+    f = pool_fake(c);
+    ft_read_ok2(f, 0, 128, 0, 512);
+    count_big_allocs();
+    for (int band = 1; band < 6; band++) {
+        ft_read_ok2(f, band * 128, band * 128 + 128, 0, 512);
+        assert_true(tu_cache_bytes(c) <= budget);
+    }
+    it_alloc_set(NULL);
+    assert_int_equal(atomic_load(&big_allocs), 0);
+    ft_destroy(f);
+    it_cache_unref(c);
+    it_buffer_pool_set_limit(0);
+    LEAK_END;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +388,10 @@ int main(void)
         cmocka_unit_test(test_create_errors),
         cmocka_unit_test(test_free_on_another_thread),
         cmocka_unit_test(test_view_check),
+        cmocka_unit_test(test_pool_reuses_freed_buffers),
+        cmocka_unit_test(test_pool_stays_within_its_limit),
+        cmocka_unit_test(test_pool_across_threads),
+        cmocka_unit_test(test_steady_state_reads_allocate_nothing_large),
     };
     tu_filters_from_env();
     return cmocka_run_group_tests(tests, NULL, NULL);
