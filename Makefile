@@ -2,7 +2,11 @@
 #
 #   make demo    set up (system packages, .venv, build) and run the demo
 #   make test    set up, then run the C unit tests and the Python tests
-#   make bench   set up, then run the benchmarks (prints numbers)
+#   make bench   set up, then run the benchmarks (prints numbers): all in
+#                one process, then each workload in its own (--isolated)
+#   make bench-isolated  only the second: each workload in its own process
+#   make bench-upstream  workload 12 against upstream infinite-tensor 0.3.0
+#                and 0.4.0 (pure Python), in scratch venvs under .bench/
 #   make ctest   C unit tests only (CMocka)
 #   make sanitize  the C unit tests under AddressSanitizer and UBSan, then
 #                  a stress selection of the Python tests on an ASan+UBSan
@@ -41,7 +45,7 @@ CORE_LIB := $(BUILD)/libitcore.a
 CORE_LIB_O1 := $(BUILD)/o1/libitcore.a
 CORE_LIB_SAN := $(BUILD)/sanitize/fuzz-replay/libitcore.a
 
-.PHONY: demo test ctest pytest bench build sysdeps venv clean sanitize csanitize pysanitize valgrind
+.PHONY: demo test ctest pytest bench bench-isolated bench-upstream build sysdeps venv clean sanitize csanitize pysanitize valgrind
 
 demo: build
 	$(VPY) examples/demo.py
@@ -53,6 +57,30 @@ pytest: build
 
 bench: build
 	$(VPY) bench/run.py
+	$(VPY) bench/run.py --isolated
+
+bench-isolated: build
+	$(VPY) bench/run.py --isolated
+
+# Upstream infinite-tensor X.Y.0 in .bench/upstream-X.Y: a venv of the same
+# Python whose .pth file adds .venv's site-packages (the project's torch;
+# upstream imports nothing else but the standard library), the package
+# installed without dependencies.  .bench/ ignores itself (its .gitignore).
+BENCH_UPSTREAM := .bench/upstream-0.3 .bench/upstream-0.4
+
+bench-upstream: build $(addsuffix /.stamp,$(BENCH_UPSTREAM))
+	INFINITE_TENSOR_BENCH_UPSTREAM="$$(echo $(abspath $(addsuffix /bin/python,$(BENCH_UPSTREAM))) | tr ' ' ',')" \
+	  $(VPY) bench/run.py --only 12
+
+.bench/upstream-%/.stamp: $(VENV)/.deps-stamp
+	@mkdir -p .bench && printf '*\n' > .bench/.gitignore
+	rm -rf $(@D)
+	$(VPY) -m venv $(@D)
+	$(@D)/bin/python -c "import sys, sysconfig; open(sysconfig.get_paths()['purelib'] + '/project-venv.pth', 'w').write(sys.argv[1] + '\n')" \
+	  "$$($(VPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")"
+	$(@D)/bin/python -m pip install -q --disable-pip-version-check --no-deps infinite-tensor==$*.0
+	$(@D)/bin/python -I -c "import infinite_tensor as it, torch; print('upstream', it.__version__, it.__file__, 'torch', torch.__version__)"
+	@touch $@
 
 build: $(EXT_STAMP)
 

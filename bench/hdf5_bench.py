@@ -10,7 +10,6 @@ import os
 import subprocess
 import tempfile
 import threading
-import time
 
 import torch
 
@@ -53,7 +52,7 @@ def hdf5_roundtrip(tmpdir, exe, gzip, repeat):
     """Write (compute + close) through the store, each time followed by the
     raw write of the same tiles (interleaved, so both see the same machine
     load, and are compared pairwise); then reopen read-only and read back.
-    Returns a dict of medians (seconds), counts and checks."""
+    Returns a dict of medians (seconds), usages (m.Usage), counts and checks."""
     out = window_values()
     count = [0]
 
@@ -65,47 +64,52 @@ def hdf5_roundtrip(tmpdir, exe, gzip, repeat):
     raw_in, raw_out = os.path.join(tmpdir, "tiles.bin"), os.path.join(tmpdir, "raw.h5")
     window = it.TensorWindow((WINDOW, WINDOW))
     compression = None if gzip is None else "gzip"
-    computes, flushes, raw = [], [], []
+    computes, flushes, raw, raw_usage = [], [], [], []
     with m.PeakRSS() as rss:
         for i in range(repeat):
             count[0] = 0
-            t0 = time.perf_counter()
-            store = it.HDF5TileStore(path, mode="w", tile_size=TILE, cache_size_bytes=1 << 30,
-                                     compression=compression, compression_opts=gzip)
-            try:
-                t = it.InfiniteTensor((None, None), f, window, tile_store=store, tensor_id="bench")
-                region = t[0:SIDE, 0:SIDE]
-                t1 = time.perf_counter()
-            finally:
+            compute, flush = m.Sample(record=False), m.Sample(record=False)
+            with compute:
+                store = it.HDF5TileStore(path, mode="w", tile_size=TILE, cache_size_bytes=1 << 30,
+                                         compression=compression, compression_opts=gzip)
+                try:
+                    t = it.InfiniteTensor((None, None), f, window, tile_store=store, tensor_id="bench")
+                    region = t[0:SIDE, 0:SIDE]
+                except BaseException:
+                    store.close()
+                    raise
+            with flush:
                 store.close()
-            t2 = time.perf_counter()
-            computes.append(t1 - t0)
-            flushes.append(t2 - t1)
+            computes.append(compute)
+            flushes.append(flush)
             if i == 0:
                 ntiles = write_tiles(region, raw_in)
             # raw HDF5: the same tiles into one chunked dataset with the same filter
-            raw.append(float(subprocess.run([exe, raw_in, raw_out, str(ntiles), str(TILE),
-                                             str(-1 if gzip is None else gzip)],
-                                            check=True, capture_output=True, text=True).stdout))
+            seconds, faults, sys_seconds = subprocess.run(
+                [exe, raw_in, raw_out, str(ntiles), str(TILE), str(-1 if gzip is None else gzip)],
+                check=True, capture_output=True, text=True).stdout.split()
+            raw.append(float(seconds))
+            raw_usage.append(m.Counts(int(faults), float(sys_seconds)))
         windows, file_bytes = count[0], os.path.getsize(path)
         checks = []
 
         def reopen_read():
-            """Reopen the file read-only and read the region back; returns seconds."""
+            """Reopen the file read-only and read the region back; returns its Sample."""
             count[0] = 0
-            t0 = time.perf_counter()
-            with it.HDF5TileStore(path, mode="r", tile_size=TILE) as reopened:
-                back = it.InfiniteTensor((None, None), f, window, tile_store=reopened, tensor_id="bench")
-                values = back[0:SIDE, 0:SIDE]
-            seconds = time.perf_counter() - t0
+            with m.Sample(record=False) as sample:
+                with it.HDF5TileStore(path, mode="r", tile_size=TILE) as reopened:
+                    back = it.InfiniteTensor((None, None), f, window, tile_store=reopened, tensor_id="bench")
+                    values = back[0:SIDE, 0:SIDE]
             checks.append(count[0] == 0 and torch.equal(values, region))
-            return seconds
+            return sample
         reopen_reads = m.timed_runs(reopen_read, repeat)
     for p in (path, raw_in, raw_out):
         os.remove(p)
-    return dict(windows=windows, compute=m.median(computes), flush=m.median(flushes),
-                beyond_raw=m.median([a - b for a, b in zip(flushes, raw)]),
-                reopen_read=m.median(reopen_reads), raw=m.median(raw), file_bytes=file_bytes,
+    return dict(windows=windows, compute=m.median([s.seconds for s in computes]), compute_usage=m.Usage(computes),
+                flush=m.median([s.seconds for s in flushes]), flush_usage=m.Usage(flushes),
+                beyond_raw=m.median([a.seconds - b for a, b in zip(flushes, raw)]),
+                reopen_read=m.median([s.seconds for s in reopen_reads]), reopen_usage=m.Usage(reopen_reads),
+                raw=m.median(raw), raw_usage=m.Usage(raw_usage), file_bytes=file_bytes,
                 read_back_ok=all(checks), rss=rss)
 
 
@@ -157,27 +161,32 @@ def load_overlap(tmpdir, repeat, serial):
         t = it.InfiniteTensor((None, None), _busy_f, it.TensorWindow((64, 64)))
         t[0:64 * 40, 0:64]
 
-    def alone(task):
-        t0 = time.perf_counter()
-        task()
-        return time.perf_counter() - t0
-
     def both():
         threads = [threading.Thread(target=task) for task in (reader, computer)]
-        t0 = time.perf_counter()
         for th in threads:
             th.start()
         for th in threads:
             th.join()
-        return time.perf_counter() - t0
+
+    def interleaved(tasks):
+        """(median seconds, Usage) of each task, run in rounds (one of each per
+        round, after a warm-up round) so that drift in torch's speed over the
+        run touches all of them alike."""
+        for task in tasks:
+            task()
+        samples = [[] for _ in tasks]
+        for _ in range(repeat):
+            for task, mine in zip(tasks, samples):
+                with m.Sample(record=False) as s:
+                    task()
+                mine.append(s)
+        return [(m.median([s.seconds for s in mine]), m.Usage(mine)) for mine in samples]
 
     # f's torch calls on one core (as in a DataLoader worker), the other free
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        a = m.median(m.timed_runs(lambda: alone(reader), repeat, warmup=1))
-        b = m.median(m.timed_runs(lambda: alone(computer), repeat, warmup=1))
-        ab = m.median(m.timed_runs(both, repeat, warmup=1))
+        a, b, ab = interleaved([reader, computer, both])
     finally:
         torch.set_num_threads(threads)
     os.remove(path)
@@ -187,14 +196,15 @@ def load_overlap(tmpdir, repeat, serial):
 def overlap_rows(tmpdir, repeat):
     rows = []
     for serial in (False, True):
-        a, b, ab, ok = load_overlap(tmpdir, repeat, serial)
+        (a, a_usage), (b, b_usage), (ab, ab_usage), ok = load_overlap(tmpdir, repeat, serial)
         hidden = (a + b - ab) / min(a, b)
         label = "loads keep the GIL (INFINITE_TENSOR_HDF5_SERIAL=1)" if serial else "loads release the GIL"
         rows.append(m.Row(f"HDF5 gzip reads beside f (torch calls) in another thread, {label}", time=ab, runs=repeat,
                           value=hidden, target=None if serial else OVERLAP_TARGET,
-                          text=None if ok else "VALUES DIFFER",
-                          note=f"reads alone {a * 1e3:.0f} ms, f alone {b * 1e3:.0f} ms, together "
-                               f"{ab * 1e3:.0f} ms: {hidden:.0%} of the shorter hidden"
+                          text=None if ok else "VALUES DIFFER", usage=ab_usage,
+                          note=f"reads alone {a * 1e3:.0f} ms ({a_usage.describe()}), f alone {b * 1e3:.0f} ms "
+                               f"({b_usage.describe()}), together {ab * 1e3:.0f} ms: {hidden:.0%} of the shorter "
+                               f"hidden"
                                + ("" if ok else "; VALUES DIFFER")))
     return rows
 
@@ -211,14 +221,16 @@ def hdf5_rows(repeat):
             n = r["windows"]
             rows += [
                 m.Row(f"HDF5 {name}: open + compute {n} windows", time=r["compute"], runs=repeat, rss=r["rss"],
-                      text=f"file {m.fmt_bytes(r['file_bytes'])}",
+                      text=f"file {m.fmt_bytes(r['file_bytes'])}", usage=r["compute_usage"],
                       note="peak RSS covers the writes, closes, reopens and reads"),
                 m.Row(f"HDF5 {name}: flush + close vs raw HDF5 write", time=r["flush"], floor=r["raw"], runs=repeat,
-                      value=r["beyond_raw"] / n * 1e6, target=BEYOND_RAW_TARGET,
-                      note="measured: median over runs of (flush - raw write of the same run)"
+                      value=r["beyond_raw"] / n * 1e6, target=BEYOND_RAW_TARGET, usage=r["flush_usage"],
+                      note="measured: median over runs of (flush - raw write of the same run); the raw write: "
+                           + r["raw_usage"].describe()
                            + ("; deflate is most of both times, so run-to-run noise exceeds the target"
                               if gzip else "")),
                 m.Row(f"HDF5 {name}: reopen read-only + read back", time=r["reopen_read"], runs=repeat,
+                      usage=r["reopen_usage"],
                       text="same values, f not called" if r["read_back_ok"] else "VALUES DIFFER or f called"),
             ]
         rows += overlap_rows(tmp, repeat)

@@ -1,5 +1,6 @@
 """Measuring tools for the benchmarks: timers, floors, memory, machine facts,
 targets and formatting.  Nothing here asserts: the suite only prints."""
+import collections
 import ctypes
 import ctypes.util
 import datetime
@@ -13,7 +14,11 @@ import time
 
 import torch
 
-from infinite_tensor import _core
+# the upstream pure-Python package (bench/rgb_blur.py runs under it) has no _core
+try:
+    from infinite_tensor import _core
+except ImportError:
+    _core = None
 
 MiB = 2**20
 # the recycling pool's default limit (DEFAULT_POOL_BYTES in csrc/python/module.c)
@@ -26,21 +31,90 @@ COPY_CHUNK = 64 * MiB
 # -- timing -------------------------------------------------------------------
 
 def timed_runs(run, repeat, warmup=0):
-    """Call run() warmup times (results dropped), then repeat times; returns
-    the results of the repeat calls (each what run measured: seconds, or a
-    tuple of measurements)."""
+    """Call run() warmup times (results dropped, and the samples their reads
+    recorded too), then repeat times; returns the results of the repeat calls
+    (each what run measured: seconds, or a tuple of measurements)."""
+    mark = len(_SAMPLES)
     for _ in range(warmup):
         run()
+    del _SAMPLES[mark:]
     return [run() for _ in range(repeat)]
 
 
-def stopwatch(fn):
-    """Seconds one call of fn() takes (its result is freed after the clock stops)."""
-    t0 = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - t0
+def stopwatch(fn, record=True):
+    """Seconds one call of fn() takes (its result is freed after the clock
+    stops).  Its page faults and system time are recorded for take_usage()
+    unless record is False."""
+    with Sample(record) as s:
+        result = fn()
     del result
-    return seconds
+    return s.seconds
+
+
+# -- usage: page faults and system time of the timed reads ----------------------
+
+# the Samples recorded since the last take_usage(): every m.stopwatch, and
+# every `with Sample()` a workload times a read with
+_SAMPLES = []
+
+
+def _rusage():
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_minflt, ru.ru_stime
+
+
+class Sample:
+    """`with m.Sample() as s:` times the block: s.seconds (wall clock),
+    s.faults (minor page faults: first touches of fresh memory) and s.sys
+    (system CPU seconds), both of every thread of the process.  Recorded for
+    take_usage() unless record is False."""
+
+    def __init__(self, record=True):
+        self.record = record
+
+    def __enter__(self):
+        self.faults, self.sys = _rusage()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
+        faults, sys_seconds = _rusage()
+        self.faults, self.sys = faults - self.faults, sys_seconds - self.sys
+        if self.record and exc[0] is None:
+            _SAMPLES.append(self)
+        return False
+
+
+class Usage:
+    """The median minor page faults and system seconds of some samples (each
+    a Sample, or anything with .faults and .sys), or of none (n == 0)."""
+
+    def __init__(self, samples):
+        self.n = len(samples)
+        self.faults = median([s.faults for s in samples]) if samples else None
+        self.sys = median([s.sys for s in samples]) if samples else None
+
+    def faults_text(self):
+        return "" if self.faults is None else f"{self.faults:,.0f}"
+
+    def sys_text(self):
+        return "" if self.sys is None else fmt_seconds(self.sys)
+
+    def describe(self):
+        """'N faults, sys T' (medians), for notes."""
+        return "n/a" if self.n == 0 else f"{self.faults_text()} faults, sys {self.sys_text()}"
+
+
+# faults and system seconds measured elsewhere (by a child process), as Usage takes them
+Counts = collections.namedtuple("Counts", "faults sys")
+
+
+def take_usage():
+    """The Usage of the samples recorded since the last call (and forget them)."""
+    usage = Usage(list(_SAMPLES))
+    _SAMPLES.clear()
+    return usage
 
 
 median = statistics.median
@@ -87,11 +161,6 @@ def memcpy_floor(nbytes, repeat):
 
 
 # -- memory -------------------------------------------------------------------
-
-def minor_faults():
-    """Minor page faults of this process so far (first touches of fresh memory)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
 
 def _proc_field(path, name):
     """The text after 'name:' on the first line of a /proc file that starts
@@ -220,13 +289,14 @@ class Row:
     """One measured line of a workload.  `value` is what the target judges
     (a ratio, microseconds, a percentage, MiB); time and floor are seconds;
     `text` is shown as the measurement where there is no target; `note` is
-    printed under the line (not in the summary table)."""
+    printed under the line (not in the summary table); `usage` (a Usage) is
+    the median page faults and system time of the timed reads, per run."""
 
     def __init__(self, label, time=None, floor=None, runs=None, warmup=0, value=None, target=None, text=None,
-                 rss=None, note=None):
+                 rss=None, note=None, usage=None):
         self.label, self.time, self.floor, self.runs, self.warmup = label, time, floor, runs, warmup
         self.value, self.target, self.text = value, target, text
-        self.rss, self.note = rss, note
+        self.rss, self.note, self.usage = rss, note, usage
 
     def verdict(self):
         if self.target is None or self.value is None:
@@ -247,6 +317,8 @@ class Row:
         parts = [f"  {self.label}:"]
         if self.time is not None:
             parts.append(f"time {fmt_seconds(self.time)}{self.runs_text()}")
+        if self.usage is not None and self.usage.n:
+            parts.append(f"faults/run {self.usage.faults_text()}  sys/run {self.usage.sys_text()}")
         if self.floor is not None:
             parts.append(f"floor {fmt_seconds(self.floor)}")
         if self.measured():
@@ -262,14 +334,34 @@ class Row:
     def table_cells(self):
         return [self.label,
                 "" if self.time is None else fmt_seconds(self.time),
+                "" if self.usage is None else self.usage.faults_text(),
+                "" if self.usage is None else self.usage.sys_text(),
                 "" if self.floor is None else fmt_seconds(self.floor),
                 self.measured(),
                 "" if self.target is None else self.target.describe(),
                 self.verdict(),
                 "" if self.rss is None else self.rss.describe()]
 
+    def to_json(self):
+        """The row as the summary table needs it (for --isolated)."""
+        return {"cells": self.table_cells(), "verdict": self.verdict()}
 
-TABLE_HEADER = ["measurement", "time", "floor", "measured", "target", "result", "peak RSS growth"]
+
+class TableRow:
+    """A row read back from to_json(): table cells and verdict only."""
+
+    def __init__(self, data):
+        self.cells, self._verdict = data["cells"], data["verdict"]
+
+    def table_cells(self):
+        return self.cells
+
+    def verdict(self):
+        return self._verdict
+
+
+TABLE_HEADER = ["measurement", "time", "faults/run", "sys/run", "floor", "measured", "target", "result",
+                "peak RSS growth"]
 
 
 # -- formatting -----------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""The workloads of the benchmark suite (workload 7, HDF5, is in hdf5_bench.py).
+"""The workloads of the benchmark suite (workload 7, HDF5, is in hdf5_bench.py;
+workload 12, the RGB blurs of issue 22 against a hand loop and upstream, in
+rgb_blur.py).
 
 Each workload is a function taking `repeat` (7, or 3 with --quick) and
 returning a list of measure.Row.  f is trivial (returns a preallocated
@@ -18,12 +20,14 @@ import torch.nn.functional as F
 import infinite_tensor as it
 import measure as m
 from hdf5_bench import hdf5_rows
+from rgb_blur import w12_rgb_blurs
 
 SIZE = 2048            # side of the square regions of workloads 1-4 and 9
 SEED = 1234            # every random position in the suite comes from here
 FLOAT = 4              # bytes of a float32
 WARMUP = 1             # untimed runs before the timed ones (not for the slow workloads 7 and 10)
 RATIO_TARGET = m.Target(1.5, "x floor")
+TIGHT_RATIO_TARGET = m.Target(1.3, "x floor")   # workloads 1 and 3 (issue 14)
 OVERHEAD_TARGET = m.Target(5, "% of f time", strict=True)
 MICRO_TARGET_CROP = m.Target(10, " us", strict=True)
 MICRO_TARGET_ELEMENT = m.Target(5, " us", strict=True)
@@ -133,7 +137,7 @@ def pipeline_overhead(total, f_seconds):
 
 # -- 1, 2, 3, 9: cold reads -----------------------------------------------------------
 
-def cold_read(window, stride, repeat, batch=None):
+def cold_read(window, stride, repeat, batch=None, target=RATIO_TARGET):
     """Cold read of [0:2048, 0:2048] from a fresh tensor, against its floor:
     one f call per window (per batch) and one memcpy of f's output bytes."""
     calls = Calls()
@@ -161,11 +165,11 @@ def cold_read(window, stride, repeat, batch=None):
         note += f"; NOTE: f was called {n} times for {len(ctxs)} windows"
     label = f"cold {SIZE}x{SIZE}, {window}x{window} windows, stride {stride}" + (f", batch {batch}" if batch else "")
     return [m.Row(label, time=seconds, floor=floor, runs=repeat, warmup=WARMUP, value=seconds / floor,
-                  target=RATIO_TARGET, rss=rss, note=note)]
+                  target=target, rss=rss, note=note, usage=m.take_usage())]
 
 
 def w1_cold_stride64(repeat):
-    return cold_read(64, 64, repeat)
+    return cold_read(64, 64, repeat, target=TIGHT_RATIO_TARGET)
 
 
 def w2_cold_stride32(repeat):
@@ -173,7 +177,7 @@ def w2_cold_stride32(repeat):
 
 
 def w3_cold_small_windows(repeat):
-    return cold_read(16, 8, repeat)
+    return cold_read(16, 8, repeat, target=TIGHT_RATIO_TARGET)
 
 
 def w9_cold_batched(repeat):
@@ -196,16 +200,19 @@ def w4_warm(repeat):
         rereads = [m.stopwatch(lambda: t[region]) for _ in range(REREADS)]
     reread, copy = m.median(rereads), m.memcpy_floor(SIZE * SIZE * FLOAT, REREADS)
     rows = [m.Row(f"warm re-read {SIZE}x{SIZE} (16 MiB)", time=reread, floor=copy, runs=REREADS,
-                  value=reread / copy, target=m.Target(1.5, "x memcpy"), rss=rss,
+                  value=reread / copy, target=m.Target(1.5, "x memcpy"), rss=rss, usage=m.take_usage(),
                   note="floor: one torch copy_ of the region's bytes into a preallocated buffer")]
 
     rng = random.Random(SEED)
     spots = [(rng.randrange(SIZE - 32), rng.randrange(SIZE - 32)) for _ in range(SMALL_READS)]
     crop = m.median([m.stopwatch(lambda: t[y:y + 32, x:x + 32]) for y, x in spots])
+    crop_usage = m.take_usage()
     element = m.median([m.stopwatch(lambda: t[y, x]) for y, x in spots])
     timer_note = f"median of {SMALL_READS:,} random positions (each timing includes ~0.1 us of timer overhead)"
-    rows.append(m.Row("warm random 32x32 crop", value=crop * 1e6, target=MICRO_TARGET_CROP, note=timer_note))
-    rows.append(m.Row("warm single element t[i, j]", value=element * 1e6, target=MICRO_TARGET_ELEMENT))
+    rows.append(m.Row("warm random 32x32 crop", value=crop * 1e6, target=MICRO_TARGET_CROP, note=timer_note,
+                      usage=crop_usage))
+    rows.append(m.Row("warm single element t[i, j]", value=element * 1e6, target=MICRO_TARGET_ELEMENT,
+                      usage=m.take_usage()))
 
     region_bytes = SIZE * SIZE * FLOAT
     for stride in (64, 32):
@@ -237,34 +244,37 @@ def w5_random_crops(repeat):
     spots = [(rng.randrange(CROP_AREA - CROP), rng.randrange(CROP_AREA - CROP)) for _ in range(CROPS)]
 
     def read_all(t):
-        t0 = time.perf_counter()
-        for y, x in spots:
-            t[:, y:y + CROP, x:x + CROP]
-        return time.perf_counter() - t0
+        """One pass over the crops: its Sample (not recorded)."""
+        with m.Sample(record=False) as s:
+            for y, x in spots:
+                t[:, y:y + CROP, x:x + CROP]
+        return s
 
     def run():
         """A fresh tensor: the crops cold, then warm as one pass and one by one."""
         calls.reset()
         t = it.InfiniteTensor((3, None, None), f, it.TensorWindow(window, stride=(3, 64, 64)))
         cold, warm = read_all(t), read_all(t)
-        return cold, warm, m.median([m.stopwatch(lambda: t[:, y:y + CROP, x:x + CROP]) for y, x in spots])
+        crops = [m.stopwatch(lambda: t[:, y:y + CROP, x:x + CROP], record=False) for y, x in spots]
+        return cold, warm, m.median(crops)
 
     with m.PeakRSS() as rss:
         passes = m.timed_runs(run, repeat, WARMUP)
     n = calls.n
-    cold_time, warm_time, per_crop = (m.median([p[i] for p in passes]) for i in range(3))
+    cold_time, warm_time = (m.median([p[i].seconds for p in passes]) for i in range(2))
+    per_crop = m.median([p[2] for p in passes])
     window_bytes = 3 * 128 * 128 * FLOAT
     f_floor = m.call_floor(f, [(0, i // 64, i % 64) for i in range(n)], repeat)
     copy_floor = m.memcpy_floor(n * window_bytes, repeat)
     floor = f_floor + copy_floor
     return [
         m.Row(f"{CROPS:,} random {CROP}x{CROP} crops, cold", time=cold_time, floor=floor, runs=repeat, warmup=WARMUP,
-              value=cold_time / floor, target=RATIO_TARGET, rss=rss,
+              value=cold_time / floor, target=RATIO_TARGET, rss=rss, usage=m.Usage([p[0] for p in passes]),
               note=f"{n:,} windows computed (3x128x128, stride 64); floor = f calls {m.fmt_seconds(f_floor)} + "
                    f"memcpy of {m.fmt_bytes(n * window_bytes)} {m.fmt_seconds(copy_floor)}; "
                    f"{cold_time / CROPS * 1e6:.1f} us per crop"),
         m.Row(f"{CROPS:,} random {CROP}x{CROP} crops, warm (per crop)", time=warm_time, runs=repeat, warmup=WARMUP,
-              value=per_crop * 1e6, target=MICRO_TARGET_CROP,
+              value=per_crop * 1e6, target=MICRO_TARGET_CROP, usage=m.Usage([p[1] for p in passes]),
               note=f"per crop: median of single timed crops {per_crop * 1e6:.2f} us, "
                    f"mean over the whole pass {warm_time / CROPS * 1e6:.2f} us"),
     ]
@@ -274,14 +284,12 @@ def w5_random_crops(repeat):
 
 def timed_pipeline_read(read):
     """A fresh blur pipeline and read(top) on it: returns (seconds, seconds
-    inside every f, minor page faults, the stages' Calls, what read returned).
-    The pipeline itself is dropped with its cache."""
+    inside every f, the read's Sample (not recorded), the stages' Calls, what
+    read returned).  The pipeline itself is dropped with its cache."""
     top, stages = blur_pipeline()
-    faults = m.minor_faults()
-    t0 = time.perf_counter()
-    result = read(top)
-    seconds = time.perf_counter() - t0
-    return seconds, sum(s.seconds for s in stages), m.minor_faults() - faults, stages, result
+    with m.Sample(record=False) as sample:
+        result = read(top)
+    return sample.seconds, sum(s.seconds for s in stages), sample, stages, result
 
 
 def pipeline_row(label, runs, repeat, rss, warmup=0):
@@ -294,10 +302,10 @@ def pipeline_row(label, runs, repeat, rss, warmup=0):
     calls_text = ", ".join(f"{s.name} {s.n:,} windows" for s in stages)
     return m.Row(label, time=total, floor=f_time + copy, runs=repeat, warmup=warmup,
                  value=m.median([pipeline_overhead(r[0], r[1]) for r in runs]), target=OVERHEAD_TARGET, rss=rss,
+                 usage=m.Usage([r[2] for r in runs]),
                  note=f"floor = time inside f {m.fmt_seconds(f_time)} ({calls_text}) + memcpy of f's output "
                       f"{m.fmt_bytes(out_bytes)} {m.fmt_seconds(copy)}: time / floor {total / (f_time + copy):.2f}; "
-                      f"measured = (time - f time) / f time, median of runs; minor page faults per run "
-                      f"{m.median([r[2] for r in runs]):,}")
+                      f"measured = (time - f time) / f time, median of runs")
 
 
 def w6_chained_blurs(repeat):
@@ -335,6 +343,35 @@ def band_working_set(window, tile_shape):
     return worst
 
 
+STREAM_STEP = 128      # the windows' stride (their size is BAND)
+STREAM_PLAIN_TARGET = m.Target(1.3, "x plain loop")
+
+
+def stream_reference(f, keep=None):
+    """What streaming the bands costs at least, as a plain loop: f called once
+    per window (256x256, stride 128) meeting the bands, each window added into
+    a preallocated buffer holding rows [256k - 128, 256k + 384) of band k
+    (columns [-128, 4224)), whose lower half carries over to the next band.
+    Returns the pass's Sample (not recorded); a copy of each band is appended
+    to the list keep, if given (to check the loop)."""
+    step = STREAM_STEP
+    cols = range(-1, BAND_WIDTH // step)
+    buf = torch.empty(BAND + 2 * step, BAND_WIDTH + 2 * step)
+    with m.Sample(record=False) as sample:
+        buf.zero_()
+        for k in range(BANDS):
+            for i in range(2 * k - (k == 0), 2 * k + 2):   # band 0 also needs window row -1
+                y = step * i - BAND * k + step
+                for j in cols:
+                    x = step * j + step
+                    buf[y:y + BAND, x:x + BAND] += f((i, j))
+            if keep is not None:  # rows [step, step + BAND) hold band k now
+                keep.append(buf[step:step + BAND, step:step + BAND_WIDTH].clone())
+            buf[:BAND].copy_(buf[BAND:])
+            buf[BAND:].zero_()
+    return sample
+
+
 def w8_streaming(repeat):
     """64 consecutive 256x4096 bands through a 16 MiB cache."""
     calls = Calls()
@@ -343,16 +380,16 @@ def w8_streaming(repeat):
     bands = [(slice(k * BAND, (k + 1) * BAND), slice(0, BAND_WIDTH)) for k in range(BANDS)]
 
     def stream(fn):
-        """One pass over the bands; returns (seconds, band seconds, peak
+        """One pass over the bands; returns (its Sample, band seconds, peak
         cached bytes after a band, tile shape)."""
         store = it.MemoryTileStore(cache_size_bytes=STREAM_CACHE)
         t = it.InfiniteTensor((None, None), fn(store), window, tile_store=store)
         band_times, peak = [], 0
-        t0 = time.perf_counter()
-        for band in bands:
-            band_times.append(m.stopwatch(lambda: t[band]))
-            peak = max(peak, store.cache_info()["bytes"])
-        return time.perf_counter() - t0, band_times, peak, t._node.tile_shape
+        with m.Sample(record=False) as sample:
+            for band in bands:
+                band_times.append(m.stopwatch(lambda: t[band], record=False))
+                peak = max(peak, store.cache_info()["bytes"])
+        return sample, band_times, peak, t._node.tile_shape
 
     def run():
         calls.reset()
@@ -361,7 +398,7 @@ def w8_streaming(repeat):
     with m.PeakRSS() as rss:
         passes = m.timed_runs(run, repeat, WARMUP)
     n = calls.n
-    total = m.median([p[0] for p in passes])
+    total = m.median([p[0].seconds for p in passes])
     per_band = m.median([s for p in passes for s in p[1]])
     after_band = max(p[2] for p in passes)
 
@@ -383,9 +420,12 @@ def w8_streaming(repeat):
     copy_floor = m.memcpy_floor(n * 256 * 256 * FLOAT, repeat)
     floor = f_floor + copy_floor
     pool = m.pool_bytes()
+    calls.reset()
+    plain = m.timed_runs(lambda: stream_reference(f), repeat, WARMUP)
+    plain_time, plain_calls = m.median([s.seconds for s in plain]), calls.n // (repeat + WARMUP)
     return [
         m.Row(f"{BANDS} bands of {BAND}x{BAND_WIDTH}, 16 MiB cache", time=total, floor=floor, runs=repeat,
-              warmup=WARMUP,
+              warmup=WARMUP, usage=m.Usage([p[0] for p in passes]),
               text=f"{total / floor:.2f}x floor", rss=rss,
               note=f"{n:,} windows computed per pass; per band {m.fmt_seconds(per_band)} (median); "
                    f"floor = f calls {m.fmt_seconds(f_floor)} + memcpy {m.fmt_seconds(copy_floor)}"),
@@ -396,6 +436,13 @@ def w8_streaming(repeat):
                    f"{m.fmt_bytes(after_band)}, inside reads (sampled in f) {m.fmt_bytes(inside['bytes'])} "
                    f"with up to {inside['pinned']} tiles pinned; core buffer pool holds "
                    f"{'n/a' if pool is None else m.fmt_bytes(pool)} afterwards"),
+        m.Row("streaming vs a plain loop: f calls + accumulating each window once", time=total, floor=plain_time,
+              runs=repeat, warmup=WARMUP, usage=m.Usage([p[0] for p in passes]), value=total / plain_time,
+              target=STREAM_PLAIN_TARGET,
+              note=f"floor: the plain loop (stream_reference: {plain_calls:,} f calls, each window added once into a "
+                   f"preallocated 512x4352 band buffer, the overlap rows carried to the next band; the bands are not "
+                   f"copied out) {m.fmt_seconds(plain_time)}, {m.Usage(plain).describe()} per pass"
+                   + ("" if plain_calls == n else f"; NOTE: the read computed {n:,} windows")),
     ]
 
 
@@ -412,20 +459,30 @@ def w10_pipeline_tiles(repeat):
     spots = [(rng.randrange(TILE_AREA - TILE), rng.randrange(TILE_AREA - TILE)) for _ in range(TILES)]
 
     def read_tiles(top):
-        return [m.stopwatch(lambda: top[y:y + TILE, x:x + TILE]) for y, x in spots]
+        """The Sample of each tile read (not recorded)."""
+        samples = []
+        for y, x in spots:
+            with m.Sample(record=False) as s:
+                top[y:y + TILE, x:x + TILE]
+            samples.append(s)
+        return samples
 
     with m.PeakRSS() as rss:
         runs = m.timed_runs(lambda: timed_pipeline_read(read_tiles), repeat)
-    tile_times = [s for r in runs for s in r[4]]
+    tiles = [s for r in runs for s in r[4]]
+    tile_times = [s.seconds for s in tiles]
+    p95 = m.percentile(tile_times, 95)
     y, x = spots[0]
     top, _ = blur_pipeline()
     check = compare_text(top[y:y + TILE, x:x + TILE], reference_blur2(y, y + TILE, x, x + TILE))
     return [
         pipeline_row(f"{TILES} random {TILE}x{TILE} tiles of blur(blur(noise))", runs, repeat, rss),
-        m.Row("pipeline: time to the first tile", time=m.median([r[4][0] for r in runs]), runs=repeat),
-        m.Row("pipeline: per tile p50", time=m.percentile(tile_times, 50),
-              note=f"p50 and p95 over the {len(tile_times):,} tiles of all runs"),
-        m.Row("pipeline: per tile p95", time=m.percentile(tile_times, 95)),
+        m.Row("pipeline: time to the first tile", time=m.median([r[4][0].seconds for r in runs]), runs=repeat,
+              usage=m.Usage([r[4][0] for r in runs])),
+        m.Row("pipeline: per tile p50", time=m.percentile(tile_times, 50), usage=m.Usage(tiles),
+              note=f"p50 and p95 over the {len(tile_times):,} tiles of all runs; faults and sys: medians per tile, "
+                   f"of all tiles (p50) and of the tiles at or above p95 (p95)"),
+        m.Row("pipeline: per tile p95", time=p95, usage=m.Usage([s for s in tiles if s.seconds >= p95])),
         m.Row("pipeline: first tile vs plain torch (allclose)", text=check),
     ]
 
@@ -500,4 +557,5 @@ WORKLOADS = {
     9: ("cold read, 64x64 windows, stride 32, batch_size=32", w9_cold_batched),
     10: ("random tiles of a three-stage pipeline", w10_pipeline_tiles),
     11: ("threads reading disjoint cached regions", w11_thread_scaling),
+    12: ("two chained 3x5x5 depthwise blurs: ours, a hand loop, upstream", w12_rgb_blurs),
 }
