@@ -19,6 +19,8 @@ import measure as m
 SIDE, WINDOW, TILE = 4096, 256, 512
 # the docs' target: at most this many microseconds per window beyond the raw write
 BEYOND_RAW_TARGET = m.Target(10, " us/window beyond raw")
+# issue 22: the crash-safe round trip within this factor of h5py's plain one
+ROUNDTRIP_TARGET = m.Target(1.5, "x h5py + fsync")
 
 
 def build_raw_writer(tmpdir):
@@ -84,6 +86,8 @@ def hdf5_roundtrip(tmpdir, exe, gzip, repeat):
             flushes.append(flush)
             if i == 0:
                 ntiles = write_tiles(region, raw_in)
+                first = region.clone()  # the values read back must equal (torch memory, not ours)
+            del region  # a user's loop drops the last result before the next read
             # raw HDF5: the same tiles into one chunked dataset with the same filter
             seconds, faults, sys_seconds = subprocess.run(
                 [exe, raw_in, raw_out, str(ntiles), str(TILE), str(-1 if gzip is None else gzip)],
@@ -100,9 +104,10 @@ def hdf5_roundtrip(tmpdir, exe, gzip, repeat):
                 with it.HDF5TileStore(path, mode="r", tile_size=TILE) as reopened:
                     back = it.InfiniteTensor((None, None), f, window, tile_store=reopened, tensor_id="bench")
                     values = back[0:SIDE, 0:SIDE]
-            checks.append(count[0] == 0 and torch.equal(values, region))
+            checks.append(count[0] == 0 and torch.equal(values, first))
             return sample
         reopen_reads = m.timed_runs(reopen_read, repeat)
+        h5py_trips = m.timed_runs(lambda: h5py_roundtrip(first, raw_out, gzip), repeat)
     for p in (path, raw_in, raw_out):
         os.remove(p)
     return dict(windows=windows, compute=m.median([s.seconds for s in computes]), compute_usage=m.Usage(computes),
@@ -110,7 +115,29 @@ def hdf5_roundtrip(tmpdir, exe, gzip, repeat):
                 beyond_raw=m.median([a.seconds - b for a, b in zip(flushes, raw)]),
                 reopen_read=m.median([s.seconds for s in reopen_reads]), reopen_usage=m.Usage(reopen_reads),
                 raw=m.median(raw), raw_usage=m.Usage(raw_usage), file_bytes=file_bytes,
+                roundtrip=m.median([a.seconds + b.seconds + c.seconds
+                                    for a, b, c in zip(computes, flushes, reopen_reads)]),
+                h5py=m.median([s.seconds for s in h5py_trips]), h5py_usage=m.Usage(h5py_trips),
                 read_back_ok=all(checks), rss=rss)
+
+
+def h5py_roundtrip(values, path, gzip):
+    """What a user writing the same bytes with h5py does: one dataset with
+    the store's chunks and filter, flushed and fsync'd, then reopened and read
+    back whole.  Returns its Sample (wall clock, faults, sys)."""
+    import h5py  # only here: whether h5py is loaded moves torch's own timings
+    array = values.numpy()
+    with m.Sample(record=False) as sample:
+        with h5py.File(path, "w") as fh:
+            fh.create_dataset("x", data=array, chunks=(TILE, TILE), compression=None if gzip is None else "gzip",
+                              compression_opts=gzip)
+            fh.flush()
+            os.fsync(fh.id.get_vfd_handle())
+        with h5py.File(path, "r") as fh:
+            back = fh["x"][:]
+    if not (back == array).all():
+        raise RuntimeError("h5py read back other values than it wrote")
+    return sample
 
 
 # -- HDF5 loads overlapping f in another thread --------------------------------
@@ -232,6 +259,11 @@ def hdf5_rows(repeat):
                 m.Row(f"HDF5 {name}: reopen read-only + read back", time=r["reopen_read"], runs=repeat,
                       usage=r["reopen_usage"],
                       text="same values, f not called" if r["read_back_ok"] else "VALUES DIFFER or f called"),
+                m.Row(f"HDF5 {name}: round trip (compute + close + reopen + read back) vs h5py + fsync",
+                      time=r["roundtrip"], floor=r["h5py"], runs=repeat, value=r["roundtrip"] / r["h5py"],
+                      target=ROUNDTRIP_TARGET,
+                      note="h5py: the same values into one dataset with the same chunks and filter, flush, "
+                           "fsync, reopen, read back: " + r["h5py_usage"].describe()),
             ]
         rows += overlap_rows(tmp, repeat)
     return rows
