@@ -490,26 +490,51 @@ def w10_pipeline_tiles(repeat):
 # -- 11: threads reading disjoint cached regions ---------------------------------------------
 
 THREAD_READS = 100     # reads per thread per run
-THREAD_SIDE = 1024     # each read: a 1024x1024 float32 region (4 MiB)
+THREAD_SIDES = (512, 1024)  # each read: a 512x512 (1 MiB) or 1024x1024 (4 MiB) float32 region
 SCALING_TARGET = m.Target(1.7, "x one thread", at_least=True)
 
 
-def _reads_per_second(t, nthreads, repeat):
+def _reads_per_second(t, side, nthreads, repeat):
     """Reads per second of nthreads threads, each re-reading its own cached
-    256x256 regions (disjoint from the other threads'), median of repeat runs."""
-    bases = [(k * 4 * THREAD_SIDE, 0) for k in range(nthreads)]
+    side x side regions (disjoint from the other threads'), median of repeat runs."""
+    bases = [k * 4 * side for k in range(nthreads)]
 
     def worker(y0, barrier, out, k):
         barrier.wait()
         t0 = time.perf_counter()
         for i in range(THREAD_READS):
-            y = y0 + (i % 4) * THREAD_SIDE
-            t[y:y + THREAD_SIDE, 0:THREAD_SIDE]
+            y = y0 + (i % 4) * side
+            t[y:y + side, 0:side]
         out[k] = time.perf_counter() - t0
 
     def run():
         barrier, out = threading.Barrier(nthreads + 1), [0.0] * nthreads
-        threads = [threading.Thread(target=worker, args=(y0, barrier, out, k)) for k, (y0, _) in enumerate(bases)]
+        threads = [threading.Thread(target=worker, args=(y0, barrier, out, k)) for k, y0 in enumerate(bases)]
+        for th in threads:
+            th.start()
+        t0 = time.perf_counter()
+        barrier.wait()
+        for th in threads:
+            th.join()
+        return nthreads * THREAD_READS / (time.perf_counter() - t0)
+    return m.median(m.timed_runs(run, repeat, warmup=1))
+
+
+def _copies_per_second(side, nthreads, repeat):
+    """The same as _reads_per_second for plain torch: each thread copies its
+    own four side x side tensors, in turn, into one buffer (torch releases
+    the GIL while it copies): the scaling the machine allows such copies."""
+    sources = [[torch.ones(side, side) for _ in range(4)] for _ in range(nthreads)]
+
+    def worker(k, barrier):
+        dst = torch.empty(side, side)
+        barrier.wait()
+        for i in range(THREAD_READS):
+            dst.copy_(sources[k][i % 4])
+
+    def run():
+        barrier = threading.Barrier(nthreads + 1)
+        threads = [threading.Thread(target=worker, args=(k, barrier)) for k in range(nthreads)]
         for th in threads:
             th.start()
         t0 = time.perf_counter()
@@ -522,25 +547,32 @@ def _reads_per_second(t, nthreads, repeat):
 
 def w11_thread_scaling(repeat):
     """Throughput of 2 threads re-reading disjoint cached regions against 1
-    thread, with the core's copy pool on (its default) and off (one thread
-    per read, so that each read's copy is the work the threads share out)."""
-    t = plane(trivial_f((64, 64), Calls()), 64, 64)
-    t[0:8 * THREAD_SIDE, 0:THREAD_SIDE]  # cache everything the threads read
-    check = torch.equal(t[0:THREAD_SIDE, 0:THREAD_SIDE], torch.ones(THREAD_SIDE, THREAD_SIDE))
+    thread, with the core's copy pool off (one thread per read, so that each
+    read's copy is the work the threads share out) and on (its default), for
+    regions of 1 MiB (the tiles a thread re-reads stay in the shared L3) and
+    4 MiB (they come from DRAM, whose bandwidth the two cores share)."""
     rows = []
-    for pool in (1, None):
-        old = it._core.copy_threads(pool) if pool else None
-        try:
-            one = _reads_per_second(t, 1, repeat)
-            two = _reads_per_second(t, 2, repeat)
-        finally:
-            if old is not None:
-                it._core.copy_threads(old)
-        label = "copy pool off" if pool else f"copy pool on ({it._core.copy_threads()} threads)"
-        rows.append(m.Row(f"2 threads / 1 thread, cached {THREAD_SIDE}x{THREAD_SIDE} reads, {label}",
-                          value=two / one, target=SCALING_TARGET if pool else None,
-                          note=f"{one:,.0f} reads/s with 1 thread, {two:,.0f} with 2"))
-    rows.append(m.Row("thread reads vs plain torch (equal)", text="equal" if check else "DIFFERENT"))
+    for side in THREAD_SIDES:
+        t = plane(trivial_f((64, 64), Calls()), 64, 64)
+        t[0:8 * side, 0:side]  # cache everything the threads read
+        check = torch.equal(t[0:side, 0:side], torch.ones(side, side))
+        for pool in (1, None):
+            old = it._core.copy_threads(pool) if pool else None
+            try:
+                one = _reads_per_second(t, side, 1, repeat)
+                two = _reads_per_second(t, side, 2, repeat)
+            finally:
+                if old is not None:
+                    it._core.copy_threads(old)
+            label = "copy pool off" if pool else f"copy pool on ({it._core.copy_threads()} threads)"
+            rows.append(m.Row(f"2 threads / 1 thread, cached {side}x{side} reads, {label}", value=two / one,
+                              target=SCALING_TARGET if pool else None, text=None if pool else f"{two / one:.2f}x",
+                              note=f"{one:,.0f} reads/s with 1 thread, {two:,.0f} with 2"))
+        one, two = _copies_per_second(side, 1, repeat), _copies_per_second(side, 2, repeat)
+        rows.append(m.Row(f"2 threads / 1 thread, plain torch copies of {side}x{side} (the machine's ceiling)",
+                          text=f"{two / one:.2f}x", note=f"{one:,.0f} copies/s with 1 thread, {two:,.0f} with 2"))
+        rows.append(m.Row(f"{side}x{side} thread reads vs plain torch (equal)", text="equal" if check else "DIFFERENT"))
+        del t
     return rows
 
 
