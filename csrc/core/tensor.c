@@ -18,6 +18,11 @@
  * launch (microseconds), whatever its size, so fewer, larger pieces per
  * window and per read win where host tiles favour the CPU caches. */
 #define TILE_TARGET_DEVICE_ELEMS (1 << 20)
+/* Windows of a stride above the target get a tile each (up to this many
+ * elements): a window's output then lands in one tile instead of a dozen,
+ * in rows as long as the window's, and an argument region is gathered from
+ * a few tiles. */
+#define TILE_WINDOW_MAX_ELEMS (1 << 22)
 #define TILE_MAX_BYTES (((int64_t)1) << 40)
 
 int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
@@ -106,9 +111,13 @@ static int64_t pick_tile_extent(const it_tensor_spec *s, int d, int ninf, int64_
         double want = s->devops ? TILE_TARGET_DEVICE_ELEMS : TILE_TARGET_ELEMS;
         double per = want / (double)finite_elems;
         double target = per > 1 ? pow(per, 1.0 / ninf) : 1.0;
+        double big_per = TILE_WINDOW_MAX_ELEMS / (double)finite_elems;
+        double big_target = big_per > 1 ? pow(big_per, 1.0 / ninf) : 1.0;
         k = (int64_t)llround(target / (double)unit);
-        if (k == 0) /* the stride is over twice the target */
-            return IT_MAX((int64_t)llround(target), 1);
+        if (k == 0) { /* the stride is over twice the target: one window per tile */
+            int64_t most = IT_MAX((int64_t)llround(big_target), 1);
+            return IT_MIN(IT_MIN(unit, size), most);
+        }
     }
     return k * unit;
 }
