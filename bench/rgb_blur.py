@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import subprocess
-import time
 
 import torch
 import torch.nn.functional as F
@@ -44,17 +43,6 @@ class Stage:
 
     def __init__(self, name):
         self.name, self.n, self.seconds = name, 0, 0.0
-
-
-def timed(body, stage):
-    """body(ctx, *args), counting its calls and adding up its seconds in stage."""
-    def f(ctx, *args):
-        t0 = time.perf_counter()
-        out = body(ctx, *args)
-        stage.seconds += time.perf_counter() - t0
-        stage.n += 1
-        return out
-    return f
 
 
 def noise(ctx):
@@ -81,9 +69,9 @@ def pipeline(it, stages):
     padded = it.TensorWindow((CHANNELS, WINDOW + 2 * PAD, WINDOW + 2 * PAD), stride=(CHANNELS, WINDOW, WINDOW),
                              offset=(0, -PAD, -PAD))
     store = it.MemoryTileStore()
-    t = it.InfiniteTensor((CHANNELS, None, None), timed(noise, stages[0]), window)
+    t = it.InfiniteTensor((CHANNELS, None, None), m.timed_calls(noise, stages[0]), window)
     for stage in stages[1:]:
-        t = it.InfiniteTensor((CHANNELS, None, None), timed(blur, stage), window, args=(t,), args_windows=(padded,),
+        t = it.InfiniteTensor((CHANNELS, None, None), m.timed_calls(blur, stage), window, args=(t,), args_windows=(padded,),
                               tile_store=store)
     return t
 
@@ -122,7 +110,7 @@ def hand_loop(keep=None):
     slice itself took ~25% longer here).  Returns (Sample, seconds inside
     every f, stages); the result goes to keep, if given."""
     stages = new_stages()
-    f_noise, f_blur1, f_blur2 = (timed(body, s) for body, s in zip((noise, blur, blur), stages))
+    f_noise, f_blur1, f_blur2 = (m.timed_calls(body, s) for body, s in zip((noise, blur, blur), stages))
     n = SIDE // WINDOW
     size = WINDOW + 2 * PAD
     with m.Sample(record=False) as sample:

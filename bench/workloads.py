@@ -60,17 +60,6 @@ def trivial_f(shape, calls, batched=False):
     return f
 
 
-def timed_f(body, calls):
-    """body(ctx, *args) wrapped to count its calls and add up its seconds."""
-    def f(ctx, *args):
-        t0 = time.perf_counter()
-        out = body(ctx, *args)
-        calls.seconds += time.perf_counter() - t0
-        calls.n += 1
-        return out
-    return f
-
-
 BLUR_WINDOW = 256
 BLUR_PAD = 2
 BLUR_KERNEL = torch.full((1, 1, 2 * BLUR_PAD + 1, 2 * BLUR_PAD + 1), 1 / (2 * BLUR_PAD + 1) ** 2)
@@ -95,9 +84,9 @@ def blur_pipeline():
     padded = it.TensorWindow((BLUR_WINDOW + 2 * BLUR_PAD,) * 2, stride=(BLUR_WINDOW, BLUR_WINDOW),
                              offset=(-BLUR_PAD, -BLUR_PAD))
     stages = [Calls("noise"), Calls("blur1"), Calls("blur2")]
-    t = it.InfiniteTensor((None, None), timed_f(noise_window, stages[0]), window, tile_store=store)
+    t = it.InfiniteTensor((None, None), m.timed_calls(noise_window, stages[0]), window, tile_store=store)
     for calls in stages[1:]:
-        t = it.InfiniteTensor((None, None), timed_f(box_blur, calls), window, args=(t,),
+        t = it.InfiniteTensor((None, None), m.timed_calls(box_blur, calls), window, args=(t,),
                               args_windows=(padded,), tile_store=store)
     return t, stages
 
@@ -494,44 +483,10 @@ THREAD_SIDES = (512, 1024)  # each read: a 512x512 (1 MiB) or 1024x1024 (4 MiB) 
 SCALING_TARGET = m.Target(1.7, "x one thread", at_least=True)
 
 
-def _reads_per_second(t, side, nthreads, repeat):
-    """Reads per second of nthreads threads, each re-reading its own cached
-    side x side regions (disjoint from the other threads'), median of repeat runs."""
-    bases = [k * 4 * side for k in range(nthreads)]
-
-    def worker(y0, barrier, out, k):
-        barrier.wait()
-        t0 = time.perf_counter()
-        for i in range(THREAD_READS):
-            y = y0 + (i % 4) * side
-            t[y:y + side, 0:side]
-        out[k] = time.perf_counter() - t0
-
-    def run():
-        barrier, out = threading.Barrier(nthreads + 1), [0.0] * nthreads
-        threads = [threading.Thread(target=worker, args=(y0, barrier, out, k)) for k, y0 in enumerate(bases)]
-        for th in threads:
-            th.start()
-        t0 = time.perf_counter()
-        barrier.wait()
-        for th in threads:
-            th.join()
-        return nthreads * THREAD_READS / (time.perf_counter() - t0)
-    return m.median(m.timed_runs(run, repeat, warmup=1))
-
-
-def _copies_per_second(side, nthreads, repeat):
-    """The same as _reads_per_second for plain torch: each thread copies its
-    own four side x side tensors, in turn, into one buffer (torch releases
-    the GIL while it copies): the scaling the machine allows such copies."""
-    sources = [[torch.ones(side, side) for _ in range(4)] for _ in range(nthreads)]
-
-    def worker(k, barrier):
-        dst = torch.empty(side, side)
-        barrier.wait()
-        for i in range(THREAD_READS):
-            dst.copy_(sources[k][i % 4])
-
+def _per_second(worker, nthreads, repeat):
+    """Operations per second of nthreads threads, each running worker(k,
+    barrier): THREAD_READS operations after barrier.wait().  Median of repeat
+    runs, after one warm-up."""
     def run():
         barrier = threading.Barrier(nthreads + 1)
         threads = [threading.Thread(target=worker, args=(k, barrier)) for k in range(nthreads)]
@@ -543,6 +498,32 @@ def _copies_per_second(side, nthreads, repeat):
             th.join()
         return nthreads * THREAD_READS / (time.perf_counter() - t0)
     return m.median(m.timed_runs(run, repeat, warmup=1))
+
+
+def _reads_per_second(t, side, nthreads, repeat):
+    """Reads per second of nthreads threads, each re-reading its own four
+    cached side x side regions (disjoint from the other threads')."""
+    def worker(k, barrier):
+        y0 = k * 4 * side
+        barrier.wait()
+        for i in range(THREAD_READS):
+            y = y0 + (i % 4) * side
+            t[y:y + side, 0:side]
+    return _per_second(worker, nthreads, repeat)
+
+
+def _copies_per_second(side, nthreads, repeat):
+    """The same for plain torch: each thread copies its own four side x side
+    tensors, in turn, into one buffer (torch releases the GIL while it
+    copies): the scaling the machine allows such copies."""
+    sources = [[torch.ones(side, side) for _ in range(4)] for _ in range(nthreads)]
+
+    def worker(k, barrier):
+        dst = torch.empty(side, side)
+        barrier.wait()
+        for i in range(THREAD_READS):
+            dst.copy_(sources[k][i % 4])
+    return _per_second(worker, nthreads, repeat)
 
 
 def w11_thread_scaling(repeat):
