@@ -228,7 +228,9 @@ FUZZ_MAXLEN_journal := 16384
 FUZZ_OPTS := -timeout=20 -rss_limit_mb=2048 -print_final_stats=1
 # libhdf5 1.10 hangs and crashes on some damaged files (csrc/fuzz/README.md):
 # the HDF5 harnesses run in fork mode and go on after a crash or a hang;
-# triage.sh then fails the run for every crash that is not inside libhdf5
+# triage.sh then fails the run for every crash that is not inside libhdf5.
+# The sanitizers write their reports to the artifact folder (report.<pid>),
+# where triage.sh judges the crashes that happen outside any input by them.
 FUZZ_MODE_h5file := -fork=1 -ignore_timeouts=1 -ignore_crashes=1 -ignore_ooms=0
 FUZZ_MODE_journal := -fork=1 -ignore_timeouts=1 -ignore_crashes=1 -ignore_ooms=0
 FUZZ_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -257,7 +259,8 @@ fuzz-run-%: $(BUILD)/fuzz/fuzz_%
 	@rm -rf $(BUILD)/fuzz/artifacts/$*
 	@mkdir -p $(BUILD)/fuzz/corpus/$* $(BUILD)/fuzz/artifacts/$*
 	@echo "== fuzz_$* for $(FUZZ_SECONDS) s"
-	./$(BUILD)/fuzz/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAXLEN_$*) $(FUZZ_OPTS) $(FUZZ_MODE_$*) \
+	ASAN_OPTIONS=log_path=$(BUILD)/fuzz/artifacts/$*/report UBSAN_OPTIONS=log_path=$(BUILD)/fuzz/artifacts/$*/report \
+	  ./$(BUILD)/fuzz/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAXLEN_$*) $(FUZZ_OPTS) $(FUZZ_MODE_$*) \
 	  -artifact_prefix=$(BUILD)/fuzz/artifacts/$*/ $(BUILD)/fuzz/corpus/$* csrc/fuzz/corpus/fuzz_$* \
 	  || echo "libFuzzer exited with status $$?: triage.sh decides"
 	sh csrc/fuzz/triage.sh ./$(BUILD)/fuzz/fuzz_$* $(BUILD)/fuzz/artifacts/$*
