@@ -120,9 +120,25 @@ def take_usage():
 median = statistics.median
 
 
+class Calls:
+    """Counts the calls of an f (windows, for a batched f) and the seconds spent in it."""
+
+    def __init__(self, name=""):
+        self.name, self.n, self.batches, self.seconds = name, 0, 0, 0.0
+
+    def reset(self):
+        self.n, self.batches, self.seconds = 0, 0, 0.0
+
+
+def same_values(got, want):
+    """(torch.allclose at the suite's tolerance, the largest difference)."""
+    return torch.allclose(got, want, rtol=1e-4, atol=1e-5), (got - want).abs().max().item()
+
+
 def timed_calls(body, counter):
     """body(ctx, *args) wrapped to count its calls in counter.n and add up
-    the seconds spent in it in counter.seconds (how the pipelines time f)."""
+    the seconds spent in it in counter.seconds (a Calls; how the pipelines
+    time f)."""
     def f(ctx, *args):
         t0 = time.perf_counter()
         out = body(ctx, *args)

@@ -38,13 +38,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # -- the window functions ---------------------------------------------------------
 
-class Stage:
-    """The calls of one stage's f and the seconds spent in it."""
-
-    def __init__(self, name):
-        self.name, self.n, self.seconds = name, 0, 0.0
-
-
 def noise(ctx):
     """3x256x256 Gaussian noise, seeded by the window index (0, i, j)."""
     gen = torch.Generator().manual_seed((ctx[1] * 1_000_003 + ctx[2]) % 2**63)
@@ -57,7 +50,7 @@ def blur(ctx, x):
 
 
 def new_stages():
-    return [Stage("noise"), Stage("blur1"), Stage("blur2")]
+    return [m.Calls("noise"), m.Calls("blur1"), m.Calls("blur2")]
 
 
 # -- the pipeline (ours or upstream: `it` is the package) ---------------------------
@@ -71,8 +64,8 @@ def pipeline(it, stages):
     store = it.MemoryTileStore()
     t = it.InfiniteTensor((CHANNELS, None, None), m.timed_calls(noise, stages[0]), window)
     for stage in stages[1:]:
-        t = it.InfiniteTensor((CHANNELS, None, None), m.timed_calls(blur, stage), window, args=(t,), args_windows=(padded,),
-                              tile_store=store)
+        t = it.InfiniteTensor((CHANNELS, None, None), m.timed_calls(blur, stage), window, args=(t,),
+                              args_windows=(padded,), tile_store=store)
     return t
 
 
@@ -138,11 +131,6 @@ def hand_loop(keep=None):
     return sample, sum(s.seconds for s in stages), stages
 
 
-def same_values(got, want):
-    """torch.allclose, and the largest difference."""
-    return torch.allclose(got, want, rtol=1e-4, atol=1e-5), (got - want).abs().max().item()
-
-
 # -- the workload (ours) ----------------------------------------------------------------
 
 def ratio(a, b):
@@ -169,7 +157,7 @@ def w12_rgb_blurs(repeat):
         ours_stages, hand_stages = read_pipeline(it, got)[2], hand_loop(want)[2]
     finally:
         torch.set_num_threads(threads)
-    match, diff = same_values(got[0], want[0])
+    match, diff = m.same_values(got[0], want[0])
     runs = len(pairs)
     o_time, h_time = (m.median([r[0].seconds for r in rs]) for rs in (ours, hand))
     o_f, h_f = (m.median([r[1] for r in rs]) for rs in (ours, hand))
@@ -245,7 +233,7 @@ def child_main():
     got, want = [], []
     stages = read_pipeline(it, got)[2]
     hand_loop(want)
-    match, diff = same_values(got[0], want[0])
+    match, diff = m.same_values(got[0], want[0])
     print(json.dumps({"version": getattr(it, "__version__", "?"), "file": it.__file__, "torch": torch.__version__,
                       "seconds": [r[0].seconds for r in runs], "faults": [r[0].faults for r in runs],
                       "sys": [r[0].sys for r in runs], "f": [r[1] for r in runs], "calls": calls_text(stages),

@@ -35,16 +35,6 @@ MICRO_TARGET_ELEMENT = m.Target(5, " us", strict=True)
 
 # -- window functions -------------------------------------------------------------
 
-class Calls:
-    """Counts the calls of an f (windows, for a batched f) and the seconds spent in it."""
-
-    def __init__(self, name=""):
-        self.name, self.n, self.batches, self.seconds = name, 0, 0, 0.0
-
-    def reset(self):
-        self.n, self.batches, self.seconds = 0, 0, 0.0
-
-
 def trivial_f(shape, calls, batched=False):
     """An f returning one preallocated tensor (a list of it when batched)."""
     out = torch.ones(shape)
@@ -83,7 +73,7 @@ def blur_pipeline():
     window = it.TensorWindow((BLUR_WINDOW, BLUR_WINDOW))
     padded = it.TensorWindow((BLUR_WINDOW + 2 * BLUR_PAD,) * 2, stride=(BLUR_WINDOW, BLUR_WINDOW),
                              offset=(-BLUR_PAD, -BLUR_PAD))
-    stages = [Calls("noise"), Calls("blur1"), Calls("blur2")]
+    stages = [m.Calls("noise"), m.Calls("blur1"), m.Calls("blur2")]
     t = it.InfiniteTensor((None, None), m.timed_calls(noise_window, stages[0]), window, tile_store=store)
     for calls in stages[1:]:
         t = it.InfiniteTensor((None, None), m.timed_calls(box_blur, calls), window, args=(t,),
@@ -108,8 +98,7 @@ def reference_blur2(y0, y1, x0, x1):
 
 def compare_text(got, want):
     """'match' or 'MISMATCH' (torch.allclose), with the largest difference."""
-    diff = (got - want).abs().max().item()
-    same = torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+    same, diff = m.same_values(got, want)
     return f"{'match' if same else 'MISMATCH'} (max abs diff {diff:.1e})"
 
 
@@ -129,7 +118,7 @@ def pipeline_overhead(total, f_seconds):
 def cold_read(window, stride, repeat, batch=None, target=RATIO_TARGET):
     """Cold read of [0:2048, 0:2048] from a fresh tensor, against its floor:
     one f call per window (per batch) and one memcpy of f's output bytes."""
-    calls = Calls()
+    calls = m.Calls()
     f = trivial_f((window, window), calls, batched=batch is not None)
     region = (slice(0, SIZE), slice(0, SIZE))
 
@@ -183,7 +172,7 @@ def w4_warm(repeat):
     """Warm re-reads of a cached region, warm crops and elements, and the
     bytes the cache holds per byte of region read."""
     region = (slice(0, SIZE), slice(0, SIZE))
-    t = plane(trivial_f((64, 64), Calls()), 64, 32)
+    t = plane(trivial_f((64, 64), m.Calls()), 64, 32)
     t[region]
     with m.PeakRSS() as rss:
         rereads = [m.stopwatch(lambda: t[region]) for _ in range(REREADS)]
@@ -207,7 +196,7 @@ def w4_warm(repeat):
     for stride in (64, 32):
         for name, (y0, x0) in (("aligned [0:2048, 0:2048]", (0, 0)), ("unaligned [13:2061, 7:2055]", (13, 7))):
             store = it.MemoryTileStore()
-            t = plane(trivial_f((64, 64), Calls()), 64, stride, tile_store=store)
+            t = plane(trivial_f((64, 64), m.Calls()), 64, stride, tile_store=store)
             t[y0:y0 + SIZE, x0:x0 + SIZE]
             held = store.cache_info()["bytes"]
             rows.append(m.Row(f"cache bytes / region bytes, stride {stride}, {name}", value=held / region_bytes,
@@ -226,7 +215,7 @@ CROP_AREA = 4096
 
 def w5_random_crops(repeat):
     """2,000 random 32x32 crops, cold (fresh tensor) then warm (same crops)."""
-    calls = Calls()
+    calls = m.Calls()
     window = (3, 128, 128)
     f = trivial_f(window, calls)
     rng = random.Random(SEED)
@@ -363,7 +352,7 @@ def stream_reference(f, keep=None):
 
 def w8_streaming(repeat):
     """64 consecutive 256x4096 bands through a 16 MiB cache."""
-    calls = Calls()
+    calls = m.Calls()
     f = trivial_f((256, 256), calls)
     window = it.TensorWindow((256, 256), stride=(128, 128))
     bands = [(slice(k * BAND, (k + 1) * BAND), slice(0, BAND_WIDTH)) for k in range(BANDS)]
@@ -412,9 +401,10 @@ def w8_streaming(repeat):
     calls.reset()
     plain = m.timed_runs(lambda: stream_reference(f), repeat, WARMUP)
     plain_time, plain_calls = m.median([s.seconds for s in plain]), calls.n // (repeat + WARMUP)
+    stream_usage = m.Usage([p[0] for p in passes])
     return [
         m.Row(f"{BANDS} bands of {BAND}x{BAND_WIDTH}, 16 MiB cache", time=total, floor=floor, runs=repeat,
-              warmup=WARMUP, usage=m.Usage([p[0] for p in passes]),
+              warmup=WARMUP, usage=stream_usage,
               text=f"{total / floor:.2f}x floor", rss=rss,
               note=f"{n:,} windows computed per pass; per band {m.fmt_seconds(per_band)} (median); "
                    f"floor = f calls {m.fmt_seconds(f_floor)} + memcpy {m.fmt_seconds(copy_floor)}"),
@@ -426,7 +416,7 @@ def w8_streaming(repeat):
                    f"with up to {inside['pinned']} tiles pinned; core buffer pool holds "
                    f"{'n/a' if pool is None else m.fmt_bytes(pool)} afterwards"),
         m.Row("streaming vs a plain loop: f calls + accumulating each window once", time=total, floor=plain_time,
-              runs=repeat, warmup=WARMUP, usage=m.Usage([p[0] for p in passes]), value=total / plain_time,
+              runs=repeat, warmup=WARMUP, usage=stream_usage, value=total / plain_time,
               target=STREAM_PLAIN_TARGET,
               note=f"floor: the plain loop (stream_reference: {plain_calls:,} f calls, each window added once into a "
                    f"preallocated 512x4352 band buffer, the overlap rows carried to the next band; the bands are not "
@@ -534,7 +524,7 @@ def w11_thread_scaling(repeat):
     4 MiB (they come from DRAM, whose bandwidth the two cores share)."""
     rows = []
     for side in THREAD_SIDES:
-        t = plane(trivial_f((64, 64), Calls()), 64, 64)
+        t = plane(trivial_f((64, 64), m.Calls()), 64, 64)
         t[0:8 * side, 0:side]  # cache everything the threads read
         check = torch.equal(t[0:side, 0:side], torch.ones(side, side))
         for pool in (1, None):
