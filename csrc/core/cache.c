@@ -110,7 +110,20 @@ static void trim(it_cache *c, const void *owner, const int64_t *owner_bytes, int
             return;
 }
 
-void it_cache_trim(it_cache *c) { trim(c, NULL, NULL, 0); }
+void it_cache_trim(it_cache *c)
+{
+    if (c->holds == 0)
+        trim(c, NULL, NULL, 0);
+}
+
+void it_cache_hold(it_cache *c, int on)
+{
+    if (on) {
+        c->holds++;
+    } else if (c->holds > 0 && --c->holds == 0) {
+        trim(c, NULL, NULL, 0);
+    }
+}
 
 void it__cache_trim_owner(it_cache *c, const void *owner, const int64_t *owner_bytes, int64_t limit)
 {

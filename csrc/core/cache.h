@@ -60,6 +60,7 @@ struct it_cache {
     int64_t bytes, tiles, weight, pinned; /* bytes: host memory */
     int64_t dev_bytes, dev_byte_limit;    /* device memory; limit < 0: none */
     it_cache_entry *lru_head, *lru_tail;  /* head: least recently used */
+    int64_t holds;                        /* > 0: limits are not enforced (it_cache_hold) */
 };
 
 /* Count an entry (bytes, weight, device set by the caller); it starts

@@ -1,5 +1,6 @@
 /*
- * common.c - the thread-local error slot and the allocator hook.
+ * common.c - the thread-local error slot, the allocator hook, and the
+ * monotonic clock of the tensors' counters.
  *
  * Errors: one message buffer per thread.  it_error_set formats into it and
  * returns the code, so a detecting site reads `return it_error_set(...)`.
@@ -9,12 +10,15 @@
  * blocks to prove nothing leaks.  The counters are atomics because it_free
  * runs from DLPack deleters on whatever thread torch releases a tensor.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+
 #include "it_common.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 static _Thread_local char err_msg[512];
 static _Thread_local int err_code;
@@ -109,4 +113,11 @@ void it_free(void *p)
         return;
     atomic_fetch_sub(&live_blocks, 1);
     hook.free_fn(p, hook.ctx);
+}
+
+int64_t it__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }

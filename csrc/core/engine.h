@@ -104,6 +104,7 @@ static inline void it__tile_unpin(it_tile *tile) { it__cache_unpin(&tile->ce); }
 
 struct it_tensor {
     int refs;
+    it_tensor_stats stats;
     it_cache *cache;
     it_tensor_spec spec; /* spec.args / spec.arg_windows point at the arrays below */
     it_tensor **args;
@@ -185,6 +186,9 @@ typedef struct regions {
 } regions;
 
 /* ---- small helpers of several files ------------------------------------ */
+
+/* Monotonic nanoseconds (the stats' clock; common.c). */
+int64_t it__now_ns(void);
 
 static inline uint64_t it__mix(uint64_t x)
 {
@@ -325,8 +329,19 @@ int it__assemble_box(read_ctx *ctx, it_tensor *t, const it_box *box, it_buffer *
 /* ---- plan.c -------------------------------------------------------------- */
 
 /* Compute every window meeting the regions that t's tiles lack (and,
- * first, what they need upstream), in the context ctx. */
-int it__ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions);
+ * first, what they need upstream), in the context ctx.  The regions form
+ * ngroups groups (group g ends before region group_end[g]; NULL: one
+ * region each), planned in order (plan.c, "Order"). */
+int it__ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions,
+               const int64_t *group_end, int64_t ngroups);
+/* Compute the listed windows (n tuples) that t's tiles lack, in the list's
+ * order, in the context ctx (a custom blend's values wait on the tiles'
+ * deferred lists until a read completes each tile). */
+int it__ensure_windows(read_ctx *ctx, it_tensor *t, const int64_t *windows, int64_t n);
+/* The windows a read of the regions would compute now, into out (empty;
+ * in the order they would be computed), pinning the tiles in ctx. */
+int it__plan_missing(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions,
+                     winset *out);
 /* IT_ERANGE (or IT_ETOOBIG) if reading [start, stop) of t would use a
  * coordinate past +-2**62 anywhere upstream; checked before any f runs. */
 int it__reach_check(const it_tensor *t, const int64_t *start, const int64_t *stop);

@@ -4,13 +4,21 @@
  * the reach check made before any f runs.
  *
  * Steps 1 to 3 of a read (engine.h) are it__ensure: plan the regions of a
- * tensor into a sorted set of pending windows (plan_region, collect_missing;
+ * tensor into a set of pending windows (plan_region, collect_missing;
  * a cold read of one region, none of whose tiles exists, takes every window
  * meeting it without hashing), ensure in the same read context the upstream
  * regions those windows read, then compute them in batches (compute_pending)
  * and add each output to its tiles (contribute.c).  A custom-blend read marks the
  * tiles it completes while planning, and afterwards folds their remaining
  * deferred parts in and checks that they are complete (finish_region).
+ *
+ * Order.  Windows reach f in the order 0.4 gives them: each region's in
+ * lexicographic order, then the new ones of the next region, and so on (a
+ * list of windows: the list's order).  The regions are the user's (a list
+ * read) or, upstream, the argument windows of the pending windows in their
+ * order, so a batched f anywhere in a pipeline gets 0.4's batches.  Custom
+ * blends are the exception: their windows are computed in lexicographic
+ * order, which their fold needs.
  *
  * Re-entrancy.  f may read other tensors: that is a new top-level read with
  * its own context.  A thread-local stack of tensors whose f is running
@@ -143,7 +151,7 @@ static int winset_domain(winset *s, const it_tensor *t, const int64_t *rstart, c
     return IT_OK;
 }
 
-/* Compute the pending windows (sorted) of t, in batches. */
+/* Compute the pending windows of t, in their order, in batches. */
 static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
 {
     int K = t->ncoords, nargs = t->spec.nargs, rc = IT_OK;
@@ -169,7 +177,7 @@ static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
                 if ((rc = it_window_bounds(aw, pending->tuples + i * K, astart + i * aw->ndim,
                                            astop + i * aw->ndim)))
                     goto done;
-            if ((rc = it__ensure(ctx, t->args[a], astart, astop, npend)))
+            if ((rc = it__ensure(ctx, t->args[a], astart, astop, npend, NULL, 0)))
                 goto done;
         }
     }
@@ -201,10 +209,12 @@ static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
                     goto done;
             }
         }
-        it_batch batch = {n, K, coords, nargs, argbufs, outs, NULL};
+        it_batch batch = {n, K, coords, nargs, argbufs, outs, NULL, first, npend};
         frame fr = {t, computing};
         computing = &fr;
+        int64_t t0 = it__now_ns();
         rc = t->ops.compute(t->user, &batch);
+        t->stats.compute_ns += it__now_ns() - t0;
         computing = fr.up;
         for (int64_t i = 0; i < (int64_t)nargs * n; i++) {
             it_buffer_free(argbufs[i]);
@@ -212,6 +222,8 @@ static int compute_pending(read_ctx *ctx, it_tensor *t, const winset *pending)
         }
         if (rc)
             goto done;
+        t->stats.batches++;
+        t->stats.windows += n;
         for (int64_t i = 0; i < n && rc == IT_OK; i++)
             rc = it__contribute(ctx, t, coords + i * K, &outs[i], t->spec.combine == IT_COMBINE_CUSTOM);
         t->ops.release(t->user, &batch);
@@ -263,9 +275,10 @@ static int finish_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, con
  * Between planning and contributing, a read calls f, which may let other
  * threads run (the caller's lock is released inside callbacks).  So that
  * each window is computed once, a read claims the windows it is about to
- * compute (the sorted pending set, registered on the tensor until its batches
- * are done); a read that plans windows someone else claimed computes the
- * rest, then waits for progress and plans again (wait.c).  A thread that
+ * compute (the pending set, registered in lexicographic order on the
+ * tensor until its batches are done); a read that plans windows someone
+ * else claimed computes the rest, then waits for progress and plans again
+ * (wait.c).  A thread that
  * fails releases its claims like one that succeeds: the windows are missing
  * again, and the next plan computes them.
  *
@@ -291,7 +304,7 @@ typedef struct claim {
     const winset *ws; /* sorted */
 } claim;
 
-/* Drop from the sorted pending set the windows another thread claimed
+/* Drop from the pending set the windows another thread claimed
  * (*foreign: some were; they go to dropped, in order).  The order of the
  * rest is kept. */
 static int drop_claimed(const it_tensor *t, winset *pending, winset *dropped, int *foreign)
@@ -334,7 +347,7 @@ typedef struct waiter {
     struct waiter *next;
     it_owner owner;
     const it_tensor *t;
-    const winset *wants; /* sorted */
+    const winset *wants;
 } waiter;
 static waiter *waiters;
 
@@ -365,9 +378,11 @@ static int wait_closes_cycle(const it_tensor *t, const winset *wants, int depth)
     return 0;
 }
 
-static int compute_claimed(read_ctx *ctx, it_tensor *t, const winset *mine)
+/* Compute mine (in its order) with sorted, the same windows in
+ * lexicographic order, registered as this thread's claim. */
+static int compute_claimed(read_ctx *ctx, it_tensor *t, const winset *mine, const winset *sorted)
 {
-    claim c = {t->claims, it__owner_self(), mine};
+    claim c = {t->claims, it__owner_self(), sorted};
     t->claims = &c;
     int rc = compute_pending(ctx, t, mine);
     claim **p = &t->claims;
@@ -376,6 +391,20 @@ static int compute_claimed(read_ctx *ctx, it_tensor *t, const winset *mine)
     *p = c.next;
     it__wait_progress();
     return rc;
+}
+
+/* A copy of s in lexicographic order (for the claims' bisection). */
+static int sorted_copy(const winset *s, winset *out)
+{
+    memset(out, 0, sizeof *out);
+    out->k = s->k;
+    if (s->n == 0)
+        return IT_OK;
+    if (!(out->tuples = it_malloc(sizeof(int64_t) * (size_t)(s->n * s->k))))
+        return it_error_set(IT_ENOMEM, "out of memory planning windows");
+    memcpy(out->tuples, s->tuples, sizeof(int64_t) * (size_t)(s->n * s->k));
+    out->n = out->cap = s->n;
+    return it__winset_sort(out);
 }
 
 static int busy_enter(it_tensor *t, uint64_t gen)
@@ -410,35 +439,107 @@ static void busy_leave(read_ctx *ctx, it_tensor *t)
     it__wait_progress();
 }
 
-/* Plan the regions into pending (sorted). */
-static int plan(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions,
-                winset *pending)
+/* What a read asks of a tensor: the windows meeting some regions, or a
+ * list of windows (windows != NULL).  The regions come in groups (a user's
+ * region may be cut into several, one per tile of a strided dim): group g
+ * is regions [group_end[g - 1], group_end[g]); group_end NULL: one region
+ * per group. */
+typedef struct want {
+    const int64_t *starts, *stops;
+    int64_t nregions;
+    const int64_t *group_end;
+    int64_t ngroups;
+    const int64_t *windows;
+    int64_t nwindows;
+} want;
+
+/* Add to pending each listed window that some tile it touches lacks (or
+ * that has no tile yet), pinning those tiles; the list's order is kept. */
+static int plan_windows(read_ctx *ctx, it_tensor *t, const int64_t *windows, int64_t n, winset *pending)
+{
+    int K = t->ncoords, rc;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t *w = windows + i * K;
+        int64_t ws[IT_MAX_DIMS], we[IT_MAX_DIMS];
+        if ((rc = it_window_bounds(&t->spec.window, w, ws, we)))
+            return rc;
+        if (!it__clip_finite(t, ws, we))
+            continue;
+        int missing = 0;
+        tile_walk tw;
+        it__tiles_first(&tw, t, ws, we);
+        do {
+            it_tile *tile;
+            if ((rc = it__get_tile(ctx, t, tw.tc, 0, &tile)))
+                return rc;
+            int64_t bit = tile ? it__bit_index(t, tile, w) : -1;
+            missing |= !tile || (bit >= 0 && !it__has_bit(tile, bit) &&
+                                 !(tile->deferred && it__deferred_has(t, tile, w)));
+        } while (it__tiles_next(&tw));
+        if (missing && (rc = it__winset_add(pending, w)))
+            return rc;
+    }
+    return IT_OK;
+}
+
+/* Plan the groups one by one, keeping the order in which windows are first
+ * seen: each group's missing windows in lexicographic order, then the next
+ * group's that are new (0.4's order). */
+static int plan_in_order(read_ctx *ctx, it_tensor *t, const want *wt, winset *pending)
+{
+    winset one = {0};
+    int rc = IT_OK;
+    for (int64_t g = 0, r = 0; g < wt->ngroups && rc == IT_OK; g++) {
+        int64_t end = wt->group_end ? wt->group_end[g] : g + 1;
+        one.k = t->ncoords;
+        for (; r < end && rc == IT_OK; r++)
+            rc = plan_region(ctx, t, wt->starts + r * t->ndim, wt->stops + r * t->ndim, &one, NULL);
+        if (rc == IT_OK)
+            rc = it__winset_sort(&one);
+        for (int64_t i = 0; i < one.n && rc == IT_OK; i++)
+            rc = it__winset_add(pending, one.tuples + i * one.k);
+        it__winset_free(&one);
+    }
+    return rc;
+}
+
+/* Plan what wt asks into pending; *sorted is 1 when pending is in
+ * lexicographic order, 0 when it keeps the order the windows were asked in
+ * (a list of windows, or several groups of regions).  A custom blend folds
+ * windows in lexicographic order as they arrive at the tiles a read
+ * completes (contribute.c), so its windows are always sorted. */
+static int plan(read_ctx *ctx, it_tensor *t, const want *wt, winset *pending, int *sorted)
 {
     int rc;
-    int64_t present = 0;
+    int64_t present = 0, nregions = wt->nregions;
+    *sorted = 0;
+    if (wt->windows)
+        return plan_windows(ctx, t, wt->windows, wt->nwindows, pending);
+    if (wt->ngroups > 1 && t->spec.combine != IT_COMBINE_CUSTOM)
+        return plan_in_order(ctx, t, wt, pending);
+    *sorted = 1;
     if (nregions == 1 && t->spec.combine != IT_COMBINE_CUSTOM) {
         /* the common cold read: none of the region's tiles exists, so every
          * window meeting the region is pending, in lexicographic order */
-        if ((rc = plan_region(ctx, t, starts, stops, NULL, &present)))
+        if ((rc = plan_region(ctx, t, wt->starts, wt->stops, NULL, &present)))
             return rc;
         if (present == 0)
-            return winset_domain(pending, t, starts, stops);
+            return winset_domain(pending, t, wt->starts, wt->stops);
     }
     for (int64_t r = 0; r < nregions; r++)
-        if ((rc = plan_region(ctx, t, starts + r * t->ndim, stops + r * t->ndim, pending, NULL)))
+        if ((rc = plan_region(ctx, t, wt->starts + r * t->ndim, wt->stops + r * t->ndim, pending, NULL)))
             return rc;
     return it__winset_sort(pending);
 }
 
-static int ensure_windows(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops,
-                          int64_t nregions, uint64_t gen)
+static int ensure_windows(read_ctx *ctx, it_tensor *t, const want *wt, uint64_t gen)
 {
     for (;;) {
-        winset pending = {0}, dropped = {0};
-        int foreign = 0, rc;
+        winset pending = {0}, dropped = {0}, sorted = {0};
+        int foreign = 0, in_order, rc;
         pending.k = dropped.k = t->ncoords;
         uint64_t seen = it__wait_epoch();
-        if ((rc = plan(ctx, t, starts, stops, nregions, &pending)) || pending.n == 0)
+        if ((rc = plan(ctx, t, wt, &pending, &in_order)) || pending.n == 0)
             goto next;
         if (ctx->flags & IT_READ_NO_COMPUTE) {
             rc = it_error_set(IT_ESTATE, "the region needs %lld window(s) that have not been computed",
@@ -450,7 +551,10 @@ static int ensure_windows(read_ctx *ctx, it_tensor *t, const int64_t *starts, co
         } else if (in_computing_stack(t)) {
             rc = it_error_set(IT_ECYCLE, "f of a tensor reads that same tensor (a cycle)");
         } else if ((rc = drop_claimed(t, &pending, &dropped, &foreign)) == IT_OK && pending.n > 0) {
-            rc = compute_claimed(ctx, t, &pending);
+            if (in_order)
+                rc = compute_claimed(ctx, t, &pending, &pending);
+            else if ((rc = sorted_copy(&pending, &sorted)) == IT_OK)
+                rc = compute_claimed(ctx, t, &pending, &sorted);
         }
         if (rc == IT_OK && foreign && wait_closes_cycle(t, &dropped, 0))
             rc = it_error_set(IT_ECYCLE, "f of a tensor reads that same tensor (a cycle, through "
@@ -467,6 +571,7 @@ static int ensure_windows(read_ctx *ctx, it_tensor *t, const int64_t *starts, co
     next:
         it__winset_free(&pending);
         it__winset_free(&dropped);
+        it__winset_free(&sorted);
         if (rc || !foreign)
             return rc;
         if (t->generation != gen)
@@ -474,13 +579,15 @@ static int ensure_windows(read_ctx *ctx, it_tensor *t, const int64_t *starts, co
     }
 }
 
-int it__ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions)
+int it__ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions,
+               const int64_t *group_end, int64_t ngroups)
 {
     uint64_t gen = t->generation;
     int custom = t->spec.combine == IT_COMBINE_CUSTOM, rc;
+    want wt = {starts, stops, nregions, group_end, group_end ? ngroups : nregions, NULL, 0};
     if (custom && (rc = busy_enter(t, gen)))
         return rc;
-    rc = ensure_windows(ctx, t, starts, stops, nregions, gen);
+    rc = ensure_windows(ctx, t, &wt, gen);
     if (custom)
         for (int64_t r = 0; r < nregions && rc == IT_OK; r++)
             rc = finish_region(ctx, t, starts + r * t->ndim, stops + r * t->ndim);
@@ -489,6 +596,25 @@ int it__ensure(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t
     if (rc == IT_OK && t->generation != gen)
         rc = it_error_set(IT_ESTATE, CLEARED_MSG);
     return rc;
+}
+
+int it__ensure_windows(read_ctx *ctx, it_tensor *t, const int64_t *windows, int64_t n)
+{
+    uint64_t gen = t->generation;
+    want wt = {NULL, NULL, 0, NULL, 0, windows, n};
+    int rc = ensure_windows(ctx, t, &wt, gen);
+    if (rc == IT_OK && t->generation != gen)
+        rc = it_error_set(IT_ESTATE, CLEARED_MSG);
+    return rc;
+}
+
+int it__plan_missing(read_ctx *ctx, it_tensor *t, const int64_t *starts, const int64_t *stops, int64_t nregions,
+                     winset *out)
+{
+    want wt = {starts, stops, nregions, NULL, 1, NULL, 0}; /* one group: one region's order */
+    int sorted;
+    out->k = t->ncoords;
+    return plan(ctx, t, &wt, out, &sorted);
 }
 
 /* ---- reach: every coordinate a read will use, checked before it starts ----

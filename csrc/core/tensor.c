@@ -25,10 +25,9 @@
 #define TILE_WINDOW_MAX_ELEMS (1 << 22)
 #define TILE_MAX_BYTES (((int64_t)1) << 40)
 
-int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
+static int check_box(const it_tensor *t, const it_box *box, int *empty)
 {
-    int empty = 0, rc;
-    *out = NULL;
+    *empty = 0;
     if (box->ndim != t->ndim)
         return it_error_set(IT_EINVAL, "a %d-d box for a %d-d tensor", box->ndim, t->ndim);
     for (int d = 0; d < t->ndim; d++) {
@@ -37,49 +36,185 @@ int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
         if (box->start[d] < -IT_COORD_LIMIT || box->start[d] > IT_COORD_LIMIT ||
             box->stop[d] < -IT_COORD_LIMIT || box->stop[d] > IT_COORD_LIMIT)
             return it_error_set(IT_ERANGE, "coordinates must lie within +-2**%d", IT_COORD_LIMIT_LOG2);
-        empty |= it_box_extent(box, d) == 0;
+        *empty |= it_box_extent(box, d) == 0;
     }
     int64_t numel;
-    if ((rc = it_box_numel(box, &numel)))
-        return rc;
-    if (!empty && !(flags & IT_READ_NO_COMPUTE)) {
+    return it_box_numel(box, &numel);
+}
+
+/* The regions of n boxes, one after the other (empty boxes have none), and
+ * where each box's end: (*group_end)[i], *ngroups of them. */
+static int boxes_regions(const it_tensor *t, const it_box *boxes, int64_t n, const int *empty, regions *rg,
+                         int64_t **starts, int64_t **stops, int64_t *count, int64_t *group_end, int64_t *ngroups)
+{
+    int64_t total = 0;
+    int rc = IT_OK;
+    *starts = *stops = NULL;
+    *ngroups = 0;
+    for (int64_t i = 0; i < n && rc == IT_OK; i++)
+        if (!empty[i] && (rc = it__box_regions(t, &boxes[i], &rg[i])) == IT_OK)
+            total += rg[i].n;
+    if (rc == IT_OK && total > 0) {
+        *starts = it_malloc(sizeof(int64_t) * (size_t)(total * t->ndim));
+        *stops = it_malloc(sizeof(int64_t) * (size_t)(total * t->ndim));
+        if (!*starts || !*stops)
+            rc = it_error_set(IT_ENOMEM, "out of memory planning %lld regions", (long long)n);
+    }
+    for (int64_t i = 0, at = 0; i < n && rc == IT_OK; i++) {
+        if (empty[i])
+            continue;
+        size_t sz = sizeof(int64_t) * (size_t)(rg[i].n * t->ndim);
+        memcpy(*starts + at * t->ndim, rg[i].start, sz);
+        memcpy(*stops + at * t->ndim, rg[i].stop, sz);
+        at += rg[i].n;
+        group_end[(*ngroups)++] = at;
+    }
+    *count = total;
+    return rc;
+}
+
+static int read_many(it_tensor *t, const it_box *boxes, int64_t n, int flags, it_buffer **outs);
+
+int it_tensor_read_many(it_tensor *t, const it_box *boxes, int64_t n, int flags, it_buffer **outs)
+{
+    int64_t t0 = it__now_ns(), windows = t->stats.windows;
+    int rc = read_many(t, boxes, n, flags, outs);
+    t->stats.reads++;
+    t->stats.cached_reads += t->stats.windows == windows;
+    t->stats.read_ns += it__now_ns() - t0;
+    for (int64_t i = 0; i < n && rc == IT_OK; i++)
+        t->stats.bytes_read += (int64_t)outs[i]->nbytes;
+    return rc;
+}
+
+static int read_many(it_tensor *t, const it_box *boxes, int64_t n, int flags, it_buffer **outs)
+{
+    int rc = IT_OK, *empty = NULL;
+    regions *rg = NULL, one_rg;
+    int64_t *starts = NULL, *stops = NULL, *group_end = NULL, nreg = 0, ngroups = 0;
+    for (int64_t i = 0; i < n; i++)
+        outs[i] = NULL;
+    if (n == 0)
+        return IT_OK;
+    empty = it_calloc((size_t)n, sizeof *empty);
+    group_end = it_calloc((size_t)n, sizeof *group_end);
+    memset(&one_rg, 0, sizeof one_rg);
+    rg = n == 1 ? &one_rg : it_calloc((size_t)n, sizeof *rg); /* zeroed: regions_free takes it */
+    if (!empty || !group_end || !rg) {
+        rc = it_error_set(IT_ENOMEM, "out of memory reading %lld regions", (long long)n);
+        goto done;
+    }
+    for (int64_t i = 0; i < n && rc == IT_OK; i++)
+        rc = check_box(t, &boxes[i], &empty[i]);
+    for (int64_t i = 0; i < n && rc == IT_OK; i++) {
+        if (empty[i] || (flags & IT_READ_NO_COMPUTE))
+            continue;
         int64_t rstop[IT_MAX_DIMS];
         for (int d = 0; d < t->ndim; d++) /* the samples' hull */
-            rstop[d] = box->start[d] + (it_box_extent(box, d) - 1) * box->step[d] + 1;
-        if ((rc = it__reach_check(t, box->start, rstop)))
+            rstop[d] = boxes[i].start[d] + (it_box_extent(&boxes[i], d) - 1) * boxes[i].step[d] + 1;
+        rc = it__reach_check(t, boxes[i].start, rstop);
+    }
+    /* the results are allocated first: regions too large to hold fail here,
+     * before any window is computed */
+    for (int64_t i = 0; i < n && rc == IT_OK; i++)
+        rc = it__box_buffer(t, &boxes[i], &outs[i]);
+    if (rc == IT_OK)
+        rc = boxes_regions(t, boxes, n, empty, rg, &starts, &stops, &nreg, group_end, &ngroups);
+    if (rc == IT_OK && nreg > 0) {
+        read_ctx ctx;
+        uint64_t gen = t->generation;
+        it__ctx_init(&ctx, flags);
+        if (n == 1)
+            it__sink_open(&ctx, t, &boxes[0], &rg[0], outs[0]);
+        rc = it__ensure(&ctx, t, starts, stops, nreg, group_end, ngroups);
+        if (rc == IT_OK && t->generation != gen)
+            rc = it_error_set(IT_ESTATE, CLEARED_MSG);
+        for (int64_t i = 0; i < n && rc == IT_OK; i++)
+            if (!empty[i])
+                rc = it__assemble_into(&ctx, t, &boxes[i], &rg[i], outs[i]);
+        it__ctx_release(&ctx);
+    }
+done:
+    if (rg) /* zeroed or filled: either frees */
+        for (int64_t i = 0; i < n; i++)
+            it__regions_free(&rg[i]);
+    if (rg != &one_rg)
+        it_free(rg);
+    it_free(empty);
+    it_free(group_end);
+    it_free(starts);
+    it_free(stops);
+    if (rc)
+        for (int64_t i = 0; i < n; i++) {
+            it_buffer_free(outs[i]);
+            outs[i] = NULL;
+        }
+    return rc;
+}
+
+int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out)
+{
+    return it_tensor_read_many(t, box, 1, flags, out);
+}
+
+void it_tensor_get_stats(const it_tensor *t, it_tensor_stats *out) { *out = t->stats; }
+void it_tensor_reset_stats(it_tensor *t) { memset(&t->stats, 0, sizeof t->stats); }
+
+/* Check a list of windows: each must lie inside the finite dims and within
+ * the coordinate limits, and what it reads upstream too. */
+static int check_windows(const it_tensor *t, const int64_t *windows, int64_t n)
+{
+    int K = t->ncoords, rc;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t ws[IT_MAX_DIMS], we[IT_MAX_DIMS];
+        if ((rc = it_window_bounds(&t->spec.window, windows + i * K, ws, we)))
+            return rc;
+        for (int d = 0; d < t->ndim; d++)
+            if (t->spec.shape[d] != IT_DIM_INFINITE && (ws[d] < 0 || we[d] > t->spec.shape[d]))
+                return it_error_set(IT_EINVAL, "window %lld sticks out of finite dim %d", (long long)i, d);
+        if ((rc = it__reach_check(t, ws, we)))
             return rc;
     }
-    /* the result is allocated first: a region too large to hold fails
-     * here, before any window is computed */
-    it_buffer *buf;
-    if ((rc = it__box_buffer(t, box, &buf)))
-        return rc;
-    if (empty) {
-        *out = buf;
+    return IT_OK;
+}
+
+int it_tensor_compute_windows(it_tensor *t, const int64_t *windows, int64_t n)
+{
+    int rc;
+    if (n <= 0)
         return IT_OK;
-    }
-    regions rg;
-    if ((rc = it__box_regions(t, box, &rg))) {
-        it_buffer_free(buf);
+    if ((rc = check_windows(t, windows, n)))
         return rc;
-    }
     read_ctx ctx;
-    uint64_t gen = t->generation;
-    it__ctx_init(&ctx, flags);
-    it__sink_open(&ctx, t, box, &rg, buf);
-    rc = it__ensure(&ctx, t, rg.start, rg.stop, rg.n);
-    if (rc == IT_OK && t->generation != gen)
-        rc = it_error_set(IT_ESTATE, CLEARED_MSG);
-    if (rc == IT_OK)
-        rc = it__assemble_into(&ctx, t, box, &rg, buf);
+    it__ctx_init(&ctx, 0);
+    rc = it__ensure_windows(&ctx, t, windows, n);
+    it__ctx_release(&ctx);
+    return rc;
+}
+
+int it_tensor_missing_windows(it_tensor *t, const it_box *box, int64_t **windows, int64_t *n)
+{
+    int empty, rc;
+    regions rg;
+    winset ws = {0};
+    *windows = NULL;
+    *n = 0;
+    if ((rc = check_box(t, box, &empty)) || empty)
+        return rc;
+    if ((rc = it__box_regions(t, box, &rg)))
+        return rc;
+    read_ctx ctx; /* tiles may have to come from the backend */
+    it__ctx_init(&ctx, IT_READ_NO_COMPUTE);
+    rc = it__plan_missing(&ctx, t, rg.start, rg.stop, rg.n, &ws);
     it__ctx_release(&ctx);
     it__regions_free(&rg);
-    if (rc) {
-        it_buffer_free(buf);
-        return rc;
+    if (rc == IT_OK) {
+        *windows = ws.tuples; /* the caller frees them */
+        *n = ws.n;
+        ws.tuples = NULL;
     }
-    *out = buf;
-    return IT_OK;
+    it__winset_free(&ws);
+    return rc;
 }
 
 /* min(a * b, cap) for a, b >= 0, without overflowing */

@@ -40,6 +40,11 @@ void it_cache_set_tile_limit(it_cache *c, int64_t tile_limit);
  * Dirty tiles of persistent tensors are written back first; a failed write
  * ends the trim early (the tile stays cached). */
 void it_cache_trim(it_cache *c);
+/* Hold (on != 0) or release the cache's limits: while one hold or more is
+ * taken, it_cache_trim evicts nothing, so tiles a user operation spanning
+ * several reads computed stay cached until it ends (0.4's begin_access);
+ * the last release trims. */
+void it_cache_hold(it_cache *c, int on);
 
 int64_t it_cache_bytes(const it_cache *c);  /* bytes of tile data held in host memory (deferred custom-blend parts included) */
 int64_t it_cache_device_bytes(const it_cache *c); /* the same in device memory */

@@ -41,14 +41,25 @@ typedef struct it_tensor it_tensor;
 typedef struct it_batch {
     int64_t n;             /* windows in the batch */
     int ncoords;           /* ints per window index */
-    const int64_t *coords; /* n * ncoords, lexicographic order */
+    const int64_t *coords; /* n * ncoords, in the order planned (plan.c) */
     int nargs;
     /* nargs * n argument regions, arg-major: args[a * n + i].  The callee may
      * take any of them (set the slot to NULL); the core frees the rest. */
     it_buffer **args;
     it_view *out;    /* n views the callee fills */
     void *out_owner; /* the callee's handle for the views, see ops->release */
+    /* progress: windows of this plan before this batch, and in the plan */
+    int64_t first, total;
 } it_batch;
+
+/* What a tensor has done since it was created (or the counters reset):
+ * reads of it (it_tensor_read/_read_many calls, a list read counting once),
+ * those that computed none of its windows, windows computed, f calls, the
+ * nanoseconds spent in ops->compute and in reads of it (a read's time
+ * includes its upstreams' work), and the bytes its reads returned. */
+typedef struct it_tensor_stats {
+    int64_t reads, cached_reads, windows, batches, compute_ns, read_ns, bytes_read;
+} it_tensor_stats;
 
 typedef struct it_tensor_ops {
     /* Fill batch->out[0..n) with views of f's outputs.  IT_OK, or an error
@@ -116,6 +127,21 @@ int it_tensor_set_batch_size(it_tensor *t, int64_t batch_size);
  * steps >= 1; start/stop within IT_COORD_LIMIT.  Pixels outside finite dims
  * or covered by no window hold the fill value. */
 int it_tensor_read(it_tensor *t, const it_box *box, int flags, it_buffer **out);
+/* Read n boxes in one read: every window any of them needs is planned once
+ * (a batched f sees them in the order 0.4 gives: the first box's in
+ * lexicographic order, then the next box's new ones, ...), and every tile
+ * stays pinned until all are assembled.  outs[i] as it_tensor_read's out;
+ * on failure none is returned. */
+int it_tensor_read_many(it_tensor *t, const it_box *boxes, int64_t n, int flags, it_buffer **outs);
+void it_tensor_get_stats(const it_tensor *t, it_tensor_stats *out);
+void it_tensor_reset_stats(it_tensor *t);
+/* Compute the listed windows (n tuples of the tensor's window coordinates,
+ * in that order, in batches of batch_size) that are not done yet, and what
+ * they read upstream.  Each must lie inside the finite dims. */
+int it_tensor_compute_windows(it_tensor *t, const int64_t *windows, int64_t n);
+/* The windows a read of box would compute right now, in the order it would
+ * compute them: *windows holds *n tuples (free it with it_free). */
+int it_tensor_missing_windows(it_tensor *t, const it_box *box, int64_t **windows, int64_t *n);
 
 /* Drop every cached tile of t (pinned ones are dropped when unpinned),
  * without writing dirty ones to a backend (flush first to keep them).  A

@@ -40,7 +40,17 @@ typedef struct module_state {
     PyObject *ShapeMismatchError;
     PyObject *DeviceMismatchError;
     PyObject *DtypeMismatchError;
+    /* infinite_tensor/progress.py's hooks (NULL: none): progress(id, done,
+     * total) as a plan of PROGRESS_MIN windows or more advances (at most
+     * PROGRESS_STEPS times); read(id, stats) after a read that computed
+     * windows of its tensor, when read_wanted() is true (the logger's level) */
+    PyObject *progress_hook;
+    PyObject *read_hook;
+    PyObject *read_wanted;
 } module_state;
+
+#define PROGRESS_MIN 32
+#define PROGRESS_STEPS 200
 
 /* _core.Cache: the core cache of a store. */
 typedef struct CacheObject {

@@ -5,7 +5,8 @@
  * slices clamp to the extent.  Infinite dims take literal coordinates, so a
  * negative int is a negative pixel coordinate and a slice needs both ends.
  * Steps must be positive.  Anything with __index__ (numpy integers, 0-d
- * integer tensors) is an int; a list is read as a tuple, as 0.3 did.
+ * integer tensors) is an int.  A list is a list of regions (0.4), read by
+ * the tensor (tensor.c), never one region.
  */
 #include "binding.h"
 
@@ -79,9 +80,12 @@ int parse_index(PyObject *key, int ndim, const int64_t *shape, it_box *box, uint
         items = key;
         Py_INCREF(items);
     } else if (PyList_Check(key)) {
-        items = PyList_AsTuple(key);
-        if (!items)
-            return -1;
+        /* 0.3 read a list as a tuple; since 0.4 a list is a list of regions,
+         * which only a tensor's [] reads */
+        PyErr_Format(PyExc_TypeError, "Invalid index %R: each index must be an int, slice, or Ellipsis (to "
+                     "read several regions, pass a list of regions to the tensor, e.g. t[[sl[0:8], sl[16:24]]])",
+                     key);
+        return -1;
     } else {
         items = PyTuple_Pack(1, key);
         if (!items)
@@ -148,7 +152,8 @@ int parse_index(PyObject *key, int ndim, const int64_t *shape, it_box *box, uint
             *squeeze |= 1u << d;
         } else {
             PyErr_Format(PyExc_TypeError,
-                         "infinite tensors are indexed by ints, slices and '...', got %.100s",
+                         "infinite tensors are indexed by ints, slices and '...', got %.100s (to read "
+                         "several regions, pass a list of regions, e.g. t[[sl[0:8], sl[16:24]]])",
                          Py_TYPE(item)->tp_name);
             goto fail;
         }

@@ -117,6 +117,15 @@ static PyObject *Cache_trim(CacheObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *Cache_hold(CacheObject *self, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    it_cache_hold(self->cache, on);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Cache_check(CacheObject *self, PyObject *unused)
 {
     (void)unused;
@@ -143,6 +152,7 @@ static PyMethodDef Cache_methods[] = {
     {"set_limits", (PyCFunction)Cache_set_limits, METH_VARARGS, "set_limits(byte_limit, weight_limit); -1: none"},
     {"set_tile_limit", (PyCFunction)Cache_set_tile_limit, METH_O, "set_tile_limit(n); -1: none"},
     {"trim", (PyCFunction)Cache_trim, METH_NOARGS, "Evict unpinned tiles until within limits."},
+    {"hold", (PyCFunction)Cache_hold, METH_O, "hold(True) defers eviction until the matching hold(False)."},
     {"check", (PyCFunction)Cache_check, METH_NOARGS, "Verify the cache's invariants."},
     {"info", (PyCFunction)Cache_info, METH_NOARGS, "Counters and limits as a dict."},
     {NULL, NULL, 0, NULL},
@@ -469,7 +479,29 @@ static PyObject *mod_parallel_min_bytes(PyObject *module, PyObject *args)
     return PyLong_FromLongLong(is_set ? it_pool_set_min_bytes(n) : it_pool_min_bytes());
 }
 
+/* set_hooks(progress, read, read_wanted): the callables (or None) of
+ * binding.h's module_state; returns None. */
+static PyObject *mod_set_hooks(PyObject *module, PyObject *args)
+{
+    module_state *st = PyModule_GetState(module);
+    PyObject *h[3];
+    if (!PyArg_ParseTuple(args, "OOO", &h[0], &h[1], &h[2]))
+        return NULL;
+    for (int i = 0; i < 3; i++)
+        if (h[i] != Py_None && !PyCallable_Check(h[i])) {
+            PyErr_SetString(PyExc_TypeError, "set_hooks takes three callables or None");
+            return NULL;
+        }
+    Py_XSETREF(st->progress_hook, h[0] == Py_None ? NULL : Py_NewRef(h[0]));
+    Py_XSETREF(st->read_hook, h[1] == Py_None ? NULL : Py_NewRef(h[1]));
+    Py_XSETREF(st->read_wanted, h[2] == Py_None ? NULL : Py_NewRef(h[2]));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_hooks", mod_set_hooks, METH_VARARGS,
+     "set_hooks(progress, read, read_wanted): progress(id, done, total) as a large plan advances; "
+     "read(id, stats) after a read that computed windows, when read_wanted() (None: no hook)."},
     {"_configure", (PyCFunction)(void (*)(void))mod_configure, METH_VARARGS | METH_KEYWORDS,
      "Hand the torch entry points and exception classes to the binding."},
     {"parse_index", mod_parse_index, METH_VARARGS,
@@ -563,6 +595,9 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->ShapeMismatchError);
     Py_VISIT(st->DeviceMismatchError);
     Py_VISIT(st->DtypeMismatchError);
+    Py_VISIT(st->progress_hook);
+    Py_VISIT(st->read_hook);
+    Py_VISIT(st->read_wanted);
     return 0;
 }
 
@@ -587,6 +622,9 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->ShapeMismatchError);
     Py_CLEAR(st->DeviceMismatchError);
     Py_CLEAR(st->DtypeMismatchError);
+    Py_CLEAR(st->progress_hook);
+    Py_CLEAR(st->read_hook);
+    Py_CLEAR(st->read_wanted);
     device_clear();
     return 0;
 }

@@ -583,6 +583,17 @@ static void free_outputs(outputs *outs)
     PyMem_Free(outs);
 }
 
+/* Tell the progress hook how far the plan of this batch is; -1 with an
+ * exception (an interrupt in a progress bar fails the batch like one in f). */
+static int report_progress(tensor_user *u, const it_batch *b)
+{
+    PyObject *hook = Py_NewRef(u->st->progress_hook);
+    PyObject *r = PyObject_CallFunction(hook, "OLL", u->id, (long long)(b->first + b->n), (long long)b->total);
+    Py_DECREF(hook);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
 static int compute_batch(tensor_user *u, PyObject *f, it_batch *b)
 {
     module_state *st = u->st;
@@ -648,6 +659,12 @@ static int compute_batch(tensor_user *u, PyObject *f, it_batch *b)
     } else {
         where one = batch_where(b, 0);
         ok = take_output(u, result, &one, &b->out[0], &outs->holds[0]) == 0;
+    }
+    if (ok && st->progress_hook && b->total >= PROGRESS_MIN) {
+        /* at most PROGRESS_STEPS reports a plan, and always its last batch */
+        int64_t done = b->first + b->n;
+        if (done == b->total || done * PROGRESS_STEPS / b->total != b->first * PROGRESS_STEPS / b->total)
+            ok = report_progress(u, b) == 0;
     }
 done:
     Py_XDECREF(result);
@@ -941,20 +958,54 @@ static void Tensor_dealloc(TensorObject *self)
     Py_DECREF(tp);
 }
 
-/* Read a key; flags as for it_tensor_read. */
-static PyObject *tensor_read(TensorObject *self, PyObject *key, int flags)
+static int coords_arg(TensorObject *self, PyObject *obj, int64_t *coords);
+static PyObject *stats_dict(const it_tensor_stats *a);
+
+/* Run a core call that may call f: a nested call counts the depth, and the
+ * outermost one restores grad mode if a computation switched it off.
+ * Returns the call's code (IT_ECALLBACK with a Python error set when the
+ * recursion limit or the restore fails). */
+typedef int (*core_call)(TensorObject *self, void *arg);
+
+/* Whether the read hook wants this read (its logger logs debug records);
+ * an error in asking counts as no. */
+static int read_wanted(module_state *st)
+{
+    if (!st->read_wanted)
+        return 1;
+    PyObject *r = PyObject_CallNoArgs(st->read_wanted);
+    int yes = r ? PyObject_IsTrue(r) : 0;
+    Py_XDECREF(r);
+    if (yes < 0 || !r)
+        PyErr_Clear();
+    return yes > 0;
+}
+
+static int run_reading(TensorObject *self, core_call fn, void *arg)
 {
     module_state *st = state_of_type(Py_TYPE(self));
-    const it_tensor_spec *spec = it_tensor_get_spec(self->t);
-    it_box box;
-    uint32_t squeeze;
-    it_buffer *buf = NULL;
-    if (parse_index(key, spec->ndim, spec->shape, &box, &squeeze) < 0)
-        return NULL;
+    it_tensor_stats before, after;
     if (Py_EnterRecursiveCall(" while reading an infinite tensor"))
-        return NULL;
+        return IT_ECALLBACK;
     read_depth++;
-    int rc = it_tensor_read(self->t, &box, flags, &buf);
+    it_tensor_get_stats(self->t, &before);
+    int rc = fn(self, arg);
+    it_tensor_get_stats(self->t, &after);
+    if (rc == IT_OK && st->read_hook && after.windows > before.windows && read_wanted(st)) {
+        /* what this call did: the counters' growth */
+        it_tensor_stats d = {after.reads - before.reads, after.cached_reads - before.cached_reads,
+                             after.windows - before.windows, after.batches - before.batches,
+                             after.compute_ns - before.compute_ns, after.read_ns - before.read_ns,
+                             after.bytes_read - before.bytes_read};
+        tensor_user *u = it_tensor_get_user(self->t);
+        PyObject *stats = stats_dict(&d), *r = NULL;
+        if (stats && u)
+            r = PyObject_CallFunction(st->read_hook, "OO", u->id, stats);
+        Py_XDECREF(stats);
+        if (!r) /* a logging record that failed does not fail the read */
+            PyErr_WriteUnraisable(st->read_hook);
+        Py_XDECREF(r);
+    }
     if (--read_depth == 0 && grad_off_by_us) {
         grad_off_by_us = 0;
         PyObject *exc_t, *exc_v, *exc_tb;
@@ -967,10 +1018,25 @@ static PyObject *tensor_read(TensorObject *self, PyObject *key, int flags)
             rc = IT_ECALLBACK;
     }
     Py_LeaveRecursiveCall();
-    if (rc) {
-        it_buffer_free(buf);
-        return raise_core(st, rc);
-    }
+    return rc;
+}
+
+typedef struct read_args {
+    const it_box *boxes;
+    int64_t n;
+    int flags;
+    it_buffer **bufs;
+} read_args;
+
+static int call_read(TensorObject *self, void *p)
+{
+    read_args *a = p;
+    return it_tensor_read_many(self->t, a->boxes, a->n, a->flags, a->bufs);
+}
+
+/* A read's buffer as a tensor, the dims indexed by an int squeezed. */
+static PyObject *export_read(module_state *st, const it_tensor_spec *spec, it_buffer *buf, uint32_t squeeze)
+{
     int64_t shape[IT_MAX_DIMS];
     int n = 0;
     for (int d = 0; d < spec->ndim; d++)
@@ -979,14 +1045,210 @@ static PyObject *tensor_read(TensorObject *self, PyObject *key, int flags)
     return export_buffer(st, buf, n, shape);
 }
 
+/* Read a key; flags as for it_tensor_read. */
+static PyObject *tensor_read(TensorObject *self, PyObject *key, int flags)
+{
+    module_state *st = state_of_type(Py_TYPE(self));
+    const it_tensor_spec *spec = it_tensor_get_spec(self->t);
+    it_box box;
+    uint32_t squeeze;
+    it_buffer *buf = NULL;
+    if (parse_index(key, spec->ndim, spec->shape, &box, &squeeze) < 0)
+        return NULL;
+    read_args a = {&box, 1, flags, &buf};
+    int rc = run_reading(self, call_read, &a);
+    if (rc) {
+        it_buffer_free(buf); /* read, but grad mode could not be restored */
+        return raise_core(st, rc);
+    }
+    return export_read(st, spec, buf, squeeze);
+}
+
+/* Read a list of regions in one read (0.4): a list of tensors, in order. */
+static PyObject *tensor_read_list(TensorObject *self, PyObject *list, int flags)
+{
+    module_state *st = state_of_type(Py_TYPE(self));
+    const it_tensor_spec *spec = it_tensor_get_spec(self->t);
+    PyObject *keys = PySequence_Fast(list, "a list of regions"), *out = NULL;
+    if (!keys)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(keys);
+    it_box *boxes = PyMem_Calloc((size_t)n + 1, sizeof *boxes);
+    uint32_t *squeeze = PyMem_Calloc((size_t)n + 1, sizeof *squeeze);
+    it_buffer **bufs = PyMem_Calloc((size_t)n + 1, sizeof *bufs);
+    if (!boxes || !squeeze || !bufs) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PySequence_Fast_GET_ITEM(keys, i);
+        if (PyList_Check(key)) {
+            PyErr_Format(PyExc_TypeError, "region %zd of a list of regions is itself a list; give each "
+                         "region as a tuple, e.g. sl[0:8, 0:8]", i);
+            goto done;
+        }
+        if (parse_index(key, spec->ndim, spec->shape, &boxes[i], &squeeze[i]) < 0) {
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb);
+            PyErr_NormalizeException(&et, &ev, &tb);
+            PyErr_Format(et, "region %zd of the list: %S", i, ev);
+            Py_XDECREF(et);
+            Py_XDECREF(ev);
+            Py_XDECREF(tb);
+            goto done;
+        }
+    }
+    read_args a = {boxes, n, flags, bufs};
+    int rc = run_reading(self, call_read, &a);
+    if (rc) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            it_buffer_free(bufs[i]);
+        raise_core(st, rc);
+        goto done;
+    }
+    if (!(out = PyList_New(n))) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            it_buffer_free(bufs[i]);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = export_read(st, spec, bufs[i], squeeze[i]); /* takes the buffer */
+        bufs[i] = NULL;
+        if (!t) {
+            for (Py_ssize_t j = i + 1; j < n; j++)
+                it_buffer_free(bufs[j]);
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, t);
+    }
+done:
+    PyMem_Free(boxes);
+    PyMem_Free(squeeze);
+    PyMem_Free(bufs);
+    Py_DECREF(keys);
+    return out;
+}
+
 static PyObject *Tensor_getitem(TensorObject *self, PyObject *key)
 {
+    if (PyList_Check(key))
+        return tensor_read_list(self, key, 0);
     return tensor_read(self, key, 0);
 }
 
 static PyObject *Tensor_read_cached(TensorObject *self, PyObject *key)
 {
+    if (PyList_Check(key))
+        return tensor_read_list(self, key, IT_READ_NO_COMPUTE);
     return tensor_read(self, key, IT_READ_NO_COMPUTE);
+}
+
+typedef struct windows_args {
+    const int64_t *windows;
+    int64_t n;
+} windows_args;
+
+static int call_compute(TensorObject *self, void *p)
+{
+    windows_args *a = p;
+    return it_tensor_compute_windows(self->t, a->windows, a->n);
+}
+
+/* compute_windows(list of window indices): compute those not done yet, in
+ * that order, in batches of batch_size. */
+static PyObject *Tensor_compute_windows(TensorObject *self, PyObject *arg)
+{
+    module_state *st = state_of_type(Py_TYPE(self));
+    const it_tensor_spec *spec = it_tensor_get_spec(self->t);
+    int K = spec->ndim;
+    PyObject *seq = PySequence_Fast(arg, "compute_windows takes a list of window indices");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int64_t *w = PyMem_Malloc(sizeof(int64_t) * (size_t)(n * K + 1));
+    PyObject *result = NULL;
+    if (!w) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (coords_arg(self, PySequence_Fast_GET_ITEM(seq, i), w + i * K) < 0)
+            goto done;
+    windows_args a = {w, n};
+    int rc = run_reading(self, call_compute, &a);
+    if (rc) {
+        raise_core(st, rc);
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(w);
+    Py_DECREF(seq);
+    return result;
+}
+
+/* missing_windows(key): the window indices (tuples) a read of key would
+ * compute now, in the order it would compute them.  Computes nothing. */
+static PyObject *Tensor_missing_windows(TensorObject *self, PyObject *key)
+{
+    module_state *st = state_of_type(Py_TYPE(self));
+    const it_tensor_spec *spec = it_tensor_get_spec(self->t);
+    it_box box;
+    uint32_t squeeze;
+    int64_t *w = NULL, n = 0;
+    if (parse_index(key, spec->ndim, spec->shape, &box, &squeeze) < 0)
+        return NULL;
+    int rc = it_tensor_missing_windows(self->t, &box, &w, &n);
+    if (rc)
+        return raise_core(st, rc);
+    PyObject *out = PyList_New((Py_ssize_t)n);
+    for (int64_t i = 0; out && i < n; i++) {
+        PyObject *t = PyTuple_New(spec->ndim);
+        if (!t) {
+            Py_CLEAR(out);
+            break;
+        }
+        for (int d = 0; d < spec->ndim; d++) {
+            PyObject *v = PyLong_FromLongLong(w[i * spec->ndim + d]);
+            if (!v) {
+                Py_DECREF(t);
+                t = NULL;
+                break;
+            }
+            PyTuple_SET_ITEM(t, d, v);
+        }
+        if (!t) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, (Py_ssize_t)i, t);
+    }
+    it_free(w);
+    return out;
+}
+
+static PyObject *stats_dict(const it_tensor_stats *a)
+{
+    return Py_BuildValue("{sLsLsLsLsdsdsL}", "reads", (long long)a->reads, "cached_reads",
+                         (long long)a->cached_reads, "windows", (long long)a->windows, "f_calls",
+                         (long long)a->batches, "seconds_in_f", a->compute_ns * 1e-9, "seconds_reading",
+                         a->read_ns * 1e-9, "bytes_read", (long long)a->bytes_read);
+}
+
+static PyObject *Tensor_stats(TensorObject *self, PyObject *unused)
+{
+    (void)unused;
+    it_tensor_stats a;
+    it_tensor_get_stats(self->t, &a);
+    return stats_dict(&a);
+}
+
+static PyObject *Tensor_reset_stats(TensorObject *self, PyObject *unused)
+{
+    (void)unused;
+    it_tensor_reset_stats(self->t);
+    Py_RETURN_NONE;
 }
 
 static PyObject *Tensor_clear_cache(TensorObject *self, PyObject *unused)
@@ -1190,6 +1452,12 @@ static PyMethodDef Tensor_methods[] = {
     {"flush", (PyCFunction)Tensor_flush, METH_NOARGS, "Write dirty tiles to the backend."},
     {"trim", (PyCFunction)Tensor_trim, METH_O, "Evict LRU tiles until at most this many bytes remain."},
     {"window_done", (PyCFunction)Tensor_window_done, METH_O, "Whether a window is in every tile it touches."},
+    {"stats", (PyCFunction)Tensor_stats, METH_NOARGS, "The tensor's counters as a dict."},
+    {"reset_stats", (PyCFunction)Tensor_reset_stats, METH_NOARGS, "Zero the tensor's counters."},
+    {"compute_windows", (PyCFunction)Tensor_compute_windows, METH_O,
+     "Compute the listed windows that are not done yet, in that order, in batches."},
+    {"missing_windows", (PyCFunction)Tensor_missing_windows, METH_O,
+     "The windows a read of the key would compute now, in order (computes nothing)."},
     {"contribute", (PyCFunction)(void (*)(void))Tensor_contribute, METH_FASTCALL,
      "Add a window output computed elsewhere."},
     {"migrate", (PyCFunction)Tensor_migrate, METH_VARARGS,

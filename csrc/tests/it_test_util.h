@@ -1009,8 +1009,13 @@ static inline int ft_compute(void *user, it_batch *b)
         CB_FAIL(f, "compute: nargs %d, expected %d", b->nargs, sp->nargs);
     for (int64_t i = 0; i < b->n; i++) {
         const int64_t *co = b->coords + i * nd;
-        if (i > 0 && !tu_lex_less(nd, co - nd, co))
-            CB_FAIL(f, "compute: batch coords not in strictly increasing lexicographic order");
+        /* windows come in the order they were first seen (plan.c, "Order"),
+         * each once; a custom blend's in lexicographic order */
+        for (int64_t j = 0; j < i; j++)
+            if (!tu_lex_less(nd, b->coords + j * nd, co) && !tu_lex_less(nd, co, b->coords + j * nd))
+                CB_FAIL(f, "compute: window (%s) twice in one batch", tu_fmt_coords(nd, co).s);
+        if (sp->combine == IT_COMBINE_CUSTOM && i > 0 && !tu_lex_less(nd, co - nd, co))
+            CB_FAIL(f, "compute: custom-blend batch coords not in strictly increasing lexicographic order");
         if (!ref_window_valid(w, sp->shape, co))
             CB_FAIL(f, "compute: window (%s) is not a valid window (sticks out of a finite dim"
                      " or has a nonzero unfollowed coordinate)", tu_fmt_coords(nd, co).s);
