@@ -536,11 +536,22 @@ static int ensure_windows(read_ctx *ctx, it_tensor *t, const want *wt, uint64_t 
 {
     for (;;) {
         winset pending = {0}, dropped = {0}, sorted = {0};
-        int foreign = 0, in_order, rc;
+        int foreign = 0, stale = 0, in_order, rc;
         pending.k = dropped.k = t->ncoords;
-        uint64_t seen = it__wait_epoch();
+        uint64_t seen = it__wait_epoch(), others = it__wait_others_epoch();
         if ((rc = plan(ctx, t, wt, &pending, &in_order)) || pending.n == 0)
             goto next;
+        /* Planning may give the lock up (a tile loaded without it, or a wait
+         * for a tile another thread is loading), and a window found missing
+         * in a tile looked at before may have been computed meanwhile and
+         * its claim released: computed again here, it would be computed
+         * twice.  So if another thread ended some work while this one
+         * planned, plan again: the tiles are pinned and loaded now, and that
+         * plan keeps the lock from start to end. */
+        if (it__wait_others_epoch() != others) {
+            stale = 1;
+            goto next;
+        }
         if (ctx->flags & IT_READ_NO_COMPUTE) {
             rc = it_error_set(IT_ESTATE, "the region needs %lld window(s) that have not been computed",
                               (long long)pending.n);
@@ -572,7 +583,7 @@ static int ensure_windows(read_ctx *ctx, it_tensor *t, const want *wt, uint64_t 
         it__winset_free(&pending);
         it__winset_free(&dropped);
         it__winset_free(&sorted);
-        if (rc || !foreign)
+        if (rc || (!foreign && !stale))
             return rc;
         if (t->generation != gen)
             return it_error_set(IT_ESTATE, CLEARED_MSG);

@@ -8,6 +8,10 @@
  * do itself, then sleeps until the epoch moves and looks again.  Waking on
  * any progress, not on the one piece awaited, keeps the bookkeeping to a
  * counter; a waiter re-plans after each wake-up, which is cheap next to f.
+ * A planner that may give the lock up while it plans (a tile loaded without
+ * it) compares it__wait_others_epoch before and after: when another thread
+ * ended some work meanwhile, what it planned from the tiles it looked at
+ * first may be stale, and it plans again (plan.c, ensure_windows).
  *
  * No lost wake-ups: the epoch is read and bumped under the caller's lock,
  * and a waiter takes `mu` before giving that lock up, so a bump that follows
@@ -31,6 +35,7 @@ static _Atomic uint64_t fork_gen = 1;
 static atomic_int waiters;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static _Thread_local char me;
+static _Thread_local uint64_t own_bumps; /* this thread's it__wait_progress calls */
 
 static void before_fork(void) { pthread_mutex_lock(&mu); }
 static void after_fork_parent(void) { pthread_mutex_unlock(&mu); }
@@ -72,8 +77,11 @@ void it__relock(void *token)
 
 uint64_t it__wait_epoch(void) { return atomic_load(&epoch); }
 
+uint64_t it__wait_others_epoch(void) { return atomic_load(&epoch) - own_bumps; }
+
 void it__wait_progress(void)
 {
+    own_bumps++;
     atomic_fetch_add(&epoch, 1);
     if (atomic_load(&waiters) > 0) {
         pthread_mutex_lock(&mu);

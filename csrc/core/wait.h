@@ -16,6 +16,10 @@ int it__owner_live(it_owner o);    /* a thread of this process (not a forked par
 int it__owner_is_self(it_owner o);
 uint64_t it__wait_epoch(void);
 void it__wait_progress(void);      /* some work ended: wake the waiters */
+/* The epoch less this thread's own bumps: it moves only when another thread
+ * ends a piece of work (a planner that gave the lock up compares it, so as
+ * not to re-plan after its own loads). */
+uint64_t it__wait_others_epoch(void);
 void it__wait_until_moved(uint64_t seen); /* sleep (caller's lock released) until the epoch != seen */
 /* Give the caller's lock up (through the lock hooks) around work that
  * touches nothing shared; returns the token it__relock takes.  Without

@@ -2222,6 +2222,155 @@ static void test_unlocked_loads(void **state)
     LEAK_END;
 }
 
+/* ------------------------------------------------------------------ */
+/* a plan that gives the caller's lock up (an unlocked load) must not   */
+/* compute a window that another thread finished meanwhile.  Thread B  */
+/* reads window 0 and sits in f with the lock free; thread A plans     */
+/* windows 0 and 1: it looks at tile 0 (window 0 missing, claimed by   */
+/* B), then loads tile 1 without the lock, and during that load B      */
+/* finishes window 0 and releases its claim.  A's plan, taken before,  */
+/* still says window 0 is missing, and no claim says B has it: A must  */
+/* plan again rather than compute window 0 a second time.  Windows and */
+/* tiles are 4 wide, so window i is tile i.                             */
+
+static pthread_mutex_t sp_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sp_cv = PTHREAD_COND_INITIALIZER;
+static int sp_b_in_f, sp_go_b, sp_b_done, sp_pause_armed, sp_load_armed, sp_rc_b;
+static it_buffer *sp_out_b;
+
+static void sp_set(int *flag)
+{
+    pthread_mutex_lock(&sp_mu);
+    *flag = 1;
+    pthread_cond_broadcast(&sp_cv);
+    pthread_mutex_unlock(&sp_mu);
+}
+
+static void sp_await(int *flag)
+{
+    pthread_mutex_lock(&sp_mu);
+    while (!*flag)
+        pthread_cond_wait(&sp_cv, &sp_mu);
+    pthread_mutex_unlock(&sp_mu);
+}
+
+/* inside B's f (the first f call): let A in, and go on once A's plan is
+ * loading tile 1 */
+static void sp_pause(void)
+{
+    if (!sp_pause_armed)
+        return;
+    sp_pause_armed = 0;
+    pthread_mutex_unlock(&ul_caller);
+    sp_set(&sp_b_in_f);
+    sp_await(&sp_go_b);
+    pthread_mutex_lock(&ul_caller);
+}
+
+/* A's load of tile 1 (unlocked): B finishes its read meanwhile */
+static int sp_load(void *ctx, it_tile_io *io, int *found)
+{
+    pthread_mutex_lock(&sp_mu);
+    int hold = sp_load_armed && io->coord[0] == 1;
+    if (hold)
+        sp_load_armed = 0;
+    pthread_mutex_unlock(&sp_mu);
+    if (hold) {
+        sp_set(&sp_go_b);
+        sp_await(&sp_b_done);
+    }
+    return ul_load(ctx, io, found);
+}
+
+static const it_backend sp_backend_table = {IT_BACKEND_VERSION, sp_load, ul_store, fb_free};
+
+static void *sp_reader_b(void *arg)
+{
+    ft *f = arg;
+    it_box b = box1(0, 4);
+    pthread_mutex_lock(&ul_caller);
+    sp_rc_b = it_tensor_read(f->t, &b, 0, &sp_out_b);
+    sp_set(&sp_b_done);
+    pthread_mutex_unlock(&ul_caller);
+    return NULL;
+}
+
+/* down: A reads f through a downstream tensor, whose two windows read
+ * windows 0 and 1 of f as two regions (planned one after the other);
+ * otherwise A reads [0, 8) of f (one region, planned all at once). */
+static void stale_plan_case(int down)
+{
+    static const bspec SP = {.ndim = 1, .shape = {INF}, .dtype = IT_F64, .size = {4}, .stride = {4},
+                             .tile = {4}, .combine = IT_COMBINE_SUM, .seed = 31};
+    it_cache *c = mkcache(-1, -1);
+    fb_map *m = fb_map_new(1);
+    ft *f = mkft(&SP, c, NULL, 0);
+    EXPECT_OK(it_tensor_set_backend(f->t, &sp_backend_table, fb_ctx_new(m, f), IT_BACKEND_UNLOCKED_LOAD));
+    f->once = 1;
+    f->pause = sp_pause;
+    ft *d = NULL;
+    if (down) {
+        d = ft_new(1, (int64_t[]){INF}, IT_F64);
+        ft_set_window(d, (int64_t[]){4}, (int64_t[]){4}, NULL, NULL);
+        d->spec.tile_shape[0] = 4;
+        d->seed = 32;
+        it_window aw = mkwin(1, (int64_t[]){4}, (int64_t[]){4}, NULL, NULL, 1);
+        ft_add_arg(d, f, &aw);
+        d->check_args = 1;
+        ft_create_ok(d, c);
+        d->once = 1;
+    }
+    sp_b_in_f = sp_go_b = sp_b_done = 0;
+    sp_pause_armed = sp_load_armed = 1;
+    sp_out_b = NULL;
+
+    it_set_lock_hooks(&(it_lock_hooks){ul_release, ul_reacquire});
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, sp_reader_b, f), 0);
+    sp_await(&sp_b_in_f);
+    ft *a = down ? d : f;
+    it_box box = box1(0, 8);
+    it_buffer *out = NULL;
+    pthread_mutex_lock(&ul_caller);
+    int rc = it_tensor_read(a->t, &box, 0, &out);
+    pthread_mutex_unlock(&ul_caller);
+    pthread_join(th, NULL);
+    it_set_lock_hooks(NULL);
+
+    if (rc != IT_OK || sp_rc_b != IT_OK)
+        fail_msg("reads failed: A %d, B %d (%s)", rc, sp_rc_b, it_error_message());
+    assert_int_equal(sp_load_armed, 0); /* the interleaving above happened */
+    ft_check_errors(f);
+    if (d)
+        ft_check_errors(d);
+    if (f->calls != 2)
+        fail_msg("f was called %ld times for its 2 windows: a window was computed twice", f->calls);
+    tu_buffer_flip(out);
+    ft_compare(a, &box, out);
+    it_buffer_free(out);
+    tu_buffer_flip(sp_out_b);
+    it_box bb = box1(0, 4);
+    ft_compare(f, &bb, sp_out_b);
+    it_buffer_free(sp_out_b);
+    sp_out_b = NULL;
+    fb_check_errors(m);
+    tu_cache_ok(c);
+    assert_int_equal(it_cache_pinned(c), 0);
+    ft_destroy(d);
+    ft_destroy(f);
+    fb_map_free(m);
+    it_cache_unref(c);
+}
+
+static void test_unlocked_load_during_plan(void **state)
+{
+    (void)state;
+    LEAK_BEGIN;
+    stale_plan_case(0);
+    stale_plan_case(1);
+    LEAK_END;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2238,6 +2387,7 @@ int main(void)
         cmocka_unit_test(test_pipeline_backend),
         cmocka_unit_test(test_fuzz_persist),
         cmocka_unit_test(test_unlocked_loads),
+        cmocka_unit_test(test_unlocked_load_during_plan),
     };
     tu_filters_from_env();
     return cmocka_run_group_tests(tests, NULL, NULL);
