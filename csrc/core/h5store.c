@@ -74,8 +74,10 @@ static int h5u_read_meta(it_h5file *f, const char *id, char **json, int64_t *til
         rc = it__h5_fail("opening the group of tensor", id);
     } else if (!it__h5_attr_exists(g, "meta") || !it__h5_attr_exists(g, "tile_size")) {
         if (H5Lexists(g, "metadata", H5P_DEFAULT) > 0)
-            rc = it_error_set(IT_EINVAL, "tensor '%s' in %s was written by infinite-tensor 0.3, whose "
-                              "format this version does not read; use another id or file", id, f->path);
+            rc = it_error_set(IT_EINVAL, "tensor '%s' in %s was written by infinite-tensor 0.3 or 0.4, whose "
+                              "format this version does not read: convert the file with `python -m "
+                              "infinite_tensor.convert OLD.h5 NEW.h5` (docs/file-format.md), or use another id "
+                              "or file", id, f->path);
         else
             rc = it_error_set(IT_EINVAL, "tensor '%s' has no metadata on disk in %s", id, f->path);
     } else if ((rc = it__h5_read_str_attr(g, "meta", json)) == IT_OK &&
