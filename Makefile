@@ -22,7 +22,8 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
-PY_DEPS := $(TORCH_PIN) pytest hypothesis h5py setuptools wheel
+# tqdm: the optional progress bars (infinite_tensor/progress.py), tested here
+PY_DEPS := $(TORCH_PIN) pytest hypothesis h5py tqdm setuptools wheel
 DEB_PKGS := libhdf5-dev libcmocka-dev pkg-config valgrind
 BUILD := build
 CC ?= cc
@@ -45,7 +46,7 @@ CORE_LIB := $(BUILD)/libitcore.a
 CORE_LIB_O1 := $(BUILD)/o1/libitcore.a
 CORE_LIB_SAN := $(BUILD)/sanitize/fuzz-replay/libitcore.a
 
-.PHONY: demo test ctest pytest bench bench-isolated bench-upstream build sysdeps venv clean sanitize csanitize pysanitize valgrind
+.PHONY: FORCE demo test ctest pytest bench bench-isolated bench-upstream build sysdeps venv clean sanitize csanitize pysanitize valgrind
 
 demo: build
 	$(VPY) examples/demo.py
@@ -100,7 +101,15 @@ $(BUILD)/.sysdeps-stamp:
 
 venv: $(VENV)/.deps-stamp
 
-$(VENV)/.deps-stamp: | $(BUILD)/.sysdeps-stamp
+# the list of packages as last installed: rewritten (and the venv brought up
+# to date) only when PY_DEPS changes
+$(BUILD)/py-deps.txt: FORCE
+	@mkdir -p $(@D)
+	@echo '$(PY_DEPS)' | cmp -s - $@ || echo '$(PY_DEPS)' > $@
+
+FORCE:
+
+$(VENV)/.deps-stamp: $(BUILD)/py-deps.txt | $(BUILD)/.sysdeps-stamp
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --disable-pip-version-check $(PY_DEPS)
 	@touch $@

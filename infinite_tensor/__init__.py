@@ -20,7 +20,9 @@ from .infinite_tensor import InfiniteTensor
 from .tensor_window import TensorWindow
 from .threads import get_num_threads, set_num_threads  # noqa: F401  (not in __all__: the 0.3 surface)
 from .buffers import buffer_pool_bytes, get_buffer_pool_limit, set_buffer_pool_limit  # noqa: F401  (likewise)
+from .progress import get_progress, set_progress  # noqa: F401  (likewise)
 from .tilestore import HDF5TileStore, MemoryTileStore
+from .utils import sl
 
 try:
     __version__ = _metadata.version("infinite-tensor")
@@ -38,4 +40,5 @@ __all__ = [
     "TensorWindow",
     "MemoryTileStore",
     "HDF5TileStore",
+    "sl",
 ]

@@ -18,6 +18,8 @@ the pool's limit.  Set the limit to 0 to hand every freed buffer back at once
 (for instance before forking many DataLoader workers).  docs/architecture.md
 ("Memory") has the rules.
 """
+from __future__ import annotations
+
 import os
 import warnings
 
@@ -35,22 +37,43 @@ def _check_limit(nbytes, where):
     return nbytes
 
 
-def get_buffer_pool_limit():
-    """Bytes of freed buffers the pool may keep for reuse."""
+def get_buffer_pool_limit() -> int:
+    """Bytes of freed buffers the pool may keep for reuse.
+
+    Returns:
+        The pool's current limit in bytes (256 MiB unless changed).
+    """
     return _core.buffer_pool_limit()
 
 
-def set_buffer_pool_limit(nbytes):
+def set_buffer_pool_limit(nbytes: int) -> int:
     """Keep at most nbytes of freed buffers for reuse (0: none; what the pool
-    holds beyond the new limit is freed now).  Returns the previous limit."""
+    holds beyond the new limit is freed now).  Returns the previous limit.
+
+    The pool is shared by every store and tensor of the process.
+
+    Args:
+        nbytes: The new limit in bytes, an int >= 0.  0 frees what the pool
+            holds and keeps nothing from then on.
+
+    Returns:
+        The previous limit in bytes.
+
+    Raises:
+        ValidationError: ``nbytes`` is not an int >= 0 (a bool is refused too).
+    """
     _check_limit(nbytes, "the buffer pool limit")
     old = _core.buffer_pool_limit()
     _core.buffer_pool(min(nbytes, 2**63 - 1))
     return old
 
 
-def buffer_pool_bytes():
-    """Bytes of freed buffers the pool holds right now."""
+def buffer_pool_bytes() -> int:
+    """Bytes of freed buffers the pool holds right now.
+
+    Returns:
+        The bytes held, at most the limit of ``get_buffer_pool_limit()``.
+    """
     return _core.buffer_pool()
 
 

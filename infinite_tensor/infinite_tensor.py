@@ -7,11 +7,17 @@ store creates the node.  The data path (index parsing, planning, calling f,
 caching, assembly) runs in the C extension, reached through self._node, the
 tensor's node in its store.
 """
+from __future__ import annotations
+
 import uuid as _uuidlib
+from collections import deque as _deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, Literal, overload
 
 import torch
 
-from . import _bridge, _core
+from . import _bridge, _core, _display, progress as _progress
 from .errors import (
     DeviceMismatchError,
     DtypeMismatchError,
@@ -54,7 +60,7 @@ def _check_device_like(value, what):
         raise TypeError(f"{what} must be a torch.device, str or int, got {type(value).__name__}")
 
 
-def _as_device(value):
+def _as_device(value: torch.device | str | int) -> torch.device:
     if isinstance(value, int) and not isinstance(value, bool):
         return torch.device("cuda", value)
     return torch.device(value)
@@ -98,7 +104,7 @@ def _parse_to_args(*args, **kwargs):
     return device, dtype
 
 
-def _normalize_device(device):
+def _normalize_device(device: torch.device | str | int) -> torch.device:
     # an int names a CUDA device, as in .to(); torch.device(3) itself asks the
     # accelerator and fails with a RuntimeError where there is none
     device = _as_device(device)
@@ -108,6 +114,50 @@ def _normalize_device(device):
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
     return device
+
+
+def _check_batch_size(batch_size):
+    """The allowed sizes (sorted) when batch_size is a list or tuple of them,
+    else None; ValidationError unless it is None or positive ints."""
+    shown = _bridge.short_repr(batch_size)
+    if isinstance(batch_size, (list, tuple)):
+        sizes = list(batch_size)
+        if not sizes or len(set(sizes)) != len(sizes) or any(not _is_int(b) or not 1 <= b < 2**63 for b in sizes):
+            raise ValidationError(f"batch_size as a list (the allowed batch sizes) must hold distinct positive ints "
+                                  f"below 2**63, got {shown}")
+        return sorted(sizes)
+    if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+        raise ValidationError(f"batch_size must be None or a positive int, got {shown} (or a list of the "
+                              f"allowed batch sizes)")
+    if batch_size is not None and batch_size >= 2**63:  # the core takes any int64 >= 1
+        raise ValidationError(f"batch_size must be below 2**63, got {shown}")
+    return None
+
+
+def _padding_f(f, sizes):
+    """f for allowed batch sizes: a batch of n windows is padded to the
+    smallest allowed size >= n by repeating its last window (and that
+    window's argument regions); the padding's outputs are dropped."""
+    def padded(ctxs, *arg_lists):
+        n = len(ctxs)
+        size = next(s for s in sizes if s >= n)
+        if size == n:
+            return f(ctxs, *arg_lists)
+        extra = size - n
+        out = f(list(ctxs) + [ctxs[-1]] * extra, *[list(a) + [a[-1]] * extra for a in arg_lists])
+        try:
+            count = len(out)
+        except TypeError:
+            return out  # not a list or tensor: the core says what is wrong
+        return out[:n] if count == size else out  # a wrong count is reported as f returned it
+    padded.__wrapped__ = f
+    return padded
+
+
+def _has_access_hooks(store):
+    """Whether the store's class overrides begin_access or end_access."""
+    cls = type(store)
+    return cls.begin_access is not EngineStore.begin_access or cls.end_access is not EngineStore.end_access
 
 
 def _check_store(store):
@@ -129,11 +179,60 @@ class InfiniteTensor:
     ``t[...]`` computes the windows the region needs (calling ``f``),
     combines overlapping windows (sum by default, or ``blend``), caches the
     result in ``tile_store`` and returns a new ``torch.Tensor``.
+
+    Args:
+        shape: A tuple of positive ints and None (an unbounded dim), at most
+            16 dims.
+        f: The window function, ``f(ctx, *arg_regions)``: ``ctx`` is the
+            window index (a tuple of ints, one per dim) and each arg region
+            the window of the matching upstream tensor; it returns a tensor
+            of exactly ``output_window.size``, with the declared dtype and
+            device.  It runs under ``torch.no_grad()`` and must be
+            deterministic (evicted values are computed again).
+        output_window: The TensorWindow that places f's outputs.
+        args: Upstream InfiniteTensors whose regions f receives (at most 63).
+        args_windows: One TensorWindow per entry of ``args``: the region of
+            that tensor f receives for a window index.
+        dtype: The tensor's dtype (default ``torch.float32``).
+        device: Where f's outputs, the cached tiles and every read live:
+            ``"cpu"`` (default) or a CUDA device (``"cuda"`` is the current
+            one; an int names a CUDA device).
+        tile_store: Where computed values are cached: a MemoryTileStore, an
+            HDF5TileStore or a PersistentTileStore subclass.  None: a new
+            unbounded MemoryTileStore.
+        tensor_id: The id the store keys the tensor by (turned into a str);
+            None: a random uuid.  Reuse an id to share a store's values.
+        batch_size: None (f gets one window at a time); an int N (f gets a
+            list of up to N window indices and, per arg, a list of regions,
+            and returns as many tensors, or one stacked along a new first
+            dim); or a list or tuple of distinct positive ints, the allowed
+            batch sizes (a short batch is padded to the smallest allowed size
+            by repeating its last window, and the padding's outputs dropped).
+        blend: ``blend(existing, incoming) -> combined``, how overlapping
+            windows combine instead of the sum (``torch.maximum`` and
+            ``torch.minimum`` run as built-in kernels).
+        blend_init: The value before any window (an int or float; None: 0).
+        progress: True or False shows or hides progress bars for this
+            tensor's large reads whatever ``set_progress`` says; None
+            (default) follows it.
+
+    Raises:
+        ValidationError: A bad shape, f, window, args, batch size, dtype,
+            device (a CUDA device without a GPU), store or progress value, or
+            an id already registered in the store with another configuration.
     """
 
-    def __init__(self, shape, f, output_window, args=None, args_windows=None,
-                 dtype=DEFAULT_DTYPE, device=DEFAULT_DEVICE, tile_store=None, tensor_id=None,
-                 batch_size=None, blend=None, blend_init=None):
+    # (store, id) pairs whose begin_access/end_access bracket this tensor's
+    # reads (declared for type checkers; set in __init__)
+    _access_hooks: list[tuple[TileStore, str]]
+
+    def __init__(self, shape: tuple[int | None, ...], f: Callable[..., Any], output_window: TensorWindow,
+                 args: Sequence[InfiniteTensor] | None = None, args_windows: Sequence[TensorWindow] | None = None,
+                 dtype: torch.dtype = DEFAULT_DTYPE, device: torch.device | str | int = DEFAULT_DEVICE,
+                 tile_store: TileStore | None = None, tensor_id: Any | None = None,
+                 batch_size: int | Sequence[int] | None = None,
+                 blend: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 blend_init: float | int | None = None, progress: bool | None = None) -> None:
         if not isinstance(shape, tuple):
             raise ValidationError(f"Shape must be a tuple, got {type(shape).__name__}")
         if len(shape) == 0:
@@ -170,10 +269,7 @@ class InfiniteTensor:
                 raise ValidationError(
                     f"args_windows[{i}] has {len(win.size)} dims but this tensor's window index has "
                     f"{len(shape)} entries; give it a dimension_map")
-        if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
-            raise ValidationError(f"batch_size must be None or a positive int, got {_bridge.short_repr(batch_size)}")
-        if batch_size is not None and batch_size >= 2**63:  # the core takes any int64 >= 1
-            raise ValidationError(f"batch_size must be below 2**63, got {_bridge.short_repr(batch_size)}")
+        batch_sizes = _check_batch_size(batch_size)
         if not isinstance(dtype, torch.dtype):
             raise ValidationError(f"dtype must be a torch.dtype, got {dtype!r}")
         _bridge.dtype_code(dtype)
@@ -190,29 +286,131 @@ class InfiniteTensor:
         self._store = tile_store
         self._uuid = str(tensor_id)
         self._batch_size = batch_size
+        self._batch_sizes = batch_sizes  # the allowed sizes (a list given), else None
         self._blend = blend
         self._blend_init = blend_init
+        if progress is not None and not isinstance(progress, bool):
+            raise ValidationError(f"progress must be True, False or None, got {_bridge.short_repr(progress)}")
+        self._progress = progress
         _check_store(tile_store)
+        # a store class with begin_access/end_access of its own sees every
+        # read that may compute its tensor's windows bracketed by them, as in
+        # 0.4 (our stores need no bracket: a read pins what it uses): the
+        # (store, id) pairs of this tensor and its upstreams that have hooks
+        hooked: list[tuple[TileStore, str]] = [(tile_store, self._uuid)] if _has_access_hooks(tile_store) else []
+        for a in args:
+            hooked += [h for h in a._access_hooks if all(h[0] is not s or h[1] != i for s, i in hooked)]
+        self._access_hooks = hooked
         tile_store.register_tensor(self)
+        if progress is not None:
+            _progress._set_tensor(self._uuid, progress)
         if self._node is None:
             raise ValidationError(
                 f"{type(tile_store).__name__}.register_tensor did not attach the tensor to the engine (an "
                 "override that does not call the base class's?)")
 
     # -- read-only configuration ---------------------------------------
-    shape = property(lambda self: self._shape)
-    uuid = property(lambda self: self._uuid)
-    dtype = property(lambda self: self._dtype)
-    device = property(lambda self: self._device)
-    args = property(lambda self: self._args)
-    args_windows = property(lambda self: self._args_windows)
-    output_window = property(lambda self: self._output_window)
-    batch_size = property(lambda self: self._batch_size)
-    blend = property(lambda self: self._blend)
-    blend_init = property(lambda self: self._blend_init)
+    @property
+    def shape(self) -> tuple[int | None, ...]:
+        """The shape as given: positive ints, and None for an infinite dim."""
+        return self._shape
 
     @property
-    def f(self):
+    def uuid(self) -> str:
+        """The tensor's id in its store (``tensor_id``, or a random uuid)."""
+        return self._uuid
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The declared dtype of f's outputs and of every read."""
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The declared device (a CUDA device always has its index)."""
+        return self._device
+
+    @property
+    def args(self) -> list[InfiniteTensor]:
+        """The upstream tensors whose regions f receives."""
+        return self._args
+
+    @property
+    def args_windows(self) -> list[TensorWindow]:
+        """One window per upstream tensor: the region of it f receives."""
+        return self._args_windows
+
+    @property
+    def output_window(self) -> TensorWindow:
+        """Where the windows of f's outputs lie."""
+        return self._output_window
+
+    @property
+    def batch_size(self) -> int | Sequence[int] | None:
+        """None, the largest batch f receives, or the list of allowed batch
+        sizes, as given."""
+        return self._batch_size
+
+    @property
+    def blend(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """How overlapping windows combine (None: their sum)."""
+        return self._blend
+
+    @property
+    def blend_init(self) -> float | int | None:
+        """The value before any window (None: 0)."""
+        return self._blend_init
+
+    @property
+    def progress(self) -> bool | None:
+        """Progress bars for this tensor's large reads: True, False, or None
+        (the package-wide setting, infinite_tensor.set_progress).
+
+        Settable: ``t.progress = enabled`` with enabled True, False or None;
+        anything else raises ValidationError."""
+        return self._progress
+
+    @progress.setter
+    def progress(self, enabled: bool | None) -> None:
+        if enabled is not None and not isinstance(enabled, bool):
+            raise ValidationError(f"progress must be True, False or None, got {_bridge.short_repr(enabled)}")
+        self._progress = enabled
+        _progress._set_tensor(self._uuid, enabled)
+
+    def stats(self) -> dict[str, Any]:
+        """What this tensor has done since it was created (or reset_stats):
+        reads (a list read counts once), cached_reads (reads that computed
+        none of its windows), windows computed, f_calls, seconds_in_f,
+        seconds_reading (its reads' whole time, upstream work included),
+        seconds_outside_f, bytes_read (returned by its reads), and what is
+        cached now: cached_bytes, cached_tiles.  Tensors sharing an id in one
+        store share the counters.
+
+        Returns:
+            A new dict of those counters (ints; the ``seconds_*`` are floats).
+
+        Raises:
+            TileAccessError: The tensor was removed from its store
+                (``clear_tensor``).
+        """
+        node = self._live_node()
+        out = node.stats()
+        out["seconds_outside_f"] = max(out["seconds_reading"] - out["seconds_in_f"], 0.0)
+        out["cached_bytes"], out["cached_tiles"] = node.nbytes, node.ntiles
+        return out
+
+    def reset_stats(self) -> None:
+        """Zero the counters of stats().
+
+        Raises:
+            TileAccessError: The tensor was removed from its store
+                (``clear_tensor``).
+        """
+        self._live_node().reset_stats()
+
+    @property
+    def f(self) -> Callable[..., Any]:
+        """The window function as given (read-only; 0.3's ``_f`` assigns it)."""
         return self._fn
 
     @property
@@ -224,9 +422,16 @@ class InfiniteTensor:
         # tests and users swap f by hand (e.g. before .to()); the node follows
         self._fn = fn
         if self._node is not None:
-            self._node.set_callbacks(fn, self._blend, self._batch_size or 0)
+            self._node.set_callbacks(*self._callbacks())
 
     # -- what the store needs to build the node --------------------------
+    def _callbacks(self):
+        """(f as the node calls it, blend, the core's batch size: 0 unbatched).
+        With allowed batch sizes, f is wrapped to pad each batch."""
+        if self._batch_sizes is None:
+            return self._fn, self._blend, self._batch_size or 0
+        return _padding_f(self._fn, self._batch_sizes), self._blend, self._batch_sizes[-1]
+
     def _combine(self):
         if self._blend is None:
             return _core.COMBINE_SUM
@@ -245,9 +450,9 @@ class InfiniteTensor:
             dtype=self._dtype,
             device=self._device,
             fill=_bridge.fill_tensor(self._blend_init, self._dtype),
-            f=self._fn,
+            f=self._callbacks()[0],
             blend=self._blend,
-            batch_size=self._batch_size or 0,
+            batch_size=self._callbacks()[2],
             combine=self._combine(),
             tensor_id=self._uuid,
         )
@@ -259,11 +464,251 @@ class InfiniteTensor:
         return node
 
     # -- reading -----------------------------------------------------------
-    def __getitem__(self, key):
+    @overload
+    def __getitem__(self, key: list[Any]) -> list[torch.Tensor]: ...
+
+    @overload
+    def __getitem__(self, key: Any) -> torch.Tensor: ...
+
+    def __getitem__(self, key: Any) -> torch.Tensor | list[torch.Tensor]:
+        """The values of a region, as a new torch.Tensor.
+
+        ``key`` indexes like a tensor's (ints, slices, ``...``; infinite dims
+        take literal coordinates and slices need both ends), or is a list of
+        such regions: ``t[[sl[0:512, 0:512], sl[4096:4608, 0:512]]]``
+        returns a list of tensors in the same order.  Every window any of the
+        regions needs is planned once (deduplicated; a batched ``f`` gets them
+        in batches in the order they are first seen, region by region) and
+        the tiles stay pinned until every region has been read.  Any list is
+        a list of regions (0.3 read a list as one tuple).
+
+        Args:
+            key: One region (an int, a slice with a positive step, ``...``,
+                or a tuple of these; ints squeeze their dim, fewer indices
+                than dims take the rest whole), or a list of regions (build
+                them with ``sl``).
+
+        Returns:
+            A new contiguous tensor for one region; a list of them, in the
+            list's order, for a list (``[]`` for ``[]``).
+
+        Raises:
+            IndexError: An index past a finite dim or past +-2**62, a slice
+                on an infinite dim without both ends, or too many indices.
+            ValueError: A slice step <= 0.
+            TypeError: An index of the wrong type, or a list inside the list.
+            MemoryError: The region is too large to hold (raised before any
+                window is computed).
+            TileAccessError: The tensor was removed from its store, or its
+                persistent store is closed or read-only where a window must
+                be computed.
+            ShapeMismatchError, DtypeMismatchError, DeviceMismatchError:
+                f (or blend) returned the wrong shape, dtype or device.
+        """
         node = self._node
         if node is None:
             raise TileAccessError(TILE_DELETED_MESSAGE)
-        return node[key]
+        if not self._access_hooks:
+            return node[key]
+        return self._with_access(node.__getitem__, key)  # stores with hooks of their own
+
+    def iter_regions(self, regions: Iterable[Any], progress: bool | None = None) -> Iterator[list[torch.Tensor]]:
+        """Read ``regions`` (any iterable, a lazy generator included) as their
+        windows are computed, yielding lists of tensors.
+
+        Windows are computed in region order, in full batches of
+        ``batch_size``.  After each batch, the leading regions whose windows
+        are all computed are read and yielded as one list, so the yielded
+        lists, concatenated, equal ``t[list(regions)]``.  Without a
+        ``batch_size`` everything is computed in one pass and yielded as a
+        single list.  Regions already cached are yielded with the next batch.
+        Only the regions waiting for a batch are held, never the whole
+        iterable, so an endless generator streams in bounded memory.
+        ``progress`` shows a bar of the regions yielded (None: the tensor's
+        setting, then the package-wide one)::
+
+            for chunk in t.iter_regions(sl[0:64, i:i + 64] for i in range(0, 4096, 64)):
+                for tile in chunk:
+                    ...
+
+        Args:
+            regions: An iterable of regions, each as ``t[region]`` takes one
+                (build them with ``sl``); a list among them is a TypeError.
+            progress: True or False shows or hides a bar of the regions
+                yielded; None follows the tensor's ``progress``, then
+                ``set_progress``.
+
+        Yields:
+            Lists of tensors, one per region, in the regions' order.
+
+        Raises:
+            ValidationError: ``progress`` is not True, False or None.
+            TypeError: A region is a list.
+            TileAccessError: The tensor was removed from its store.
+            IndexError, ValueError, MemoryError: A bad region, as ``t[region]``
+                raises it.
+        """
+        node = self._live_node()
+        if progress is not None and not isinstance(progress, bool):
+            raise ValidationError(f"progress must be True, False or None, got {_bridge.short_repr(progress)}")
+        enabled = progress if progress is not None else self._progress
+        enabled = enabled if enabled is not None else _progress.get_progress()
+        bar = _progress._region_bar(enabled, len(regions) if hasattr(regions, "__len__") else None)  # type: ignore
+        try:
+            yield from self._iter_regions(node, regions, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _iter_regions(self, node, regions, bar):
+        batch = self._batch_sizes[-1] if self._batch_sizes else self._batch_size
+        waiting = _deque()  # (region, the batch it needs: -1 for none)
+        pending, pending_set = [], set()
+        batch_no = 0  # the batch `pending` fills; the ones before it are computed
+
+        def run():
+            nonlocal pending, pending_set, batch_no
+            self._with_access(node.compute_windows, pending)
+            pending, pending_set = [], set()
+            batch_no += 1
+            ready = []
+            while waiting and waiting[0][1] < batch_no:
+                ready.append(waiting.popleft()[0])
+            # a window of an earlier batch evicted meanwhile is computed again
+            out = self[ready] if ready else []
+            if bar is not None:
+                bar.update(len(out))
+            return out
+
+        for region in regions:
+            if isinstance(region, list):
+                raise TypeError(f"iter_regions takes regions such as sl[0:8, 0:8], got a list: {region!r}")
+            needs = -1
+            todo = _deque(node.missing_windows(region))  # lexicographic order
+            while todo:
+                w = todo.popleft()
+                if w in pending_set:
+                    needs = batch_no
+                    continue
+                if batch is not None and len(pending) == batch:
+                    out = run()
+                    if out:
+                        yield out
+                    # that batch may have computed some of the rest: look again
+                    todo = _deque(x for x in node.missing_windows(region) if x >= w)
+                    continue
+                pending.append(w)
+                pending_set.add(w)
+                needs = batch_no
+            waiting.append((region, needs))
+            if batch is not None and len(pending) == batch:
+                out = run()
+                if out:
+                    yield out
+        if pending or waiting:
+            out = run()
+            if out:
+                yield out
+
+    def _with_access(self, fn, *args):
+        """fn(*args) inside begin_access/end_access of every store with hooks
+        of its own that the read may compute windows of (outermost: self)."""
+        hooked = self._access_hooks
+        if not hooked:
+            return fn(*args)
+        opened = []
+        try:
+            for store, tensor_id in hooked:
+                store.begin_access(tensor_id)
+                opened.append((store, tensor_id))
+            return fn(*args)
+        finally:
+            for store, tensor_id in reversed(opened):
+                store.end_access(tensor_id)
+
+    # -- display -------------------------------------------------------------
+    def preview(self, region: Any, show: bool | None = None) -> torch.Tensor | None:
+        """A region as a picture: read it, lay channels last, scale to [0, 1].
+
+        The region must read as 2-d (H, W) or 3-d with 1, 3 or 4 channels
+        first (C, H, W), dims indexed by an int dropped; it becomes a float32
+        CPU tensor (H, W) or (H, W, C) scaled so its smallest finite value is
+        0 and its largest 1 (all zeros when they are equal; NaN and infinities
+        are clipped to the ends).  With show=True it is drawn with matplotlib
+        (ImportError if it is not installed) and None is returned; show=None
+        draws it in a Jupyter kernel when matplotlib is installed, and
+        otherwise returns the tensor.
+
+        Args:
+            region: One region, as ``t[region]`` takes it (``sl[0:256, 0:256]``).
+            show: True draws the picture, False returns it, None (default)
+                draws it in a Jupyter kernel with matplotlib, else returns it.
+
+        Returns:
+            The scaled float32 CPU tensor, or None when it was drawn.
+
+        Raises:
+            TypeError: The tensor is complex.
+            ValueError: The region does not read as (H, W) or (C, H, W).
+            ImportError: ``show=True`` without matplotlib.
+        """
+        x = self[region]
+        if x.dtype.is_complex:
+            raise TypeError("preview shows real values: take .abs() or .real of a complex tensor's region first")
+        x = x.detach().to("cpu", torch.float32)
+        if x.dim() == 3 and x.shape[0] in (1, 3, 4):
+            x = x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
+        if x.dim() not in (2, 3):
+            raise ValueError(f"preview needs a region that reads as (H, W) or (C, H, W) with 1, 3 or 4 channels, "
+                             f"got shape {tuple(x.shape)}")
+        finite = x[torch.isfinite(x)]
+        lo, hi = (finite.min(), finite.max()) if finite.numel() else (torch.tensor(0.0), torch.tensor(0.0))
+        x = torch.nan_to_num(x, nan=lo.item(), posinf=hi.item(), neginf=lo.item())
+        x = (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
+        if show is None:
+            import importlib.util
+            import sys
+            show = "ipykernel" in sys.modules and importlib.util.find_spec("matplotlib") is not None
+        if not show:
+            return x
+        import matplotlib.pyplot as plt
+        plt.imshow(x.numpy(), cmap="gray" if x.dim() == 2 else None, vmin=0.0, vmax=1.0)
+        plt.axis("off")
+        plt.show()
+        return None
+
+    def _display_rows(self):
+        w = self._output_window
+        node = self._node
+        window = f"size={w.size}, stride={w.stride}"
+        if any(w.offset):
+            window += f", offset={w.offset}"
+        rows = [("shape", self._shape), ("dtype", self._dtype), ("device", self._device),
+                ("window", window), ("blend", _display.callable_name(self._blend))]
+        if self._batch_size is not None:
+            rows.append(("batch_size", self._batch_size))
+        if self._args:
+            rows.append(("args", ", ".join(repr(a.uuid) for a in self._args)))
+        rows.append(("store", type(self._store).__name__ + (
+            f" '{self._store.filepath}'" if hasattr(self._store, "filepath") else "")))
+        if node is None:
+            rows.append(("cached", "deleted (clear_tensor)"))
+        else:
+            rows.append(("cached", f"{_display.size_text(node.nbytes)} in {node.ntiles} "
+                                   f"tile{'' if node.ntiles == 1 else 's'}"))
+        return rows
+
+    def __repr__(self) -> str:
+        rows = dict(self._display_rows())
+        shape = "(" + ", ".join(str(d) for d in self._shape) + ("," if len(self._shape) == 1 else "") + ")"
+        text = (f"InfiniteTensor(id={self._uuid!r}, shape={shape}, dtype={self._dtype}, "
+                f"device={self._device}, window=({rows['window']}), blend={rows['blend']}")
+        if "batch_size" in rows:
+            text += f", batch_size={rows['batch_size']}"
+        return text + f", store={rows['store']}, cached={rows['cached']})"
+
+    def _repr_html_(self) -> str:
+        return _display.html_table(f"InfiniteTensor '{self._uuid}'", self._display_rows())
 
     # -- whole-tensor conversions --------------------------------------------
     # A tensor with an infinite dim has no length, rows to iterate over, or
@@ -281,32 +726,55 @@ class InfiniteTensor:
             raise TypeError(f"{what.format(f'an InfiniteTensor with infinite dims (shape {self._shape})')}; read "
                             f"a finite region first, e.g. {example.format(region)}")
 
-    def __len__(self):
+    def __len__(self) -> int:
+        """``shape[0]``; a TypeError when a dim is infinite."""
         self._finite_or_raise("{} has no len()", "len({})")
-        return self._shape[0]
+        return self._shape[0]  # type: ignore[return-value]  # finite: checked above
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        """The rows ``t[0]``, ``t[1]``, ...; a TypeError when a dim is infinite."""
         self._finite_or_raise("cannot iterate over {}", "for row in {}: ...")
-        return (self[i] for i in range(self._shape[0]))
+        return (self[i] for i in range(self._shape[0]))  # type: ignore[misc, arg-type]  # finite: checked above
 
-    def __contains__(self, value):
+    def __contains__(self, value: Any) -> bool:
+        """``value in t[...]``; a TypeError when a dim is infinite.
+
+        Args:
+            value: What to look for, as ``torch.Tensor.__contains__`` takes it.
+        """
         self._finite_or_raise("cannot search {} ('in')", "value in {}")
         return value in self[...]
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
+        """Always True, as in 0.3 (computes nothing)."""
         return True
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> Any:
+        """``np.asarray(t)``: the whole tensor, ``t[...]``, as a numpy array;
+        a TypeError when a dim is infinite.
+
+        Args:
+            dtype: The numpy dtype to convert to (None: the tensor's).
+            copy: numpy's copy request; the array is always a fresh read.
+        """
         self._finite_or_raise("cannot convert {} to a numpy array", "np.asarray({})")
         out = self[...].cpu().numpy()  # a fresh read: nothing else shares it
         return out if dtype is None else out.astype(dtype, copy=False)
 
-    def __dlpack__(self, *args, **kwargs):
+    def __dlpack__(self, *args: Any, **kwargs: Any) -> Any:
+        """DLPack export of the whole tensor, ``t[...]`` (``torch.as_tensor(t)``,
+        ``torch.from_dlpack(t)``); a TypeError when a dim is infinite.
+
+        Args:
+            *args: Passed to ``torch.Tensor.__dlpack__``.
+            **kwargs: Passed to ``torch.Tensor.__dlpack__``.
+        """
         # torch.as_tensor / torch.tensor / torch.from_dlpack take this path
         self._finite_or_raise("cannot convert {} to a torch.Tensor", "torch.as_tensor({})")
         return self[...].__dlpack__(*args, **kwargs)
 
-    def __dlpack_device__(self):
+    def __dlpack_device__(self) -> tuple[int, int]:
+        """The DLPack (device type, device index) of the declared device."""
         return _bridge.device_code(self._device)
 
     # -- 0.3's private helpers, kept for code that called them -----------
@@ -322,14 +790,37 @@ class InfiniteTensor:
 
     _process_windows = _ensure_processed
 
-    def clear_cache(self):
-        """Forget this tensor's cached values (recomputed on the next read)."""
+    def clear_cache(self) -> None:
+        """Forget this tensor's cached values (recomputed on the next read).
+
+        A persistent store first writes the tensor's changed tiles, and keeps
+        what is on disk (later reads load it).
+        """
         self._store.clear_cache(self._uuid)
 
-    def to(self, *args, **kwargs):
+    def to(self, *args: Any, **kwargs: Any) -> InfiniteTensor:
         """Change the declared device and/or dtype in place, migrating cached
         values; returns self.  f is not changed: it must produce the new
-        dtype/device for windows computed afterwards."""
+        dtype/device for windows computed afterwards.
+
+        Called as ``torch.Tensor.to``: ``t.to(device)``, ``t.to(dtype)``,
+        ``t.to(device, dtype)``, ``t.to(device=..., dtype=...)`` or
+        ``t.to(other_tensor)`` (its device and dtype).  The move is all or
+        nothing.
+
+        Args:
+            *args: A device (torch.device, str, or an int naming a CUDA
+                device), a torch.dtype, both, or one torch.Tensor.
+            **kwargs: ``device=`` and/or ``dtype=``.
+
+        Returns:
+            self.
+
+        Raises:
+            TypeError: A malformed call (as torch raises for one).
+            ValidationError: A CUDA device without a GPU, or a dtype change
+                on a persistent store.
+        """
         device, dtype = _parse_to_args(*args, **kwargs)
         new_device = self._device if device is None else _normalize_device(device)
         new_dtype = self._dtype if dtype is None else dtype
@@ -344,7 +835,15 @@ class InfiniteTensor:
             raise
         return self
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
+        """The configuration a store checks when an id is registered again.
+
+        Returns:
+            ``{"shape", "dtype", "device", "args", "args_windows",
+            "output_window"}`` as JSON-safe values (``args``: the upstream
+            ids; the windows as ``TensorWindow.to_dict()``).  f, blend and
+            batch_size are not part of it.
+        """
         return {
             "shape": list(self._shape),
             "dtype": str(self._dtype).replace("torch.", ""),
@@ -354,10 +853,19 @@ class InfiniteTensor:
             "output_window": self._output_window.to_dict(),
         }
 
-    def __enter__(self):
+    def __enter__(self) -> InfiniteTensor:
+        """``with t:`` does nothing (kept from 0.3); returns self."""
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
+        """Does nothing; exceptions propagate.
+
+        Args:
+            exc_type: The exception's class, or None.
+            exc: The exception, or None.
+            tb: Its traceback, or None.
+        """
         return False
 
 

@@ -6,7 +6,11 @@ With a dimension_map, dim d follows window coordinate dimension_map[d]
 instead of coordinate d, and a None entry pins the dim to
 [offset[d], offset[d] + size[d]) for every window.
 """
+from __future__ import annotations
+
+from collections.abc import Iterator
 from itertools import product
+from typing import Any
 
 from . import _core
 from .errors import ValidationError
@@ -34,9 +38,35 @@ def _expand(name, value, n, default):
 
 
 class TensorWindow:
-    """The placement of a tensor's windows (see the module docstring)."""
+    """The placement of a tensor's windows (see the module docstring).
 
-    def __init__(self, size, stride=None, offset=None, dimension_map=None):
+    Along dim d, window index i covers the pixels
+    ``[i * stride[d] + offset[d], i * stride[d] + offset[d] + size[d])``.
+    The core checks the limits (sizes and strides at most 2**48, offsets
+    within +-2**48, at most 16 dims) when a tensor uses the window.
+
+    Args:
+        size: The window's extent per dim: a tuple (or list) of positive
+            ints, the exact shape ``f`` must return for an output window.
+        stride: The step between consecutive windows per dim: an int (for
+            every dim), a tuple of positive ints, or None for ``size`` (no
+            overlap).
+        offset: Where window index 0 starts per dim: an int (for every dim),
+            a tuple of ints, or None for zeros.
+        dimension_map: None (dim d follows window coordinate d), or one
+            entry per dim: the window coordinate (an int >= 0) that drives
+            the dim, or None to pin the dim to
+            ``[offset[d], offset[d] + size[d])`` for every window.
+
+    Raises:
+        ValidationError: A malformed size, stride, offset or dimension_map
+            (wrong types, lengths that differ from ``size``'s, sizes or
+            strides <= 0, negative map entries).
+    """
+
+    def __init__(self, size: tuple[int, ...], stride: int | tuple[int, ...] | None = None,
+                 offset: int | tuple[int, ...] | None = None,
+                 dimension_map: tuple[int | None, ...] | None = None) -> None:
         if not isinstance(size, (tuple, list)):
             raise ValidationError(f"size must be a tuple of positive ints, got {size!r}")
         if len(size) == 0:
@@ -75,17 +105,48 @@ class TensorWindow:
         return (tuple(self.size), tuple(self.stride), tuple(self.offset), dmap)
 
     # -- public API ----------------------------------------------------
-    def get_bounds(self, window_index):
+    def get_bounds(self, window_index: tuple[int, ...]) -> tuple[slice, ...]:
         """Pixel slices (step None) covered by the window with this index:
         the core's window arithmetic (it_window_bounds), with its checks (a
-        window the engine cannot place raises as a read of it would)."""
+        window the engine cannot place raises as a read of it would).
+
+        Args:
+            window_index: One int per window coordinate (as ``f`` receives
+                it in ``ctx``).
+
+        Returns:
+            One ``slice(start, stop)`` per dim of the window, after
+            ``dimension_map`` (a pinned dim gives
+            ``slice(offset, offset + size)``).
+
+        Raises:
+            IndexError: The window reaches past +-2**62.
+            ValidationError: The window's parameters are past the core's
+                limits, or the index does not have the coordinates the map
+                needs.
+        """
         return _core.window_bounds(self._core_tuple(), window_index)
 
-    def intersecting_windows(self, pixel_slices, tensor_shape=None):
+    def intersecting_windows(self, pixel_slices: tuple[slice, ...],
+                             tensor_shape: tuple[int | None, ...] | None = None) -> Iterator[tuple[int, ...]]:
         """Yield, in lexicographic order, the index of every window meeting
         the region given by pixel_slices (start and stop per dim; steps are
         ignored).  With tensor_shape, windows that stick out of a finite dim
-        are left out, as they are never computed."""
+        are left out, as they are never computed.
+
+        Args:
+            pixel_slices: One slice per dim of the window, with explicit
+                ``start`` and ``stop`` (a sequence of slices).
+            tensor_shape: The tensor's shape (None marks an infinite dim), to
+                leave out windows past a finite dim; None filters nothing.
+
+        Yields:
+            Window indices (tuples of ints), in lexicographic order.
+
+        Raises:
+            ValidationError: ``pixel_slices`` does not have one slice per
+                dim, or the window's parameters are past the core's limits.
+        """
         n = len(self.size)
         shape = list(tensor_shape) if tensor_shape is not None else [None] * n
         starts = [s.start for s in pixel_slices]
@@ -98,7 +159,14 @@ class TensorWindow:
         lo, count = dom
         yield from product(*(range(l, l + c) for l, c in zip(lo, count)))
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
+        """The window as JSON-safe values (what ``to_json()`` and the stores'
+        metadata hold).
+
+        Returns:
+            ``{"size", "stride", "offset", "dimension_map"}``: lists of ints,
+            and None for a missing map.
+        """
         return {
             "size": [int(s) for s in self.size],
             "stride": [int(s) for s in self.stride],
@@ -107,7 +175,21 @@ class TensorWindow:
         }
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: dict[str, Any]) -> TensorWindow:
+        """Rebuild a window from ``to_dict()``'s output.
+
+        Args:
+            d: A dict with ``size`` and, optionally, ``stride``, ``offset``
+                and ``dimension_map`` (missing or None: the defaults).
+
+        Returns:
+            A new TensorWindow.
+
+        Raises:
+            KeyError: ``d`` has no ``size``.
+            ValueError, TypeError: An entry ``int()`` cannot convert.
+            ValidationError: The values do not make a valid window.
+        """
         size = tuple(int(s) for s in d["size"])
         stride = d.get("stride")
         offset = d.get("offset")
@@ -119,6 +201,6 @@ class TensorWindow:
             None if dmap is None else tuple(None if m is None else int(m) for m in dmap),
         )
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"TensorWindow(size={self.size}, stride={self.stride}, "
                 f"offset={self.offset}, map={self.dimension_map})")

@@ -15,6 +15,7 @@ EXPECTED = {
     "ValidationError",
     "TensorWindow",
     "MemoryTileStore",
+    "sl",  # 0.4
 }
 
 

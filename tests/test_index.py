@@ -63,9 +63,21 @@ def test_single_non_tuple_index(store):
     p.check((S(-3, 9, 2),))
 
 
-def test_list_is_treated_as_tuple(t3):
-    assert_same(t3.lib[[0, S(0, 1), S(0, 1)]], t3.lib[0, 0:1, 0:1])
-    assert_same(t3.lib[[S(0, 6), S(0, 3), S(2, 5)]], t3.ref[0:6, 0:3, 2:5])
+def test_a_list_is_a_list_of_regions(t3):
+    # 0.4: any list passed to [] is a list of regions (0.3 read it as a
+    # tuple); each region as if read alone, strided, squeezed and empty ones too
+    got = t3.lib[list(VALID)]
+    assert isinstance(got, list) and len(got) == len(VALID)
+    for index, value in zip(VALID, got):
+        assert_same(value, t3.ref[index])
+    assert t3.lib[[]] == []
+
+
+def test_a_list_inside_a_list_of_regions_is_refused(t3):
+    with pytest.raises(TypeError, match="region 1 of a list of regions is itself a list"):
+        t3.lib[[(0, S(0, 1), S(0, 1)), [0, S(0, 1), S(0, 1)]]]
+    with pytest.raises(IndexError, match="region 0 of the list: Index 7 is out of bounds"):
+        t3.lib[[(7, S(0, 1), S(0, 1))]]
 
 
 def test_int_likes(t3):

@@ -9,8 +9,19 @@ computes and caches values in tiles, so a TileStore subclass of one's own,
 which 0.3 would have handed each window's output, is refused
 (ValidationError); to keep tiles elsewhere, subclass PersistentTileStore.
 """
+from __future__ import annotations
+
 import abc
 import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+# the module, not the class: infinite_tensor.infinite_tensor imports this
+# package while it is being imported (annotations name _it.InfiniteTensor)
+from .. import infinite_tensor as _it
+from ..tensor_window import TensorWindow
 
 __all__ = ["TileStore", "MemoryTileStore"]
 
@@ -23,45 +34,127 @@ class TileStore(abc.ABC):
     that engine (see the module docstring)."""
 
     @abc.abstractmethod
-    def register_tensor(self, tensor):
-        """Attach a tensor (validating it against any state kept for its id)."""
+    def register_tensor(self, tensor: _it.InfiniteTensor) -> None:
+        """Attach a tensor (validating it against any state kept for its id).
+
+        ``InfiniteTensor.__init__`` calls it; an id registered again shares
+        the values kept for it when its ``to_json()`` is equal.
+
+        Args:
+            tensor: The InfiniteTensor being created.
+
+        Raises:
+            ValidationError: The id is registered with another configuration.
+        """
 
     @abc.abstractmethod
-    def clear_tensor(self, tensor_id):
-        """Delete every piece of state kept for the id."""
+    def clear_tensor(self, tensor_id: str) -> None:
+        """Delete every piece of state kept for the id.
+
+        Args:
+            tensor_id: The tensor's id (``tensor.uuid``).
+        """
 
     @abc.abstractmethod
-    def is_window_processed(self, tensor_id, window_index):
-        """Whether the window's output is in the cached values."""
+    def is_window_processed(self, tensor_id: str, window_index: tuple[int, ...]) -> bool:
+        """Whether the window's output is in the cached values.
+
+        Args:
+            tensor_id: The tensor's id.
+            window_index: The window's index, one int per coordinate.
+
+        Returns:
+            True when the window has been added into the tensor's values.
+        """
 
     @abc.abstractmethod
-    def notify_window_processed(self, tensor_id, window_index, output):
-        """Add a window output computed elsewhere."""
+    def notify_window_processed(self, tensor_id: str, window_index: tuple[int, ...],
+                                output: torch.Tensor) -> None:
+        """Add a window output computed elsewhere.
+
+        Args:
+            tensor_id: The tensor's id.
+            window_index: The window's index, one int per coordinate.
+            output: The window's values: a tensor of the window's size, the
+                tensor's dtype and device.
+        """
 
     @abc.abstractmethod
-    def read_pixels(self, tensor_id, pixel_slices):
-        """Assemble a region from cached values only."""
+    def read_pixels(self, tensor_id: str, pixel_slices: tuple[slice, ...]) -> torch.Tensor:
+        """Assemble a region from cached values only.
+
+        Args:
+            tensor_id: The tensor's id.
+            pixel_slices: One slice per dim, with explicit start and stop.
+
+        Returns:
+            A new tensor holding the region.
+        """
 
     @abc.abstractmethod
-    def migrate(self, tensor_id, old_device, old_dtype):
-        """Move cached values after the tensor's device or dtype changed."""
+    def migrate(self, tensor_id: str, old_device: torch.device, old_dtype: torch.dtype) -> None:
+        """Move cached values after the tensor's device or dtype changed.
 
-    def clear_cache(self, tensor_id):
-        """Drop recomputable in-memory state of the tensor (default: none)."""
+        ``InfiniteTensor.to`` calls it after setting the new device and
+        dtype on the tensor, and restores the old ones if it raises.
 
-    def begin_access(self, tensor_id):
-        """Kept for 0.3 compatibility; reads pin what they use by themselves."""
+        Args:
+            tensor_id: The tensor's id.
+            old_device: The device the values are on now.
+            old_dtype: The dtype the values have now.
+        """
 
-    def end_access(self, tensor_id):
-        """Kept for 0.3 compatibility; see begin_access."""
+    def clear_cache(self, tensor_id: str) -> None:
+        """Drop recomputable in-memory state of the tensor (default: none).
+
+        Args:
+            tensor_id: The tensor's id.
+        """
+
+    def begin_access(self, tensor_id: str) -> None:
+        """Kept for 0.3 compatibility; reads pin what they use by themselves.
+
+        Args:
+            tensor_id: The tensor whose access starts.
+        """
+
+    def end_access(self, tensor_id: str) -> None:
+        """Kept for 0.3 compatibility; see begin_access.
+
+        Args:
+            tensor_id: The tensor whose access ends.
+        """
 
     # -- deprecated 0.2 API --------------------------------------------------
-    def get_or_create(self, tensor_id, shape, f, output_window, *, args=None, args_windows=None,
-                      dtype=None, batch_size=None, **kwargs):
+    def get_or_create(self, tensor_id: Any, shape: tuple[int | None, ...], f: Callable[..., Any],
+                      output_window: TensorWindow, *, args: Sequence[_it.InfiniteTensor] | None = None,
+                      args_windows: Sequence[TensorWindow] | None = None, dtype: torch.dtype | None = None,
+                      batch_size: int | Sequence[int] | None = None, **kwargs: Any) -> _it.InfiniteTensor:
         """Deprecated (0.2): build an InfiniteTensor in this store.
 
         cache_method is ignored; cache_limit sets this store's byte limit;
-        tile_size sets the store's tile size where it has one."""
+        tile_size sets the store's tile size where it has one.
+
+        Args:
+            tensor_id: The tensor's id (as ``InfiniteTensor(tensor_id=...)``).
+            shape: As ``InfiniteTensor``'s.
+            f: As ``InfiniteTensor``'s.
+            output_window: As ``InfiniteTensor``'s.
+            args: As ``InfiniteTensor``'s.
+            args_windows: As ``InfiniteTensor``'s.
+            dtype: As ``InfiniteTensor``'s (None: ``torch.float32``).
+            batch_size: As ``InfiniteTensor``'s.
+            **kwargs: 0.2's ``cache_method`` (ignored), ``cache_limit`` (the
+                store's byte limit) and ``tile_size`` (the store's tile size,
+                where it has one).
+
+        Returns:
+            The new InfiniteTensor, registered in this store.
+
+        Raises:
+            TypeError: Any other keyword argument.
+            ValidationError: As ``InfiniteTensor`` raises it.
+        """
         warnings.warn("TileStore.get_or_create is deprecated; construct InfiniteTensor(..., "
                       "tile_store=store) instead", DeprecationWarning, stacklevel=2)
         kwargs.pop("cache_method", None)
@@ -78,7 +171,7 @@ class TileStore(abc.ABC):
                               dtype=DEFAULT_DTYPE if dtype is None else dtype, tile_store=self,
                               tensor_id=tensor_id, batch_size=batch_size)
 
-    def clear_direct_caches(self):
+    def clear_direct_caches(self) -> None:
         """Deprecated (0.2): clear_cache for every registered tensor."""
         warnings.warn("clear_direct_caches is deprecated; use tensor.clear_cache()",
                       DeprecationWarning, stacklevel=2)

@@ -1,9 +1,14 @@
 """What every store built on the C engine shares: one core cache, one node
 (a core tensor) per registered id, and the TileStore entry points that only
 forward to the node."""
+from __future__ import annotations
+
 import weakref
 
+import torch
+
 from .. import _bridge, _core
+from .._display import html_table, size_text as _mib
 from ..errors import TileAccessError, ValidationError
 from . import TileStore
 
@@ -68,40 +73,123 @@ class EngineStore(TileStore):
         """Bytes held by the cache (0.3 kept this counter under this name)."""
         return self._cache.info()["bytes"]
 
-    def cache_info(self):
+    def cache_info(self) -> dict[str, int]:
         """Counters of the shared cache: bytes (host memory), device_bytes
         (tiles on a GPU), tiles, weight, pinned.  The byte limit applies to
-        host and device bytes separately."""
+        host and device bytes separately.
+
+        Returns:
+            A new dict with those five ints (``weight``: the tiles' weight in
+            windows, which ``cache_size_windows`` bounds; ``pinned``: tiles
+            held by reads under way).
+        """
         info = self._cache.info()
         return {k: info[k] for k in ("bytes", "device_bytes", "tiles", "weight", "pinned")}
 
-    def is_window_processed(self, tensor_id, window_index):
+    def is_window_processed(self, tensor_id: str, window_index: tuple[int, ...]) -> bool:
+        """Whether the window has been added into the tensor's cached values.
+
+        Args:
+            tensor_id: The tensor's id.
+            window_index: The window's index, one int per coordinate.
+
+        Returns:
+            True when the window's output is in the tensor's tiles.
+
+        Raises:
+            TileAccessError: No tensor is registered under the id.
+            IndexError: The index is outside the supported range.
+        """
         node = self._node(tensor_id)
         try:
             return node.window_done(tuple(window_index))
         except OverflowError:
             raise IndexError(f"window index {tuple(window_index)} is outside the supported range") from None
 
-    def notify_window_processed(self, tensor_id, window_index, output):
+    def notify_window_processed(self, tensor_id: str, window_index: tuple[int, ...],
+                                output: torch.Tensor) -> None:
+        """Add a window's output, computed by the caller, into the tensor's
+        tiles (a window already added is not added again).
+
+        Args:
+            tensor_id: The tensor's id.
+            window_index: The window's index, one int per coordinate.
+            output: The window's values: a tensor of the window's size, the
+                tensor's dtype and device.
+
+        Raises:
+            TileAccessError: No tensor is registered under the id.
+            IndexError: The index is outside the supported range.
+            ShapeMismatchError, DtypeMismatchError, DeviceMismatchError,
+                TypeError: ``output`` is not a tensor of the right shape,
+                dtype or device.
+        """
         node = self._node(tensor_id)
         try:
             node.contribute(tuple(window_index), output)
         except OverflowError:
             raise IndexError(f"window index {tuple(window_index)} is outside the supported range") from None
 
-    def read_pixels(self, tensor_id, pixel_slices):
+    def read_pixels(self, tensor_id: str, pixel_slices: tuple[slice, ...]) -> torch.Tensor:
+        """Assemble a region from the cached values only (computes nothing).
+
+        Args:
+            tensor_id: The tensor's id.
+            pixel_slices: One slice per dim, with explicit start and stop.
+
+        Returns:
+            A new tensor holding the region.
+
+        Raises:
+            TileAccessError: No tensor is registered under the id, or a
+                window the region needs has not been computed.
+        """
         return self._node(tensor_id).read_cached(tuple(pixel_slices))
 
-    def tensor_ids(self):
-        """The ids of the tensors registered in this store (sorted)."""
+    def begin_access(self, tensor_id: str) -> None:
+        """Start a user operation that spans several reads (0.4's store
+        protocol): until the matching end_access, nothing is evicted from
+        this store's cache, so what the first reads computed is still there
+        for the last.  Brackets nest; the outermost end_access trims the
+        cache to its limits.  A single read needs no bracket: it pins the
+        tiles it uses until it returns.
+
+        Args:
+            tensor_id: The tensor the operation reads (the hold covers the
+                whole store's cache).
+        """
+        self._cache.hold(True)
+
+    def end_access(self, tensor_id: str) -> None:
+        """End what begin_access started (an unmatched call does nothing).
+
+        Args:
+            tensor_id: The tensor given to the matching begin_access.
+        """
+        self._cache.hold(False)
+
+    def tensor_ids(self) -> list[str]:
+        """The ids of the tensors registered in this store (sorted).
+
+        Returns:
+            A new sorted list of ids.
+        """
         return sorted(self._tensor_store)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} {describe_cache(self)}>"
 
+    def _display_rows(self):
+        info = self._cache.info()
+        limit = info["byte_limit"]
+        ids = sorted(self._tensor_store)
+        shown = ", ".join(repr(i) for i in ids[:8]) + (f", ... ({len(ids)} in all)" if len(ids) > 8 else "")
+        return [("tensors", shown or "none"),
+                ("cache", f"{_mib(info['bytes'])} of {_mib(limit) if limit >= 0 else 'unbounded'}"),
+                ("tiles", f"{info['tiles']} ({info['pinned']} pinned)")]
 
-def _mib(n):
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB" if n >= 2**10 else f"{n} B"
+    def _repr_html_(self) -> str:
+        return html_table(type(self).__name__, self._display_rows())
 
 
 def describe_cache(store):

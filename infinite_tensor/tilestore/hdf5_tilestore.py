@@ -7,11 +7,14 @@ exactly what the last flush() (or eviction commit, or close()) saved; the
 windows computed since are computed again when needed, and never counted
 twice.  The layout is documented in docs/file-format.md.
 """
+from __future__ import annotations
+
 import errno
 import json
 import os
 import pathlib
 import threading
+from typing import Any
 
 from .. import _core
 from ..errors import TileAccessError, ValidationError
@@ -93,7 +96,7 @@ class _OpenFile:
         self.users = 0
 
 
-_open_files = {}  # (pid, st_dev, st_ino) -> _OpenFile
+_open_files: dict[tuple[int, int, int], _OpenFile] = {}  # (pid, st_dev, st_ino) -> _OpenFile
 _open_lock = threading.RLock()
 
 
@@ -141,10 +144,39 @@ class HDF5TileStore(PersistentTileStore):
     them loses nothing.  The options must agree (read-only or not,
     compression, cache limits); mode "w" on such a file is refused.  The file
     is closed when the last of them closes.
+
+    Args:
+        filepath: The file's path (a str or path-like; kept as the
+            ``pathlib.Path`` attribute ``filepath``).
+        mode: "r", "r+", "a" (default), "w", "w-" or "x", as above.
+        compression: "gzip" (default), None, or an int (a gzip level).
+        compression_opts: The gzip level, 0-9 (default 4; None: 4).
+        tile_size: The tile's extent along every infinite dim (an int,
+            default 512), or one entry per infinite dim (a tuple); each > 0.
+        cache_size_bytes: The most bytes the tile cache keeps in memory (an
+            int >= 0, default 100 MiB), or None for no limit.
+        cache_size_tiles: The most tiles the cache keeps (an int >= 0), or
+            None (default) for no limit.
+        **kwargs: Only the deprecated ``tile_cache_size=`` (sets
+            ``cache_size_tiles`` and warns with DeprecationWarning).
+
+    Raises:
+        ValidationError: An unknown mode, a compression other than gzip, a
+            bad level or cache limit, or options that differ from those of
+            a store of this process already open on the file.
+        TypeError: Any other keyword argument.
+        OSError: A path the mode cannot open: FileNotFoundError,
+            FileExistsError, IsADirectoryError, NotADirectoryError,
+            PermissionError, or ENAMETOOLONG, naming the path.
+        TileAccessError: Mode "w" on a file this process has open, another
+            process has the file open in a conflicting mode, or the file is
+            not a readable HDF5 file of this format.
     """
 
-    def __init__(self, filepath, mode="a", compression="gzip", compression_opts=4, tile_size=DEFAULT_TILE_SIZE,
-                 cache_size_bytes=DEFAULT_CACHE_SIZE_BYTES, cache_size_tiles=None, **kwargs):
+    def __init__(self, filepath: str | os.PathLike[str], mode: str = "a", compression: str | int | None = "gzip",
+                 compression_opts: int | None = 4, tile_size: int | tuple[int, ...] = DEFAULT_TILE_SIZE,
+                 cache_size_bytes: int | None = DEFAULT_CACHE_SIZE_BYTES, cache_size_tiles: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(tile_size=tile_size, cache_size_bytes=cache_size_bytes,
                          cache_size_tiles=cache_size_tiles, **kwargs)
         self._closed = True  # until the file is open
@@ -217,30 +249,41 @@ class HDF5TileStore(PersistentTileStore):
             self._share(self._shared)
 
     # -- what the store holds -------------------------------------------------------
-    def tensor_ids(self):
-        """The ids of the tensors stored in the file (sorted)."""
+    def tensor_ids(self) -> list[str]:
+        """The ids of the tensors stored in the file (sorted).
+
+        Returns:
+            A new sorted list of ids, registered in this process or not.
+
+        Raises:
+            TileAccessError: The store is closed.
+        """
         self._check_open()
         return sorted(tid for tid, _ in self._file.list())
 
-    def _ids_with_meta(self, meta):
+    def _ids_with_meta(self, meta: dict) -> list[str]:
         return sorted(tid for tid, text in self._file.list() if _loads(text) == meta)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._closed else describe_cache(self)
         return f"<HDF5TileStore '{self.filepath}' mode={self.mode!r} {state}>"
+
+    def _display_rows(self):
+        rows = [("path", str(self.filepath)), ("mode", self.mode)]
+        return rows + ([("state", "closed")] if self._closed else super()._display_rows())
 
     # -- backend -----------------------------------------------------------------
     def _attach(self, node, tensor_id):
         self._file.attach(node, tensor_id)
 
-    def _flush_backend(self):
+    def _flush_backend(self) -> None:
         self._file.flush()
 
-    def _close_backend(self):
+    def _close_backend(self) -> None:
         self._file.close()
 
     # -- storage primitives (the engine reads and writes tiles in C) -------------
-    def _read_tensor_metadata(self, tensor_id):
+    def _read_tensor_metadata(self, tensor_id: str) -> dict | None:
         try:
             record = self._file.read_meta(_h5_name(tensor_id))
         except UnicodeDecodeError as e:  # a damaged file: the metadata text is not UTF-8
@@ -254,14 +297,14 @@ class HDF5TileStore(PersistentTileStore):
             raise ValidationError(f"Tensor {tensor_id} has unreadable metadata on disk: {e}") from None
         return {"metadata": meta, "tile_size": tuple(tile_size)}
 
-    def _write_tensor_metadata(self, tensor_id, metadata, tile_size):
+    def _write_tensor_metadata(self, tensor_id: str, metadata: dict, tile_size: tuple[int, ...]) -> None:
         self._file.write_meta(_h5_name(tensor_id), json.dumps(metadata), tuple(int(t) for t in tile_size))
 
-    def _delete_tensor_state(self, tensor_id):
+    def _delete_tensor_state(self, tensor_id: str) -> None:
         self._file.delete(_h5_name(tensor_id))
 
-    def _read_tile(self, tensor_id, tile_index):
+    def _read_tile(self, tensor_id: str, tile_index: tuple[int, ...]) -> None:
         raise NotImplementedError("HDF5TileStore reads tiles in the C engine; read the tensor instead")
 
-    def _write_tile(self, tensor_id, tile_index, tile, contributions):
+    def _write_tile(self, tensor_id: str, tile_index: tuple[int, ...], tile: Any, contributions: Any) -> None:
         raise NotImplementedError("HDF5TileStore writes tiles in the C engine; read the tensor instead")

@@ -18,12 +18,20 @@ them, or a tuple with one entry per infinite dim) and the whole extent of
 every finite dim.  Tile k of an infinite dim of tile size T covers
 [k * T, (k + 1) * T); a tensor without infinite dims has one tile, ().
 """
+from __future__ import annotations
+
 import abc
 import warnings
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Literal
+
+import torch
 
 from .. import _core
 from ..errors import TileAccessError, ValidationError
 from ._engine import EngineStore, Entry, check_limit, migrate_node
+from .. import infinite_tensor as _it  # the module (it imports this one): annotations name _it.InfiniteTensor
 
 DEFAULT_TILE_SIZE = 512
 DEFAULT_CACHE_SIZE_BYTES = 100 * 1024 * 1024
@@ -50,10 +58,26 @@ class PersistentTileStore(EngineStore):
     ``_read_processed_windows(id)`` and ``_append_processed_window(id, w)``
     (0.3's per-window record; the engine keeps contributions per tile and
     does not need it, so by default nothing is recorded).
+
+    Args:
+        tile_size: The tile's extent along every infinite dim (an int), or
+            one entry per infinite dim (a tuple); each > 0.  Kept as the
+            attribute ``tile_size`` and read when a tensor registers.
+        cache_size_bytes: The most bytes the tile cache keeps in memory (an
+            int >= 0, default 100 MiB), or None for no limit.
+        cache_size_tiles: The most tiles the cache keeps (an int >= 0), or
+            None (default) for no limit.
+        **kwargs: Only the deprecated ``tile_cache_size=`` (sets
+            ``cache_size_tiles`` and warns with DeprecationWarning).
+
+    Raises:
+        TypeError: Any other keyword argument.
+        ValidationError: A cache limit that is not None or an int >= 0.
     """
 
-    def __init__(self, tile_size=DEFAULT_TILE_SIZE, cache_size_bytes=DEFAULT_CACHE_SIZE_BYTES, cache_size_tiles=None,
-                 **kwargs):
+    def __init__(self, tile_size: int | tuple[int, ...] = DEFAULT_TILE_SIZE,
+                 cache_size_bytes: int | None = DEFAULT_CACHE_SIZE_BYTES, cache_size_tiles: int | None = None,
+                 **kwargs: Any) -> None:
         if "tile_cache_size" in kwargs:
             warnings.warn("tile_cache_size is deprecated; use cache_size_tiles", DeprecationWarning,
                           stacklevel=2)
@@ -110,8 +134,19 @@ class PersistentTileStore(EngineStore):
         return tuple(next(sizes) if d is None else d for d in tensor.shape)
 
     # -- registration ------------------------------------------------------------
-    def _validate_registration(self, tensor, existing, effective_tile_size):
-        """Check stored metadata against a tensor registering under its id."""
+    def _validate_registration(self, tensor: _it.InfiniteTensor, existing: dict,
+                               effective_tile_size: tuple[int, ...]) -> None:
+        """Check stored metadata against a tensor registering under its id.
+
+        Args:
+            tensor: The tensor registering.
+            existing: What ``_read_tensor_metadata`` returned for its id.
+            effective_tile_size: The store's tile size for the tensor, one
+                entry per infinite dim.
+
+        Raises:
+            ValidationError: The metadata or the tile size differ.
+        """
         self._check_same_meta(tensor.uuid, existing["metadata"], tensor.to_json())
         self._check_same_tile_size(tensor.uuid, existing["tile_size"], effective_tile_size)
 
@@ -121,7 +156,20 @@ class PersistentTileStore(EngineStore):
             raise ValidationError(f"Tensor {tensor_id} re-registered with mismatched tile_size: "
                                   f"existing={tuple(existing)}, store tile_size={tuple(new)}")
 
-    def register_tensor(self, tensor):
+    def register_tensor(self, tensor: _it.InfiniteTensor) -> None:
+        """Attach a tensor.  An id the backend holds is checked against the
+        stored metadata and tile size and its stored tiles are read instead of
+        computed; a new id gets its metadata written.
+
+        Args:
+            tensor: The InfiniteTensor being created.
+
+        Raises:
+            TileAccessError: The store is closed.
+            ValidationError: The id is stored (or registered) with another
+                configuration, tile size, blend or blend_init; the store is
+                read-only and does not hold the id; or a bad ``tile_size``.
+        """
         self._check_open()
         tid = tensor.uuid
         tile_size = self._effective_tile_size(tensor)
@@ -133,7 +181,7 @@ class PersistentTileStore(EngineStore):
                 raise ValidationError(
                     f"Tensor {tid} re-registered with another blend or blend_init: its stored values "
                     "were combined with the old one; clear_tensor it first")
-            entry.node.set_callbacks(tensor.f, tensor.blend, tensor.batch_size or 0)
+            entry.node.set_callbacks(*tensor._callbacks())
             entry.bind(tensor)
             return
         existing = self._read_tensor_metadata(tid)
@@ -167,19 +215,26 @@ class PersistentTileStore(EngineStore):
                 f"everything again; pass tensor_id={same[0]!r} to use the stored values (passing any "
                 "tensor_id silences this warning)", UserWarning, stacklevel=4)
 
-    def _ids_with_meta(self, meta):
+    def _ids_with_meta(self, meta: dict) -> list[str]:
         """Ids of stored tensors whose metadata is meta (a backend that can
         list its tensors overrides this; by default: none known)."""
         return []
 
-    def tensor_ids(self):
+    def tensor_ids(self) -> list[str]:
         """The ids of the tensors this store holds (sorted).  Backends that
         cannot list their records report the tensors registered since the
-        store was opened."""
+        store was opened.
+
+        Returns:
+            A new sorted list of ids.
+
+        Raises:
+            TileAccessError: The store is closed.
+        """
         self._check_open()
         return super().tensor_ids()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} closed>" if self._closed else super().__repr__()
 
     def _attach(self, node, tensor_id):
@@ -198,9 +253,16 @@ class PersistentTileStore(EngineStore):
         self._write_tile(tensor_id, tile_index, tile, contributions)
 
     # -- TileStore -------------------------------------------------------------
-    def clear_cache(self, tensor_id):
+    def clear_cache(self, tensor_id: str) -> None:
         """Write the tensor's changed tiles, then drop its cached tiles; the
-        data on disk stays (later reads load it)."""
+        data on disk stays (later reads load it).
+
+        Args:
+            tensor_id: The tensor's id (an unknown id does nothing).
+
+        Raises:
+            TileAccessError: The store is closed, or writing failed.
+        """
         entry = self._tensor_store.get(str(tensor_id))
         if entry is None:
             return
@@ -209,9 +271,18 @@ class PersistentTileStore(EngineStore):
         self._flush_backend()
         entry.node.clear()
 
-    def clear_tensor(self, tensor_id):
+    def clear_tensor(self, tensor_id: str) -> None:
         """Delete everything kept for the tensor, on disk too (unsaved tiles
-        are dropped, not written).  Create the tensor again to use the id."""
+        are dropped, not written).  Create the tensor again to use the id.
+
+        Args:
+            tensor_id: The tensor's id.  Its InfiniteTensor objects then
+                raise TileAccessError.
+
+        Raises:
+            TileAccessError: The store is closed (or read-only), or the
+                backend failed.
+        """
         self._check_open()
         entry = self._tensor_store.pop(str(tensor_id), None)
         if entry is not None:
@@ -221,7 +292,22 @@ class PersistentTileStore(EngineStore):
         self._delete_tensor_state(str(tensor_id))
         self._flush_backend()
 
-    def migrate(self, tensor_id, old_device, old_dtype):
+    def migrate(self, tensor_id: str, old_device: torch.device, old_dtype: torch.dtype) -> None:
+        """Move the tensor's cached tiles to the device its InfiniteTensor now
+        declares and rewrite the stored metadata (the backend keeps host
+        data whatever the device).
+
+        Args:
+            tensor_id: The tensor's id.
+            old_device: The device the cached tiles are on now.
+            old_dtype: The tensor's dtype before the change.
+
+        Raises:
+            ValidationError: The dtype changed (persistent stores keep one
+                dtype; nothing is changed).
+            TileAccessError: No tensor is registered under the id, or the
+                metadata could not be written (the tiles move back).
+        """
         entry = self._entry(tensor_id)
         tensor = next((v for v in entry.views
                        if v._node is entry.node and (v.device, v.dtype) != (old_device, old_dtype)), None)
@@ -246,16 +332,28 @@ class PersistentTileStore(EngineStore):
         if self._closed:
             raise TileAccessError(f"{type(self).__name__} is closed; reopen it with `with store:`")
 
-    def flush(self):
-        """Write every changed tile and make the backend durable."""
+    def flush(self) -> None:
+        """Write every changed tile and make the backend durable.
+
+        Raises:
+            TileAccessError: The store is closed, or a write failed.
+        """
         self._check_open()
         for entry in list(self._tensor_store.values()):
             entry.node.flush()
         self._flush_backend()
 
-    def close(self):
+    def close(self) -> None:
         """flush(), drop the cache and close the backend.  Reads then fail
-        until the store is reopened (``with store:``)."""
+        until the store is reopened (``with store:``).
+
+        Closing a closed store does nothing.  If flushing fails the error is
+        raised, but the store still ends closed (the unsaved tiles stay
+        cached, and reopening it writes them).
+
+        Raises:
+            TileAccessError: A write failed.
+        """
         if self._closed:
             return
         try:
@@ -282,17 +380,27 @@ class PersistentTileStore(EngineStore):
         """Open the backend again after close(); raise if it cannot."""
         raise ValidationError(f"{type(self).__name__} cannot be reopened after close()")
 
-    def __enter__(self):
+    def __enter__(self) -> PersistentTileStore:
+        """``with store:``: reopens a closed store (never truncating); returns
+        the store, which is closed when the block ends."""
         if self._closed:
             self._reopen_backend()
             self._closed = False
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
+        """close() the store; exceptions of the block propagate.
+
+        Args:
+            exc_type: The exception's class, or None.
+            exc: The exception, or None.
+            tb: Its traceback, or None.
+        """
         self.close()
         return False
 
-    def __del__(self):
+    def __del__(self) -> None:
         if getattr(self, "_closed", True):
             return
         try:
@@ -303,34 +411,63 @@ class PersistentTileStore(EngineStore):
 
     # -- storage primitives ----------------------------------------------------------
     @abc.abstractmethod
-    def _read_tensor_metadata(self, tensor_id):
-        """{"metadata": the stored to_json(), "tile_size": tuple} or None."""
+    def _read_tensor_metadata(self, tensor_id: str) -> dict | None:
+        """{"metadata": the stored to_json(), "tile_size": tuple} or None.
+
+        Args:
+            tensor_id: The tensor's id.
+        """
 
     @abc.abstractmethod
-    def _write_tensor_metadata(self, tensor_id, metadata, tile_size):
-        """Persist (or overwrite) both, creating the tensor's structure."""
+    def _write_tensor_metadata(self, tensor_id: str, metadata: dict, tile_size: tuple[int, ...]) -> None:
+        """Persist (or overwrite) both, creating the tensor's structure.
+
+        Args:
+            tensor_id: The tensor's id.
+            metadata: The tensor's ``to_json()``.
+            tile_size: The tile size, one entry per infinite dim.
+        """
 
     @abc.abstractmethod
-    def _delete_tensor_state(self, tensor_id):
-        """Remove the metadata, the tiles and any other record of the id."""
+    def _delete_tensor_state(self, tensor_id: str) -> None:
+        """Remove the metadata, the tiles and any other record of the id.
+
+        Args:
+            tensor_id: The tensor's id.
+        """
 
     @abc.abstractmethod
-    def _read_tile(self, tensor_id, tile_index):
-        """(tile, contributions) or None when the tile was never written."""
+    def _read_tile(self, tensor_id: str,
+                   tile_index: tuple[int, ...]) -> tuple[torch.Tensor, Iterable[tuple[int, ...]]] | None:
+        """(tile, contributions) or None when the tile was never written.
+
+        Args:
+            tensor_id: The tensor's id.
+            tile_index: The tile's coordinates, one per infinite dim (``()``
+                for a tensor without infinite dims).
+        """
 
     @abc.abstractmethod
-    def _write_tile(self, tensor_id, tile_index, tile, contributions):
-        """Persist the tile and its contribution set as one record."""
+    def _write_tile(self, tensor_id: str, tile_index: tuple[int, ...], tile: torch.Tensor,
+                    contributions: set[tuple[int, ...]]) -> None:
+        """Persist the tile and its contribution set as one record.
 
-    def _read_processed_windows(self, tensor_id):
+        Args:
+            tensor_id: The tensor's id.
+            tile_index: The tile's coordinates, one per infinite dim.
+            tile: The tile's values, a CPU tensor of the full tile shape.
+            contributions: The window indices added into the tile.
+        """
+
+    def _read_processed_windows(self, tensor_id: str) -> set:
         """0.3's per-window durability record; unused by the engine."""
         return set()
 
-    def _append_processed_window(self, tensor_id, window_index):
+    def _append_processed_window(self, tensor_id: str, window_index: tuple[int, ...]) -> None:
         """0.3's per-window durability record; unused by the engine."""
 
-    def _flush_backend(self):
+    def _flush_backend(self) -> None:
         """Make everything written so far durable (default: nothing to do)."""
 
-    def _close_backend(self):
+    def _close_backend(self) -> None:
         """Release the backend (default: nothing to do)."""
