@@ -26,7 +26,8 @@ last line) and gathers the same summary.
 Layout: measure.py (timers, floors, memory, targets, formatting),
 workloads.py (the workloads), hdf5_bench.py (workload 7 and the raw HDF5
 writer raw_h5write.c it compares with), rgb_blur.py (workload 12: the
-RGB blurs of issue 22 against a hand-written loop and upstream).
+RGB blurs of issue 22 against a hand-written loop and upstream), regions.py
+(workload 13: iter_regions and a list read against one big read).
 """
 import argparse
 import json
@@ -39,6 +40,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import infinite_tensor as it  # noqa: E402
+
+it.set_progress(False)  # no bars between the measured lines (nor their cost in the times)
 import measure as m  # noqa: E402
 from workloads import WORKLOADS  # noqa: E402
 

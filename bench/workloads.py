@@ -1,6 +1,6 @@
 """The workloads of the benchmark suite (workload 7, HDF5, is in hdf5_bench.py;
 workload 12, the RGB blurs of issue 22 against a hand loop and upstream, in
-rgb_blur.py).
+rgb_blur.py; workload 13, iter_regions against one big read, in regions.py).
 
 Each workload is a function taking `repeat` (7, or 3 with --quick) and
 returning a list of measure.Row.  f is trivial (returns a preallocated
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import infinite_tensor as it
 import measure as m
 from hdf5_bench import hdf5_rows
+from regions import w13_iter_regions
 from rgb_blur import w12_rgb_blurs
 
 SIZE = 2048            # side of the square regions of workloads 1-4 and 9
@@ -561,4 +562,5 @@ WORKLOADS = {
     10: ("random tiles of a three-stage pipeline", w10_pipeline_tiles),
     11: ("threads reading disjoint cached regions", w11_thread_scaling),
     12: ("two chained 3x5x5 depthwise blurs: ours, a hand loop, upstream", w12_rgb_blurs),
+    13: ("iter_regions over a 16384x16384 strip vs one read", w13_iter_regions),
 }
