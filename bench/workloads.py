@@ -1,6 +1,7 @@
 """The workloads of the benchmark suite (workload 7, HDF5, is in hdf5_bench.py;
 workload 12, the RGB blurs of issue 22 against a hand loop and upstream, in
-rgb_blur.py; workload 13, iter_regions against one big read, in regions.py).
+rgb_blur.py; workload 13, iter_regions against one big read, in regions.py;
+workload 14, the weighted mean against the sum, in mean.py).
 
 Each workload is a function taking `repeat` (7, or 3 with --quick) and
 returning a list of measure.Row.  f is trivial (returns a preallocated
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 import infinite_tensor as it
 import measure as m
 from hdf5_bench import hdf5_rows
+from mean import w14_mean_blend
 from regions import w13_iter_regions
 from rgb_blur import w12_rgb_blurs
 
@@ -563,4 +565,5 @@ WORKLOADS = {
     11: ("threads reading disjoint cached regions", w11_thread_scaling),
     12: ("two chained 3x5x5 depthwise blurs: ours, a hand loop, upstream", w12_rgb_blurs),
     13: ("iter_regions over a 16384x16384 strip vs one read", w13_iter_regions),
+    14: ("blend='mean' (linear weights) vs the sum blend", w14_mean_blend),
 }

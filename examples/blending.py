@@ -3,8 +3,9 @@
 The first tensor keeps, per pixel, the maximum over the windows covering it
 (torch.maximum runs as a built-in kernel of the core); the second lets the
 last window in lexicographic order win, with an arbitrary Python blend.  The
-third shows the weighted-average pattern: each window writes its values times
-a ramp weight plus the weight itself, and the reader divides.
+third shows the weighted-average pattern by hand: each window writes its
+values times a ramp weight plus the weight itself, and the reader divides
+(blend="mean" does this in the core: examples/seamless.py).
 
     python examples/blending.py
 """

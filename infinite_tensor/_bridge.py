@@ -119,6 +119,7 @@ class NodeSpec(NamedTuple):
     batch_size: int     # 0: f takes one window
     combine: int        # _core.COMBINE_*
     tensor_id: str      # for messages
+    mean: Any = None    # blend="mean": (weights, norm, norm_shape, empty), see _mean.py
 
 
 def short_repr(value, limit=40):

@@ -17,7 +17,7 @@ from typing import Any, Literal, overload
 
 import torch
 
-from . import _bridge, _core, _display, progress as _progress
+from . import _bridge, _core, _display, _mean, progress as _progress
 from .errors import (
     DeviceMismatchError,
     DtypeMismatchError,
@@ -210,11 +210,19 @@ class InfiniteTensor:
             by repeating its last window, and the padding's outputs dropped).
         blend: ``blend(existing, incoming) -> combined``, how overlapping
             windows combine instead of the sum (``torch.maximum`` and
-            ``torch.minimum`` run as built-in kernels).
-        blend_init: The value before any window (an int or float; None: 0).
+            ``torch.minimum`` run as built-in kernels); or ``"mean"``, the
+            weighted mean of the windows covering each pixel (see weight).
+        blend_init: The value before any window (an int or float; None: 0);
+            with ``blend="mean"``, the value where no window covers a pixel.
         progress: True or False shows or hides progress bars for this
             tensor's large reads whatever ``set_progress`` says; None
             (default) follows it.
+        weight: With ``blend="mean"`` only: ``"constant"`` (the default),
+            ``"linear"`` (a tent along every dim where windows overlap),
+            ``"gaussian"`` (sigma 0.125 x the window's extent along those
+            dims, as MONAI) or a tensor of the window's shape (>= 0).  Each
+            window's output is multiplied by it and every read divides by
+            the sum of the weights covering each pixel.
 
     Raises:
         ValidationError: A bad shape, f, window, args, batch size, dtype,
@@ -231,8 +239,9 @@ class InfiniteTensor:
                  dtype: torch.dtype = DEFAULT_DTYPE, device: torch.device | str | int = DEFAULT_DEVICE,
                  tile_store: TileStore | None = None, tensor_id: Any | None = None,
                  batch_size: int | Sequence[int] | None = None,
-                 blend: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 blend_init: float | int | None = None, progress: bool | None = None) -> None:
+                 blend: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | Literal["mean"] | None = None,
+                 blend_init: float | int | None = None, progress: bool | None = None,
+                 weight: str | torch.Tensor | None = None) -> None:
         if not isinstance(shape, tuple):
             raise ValidationError(f"Shape must be a tuple, got {type(shape).__name__}")
         if len(shape) == 0:
@@ -242,8 +251,11 @@ class InfiniteTensor:
                 raise ValidationError(f"Dimension {i} must be None or positive integer, got {d!r}")
         if not callable(f):
             raise ValidationError(f"Function must be callable, got {type(f).__name__}")
-        if blend is not None and not callable(blend):
-            raise ValidationError(f"blend must be callable or None, got {type(blend).__name__}")
+        if blend is not None and not callable(blend) and not (isinstance(blend, str) and blend == "mean"):
+            raise ValidationError(f"blend must be callable or None, got {type(blend).__name__} (or 'mean': the "
+                                  f"weighted mean of the windows covering a pixel)")
+        if weight is not None and not (isinstance(blend, str) and blend == "mean"):
+            raise ValidationError("weight= goes with blend='mean' (the weighted mean of overlapping windows)")
         if blend_init is not None and (isinstance(blend_init, bool) or not isinstance(blend_init, (int, float))):
             raise ValidationError(f"blend_init must be int, float, or None, got {type(blend_init).__name__}")
         args = list(args) if args is not None else []
@@ -289,6 +301,20 @@ class InfiniteTensor:
         self._batch_sizes = batch_sizes  # the allowed sizes (a list given), else None
         self._blend = blend
         self._blend_init = blend_init
+        self._mean = None  # blend="mean": what the core gets (_mean.core_mean)
+        self._weight = weight
+        if self._is_mean():
+            if output_window.dimension_map is not None and \
+                    tuple(output_window.dimension_map) != tuple(range(len(shape))):
+                raise ValidationError("blend='mean' needs an output window without a dimension_map")
+            if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+                raise ValidationError(f"blend='mean' needs a floating dtype (float16, bfloat16, float32, float64), "
+                                      f"got {dtype}: the mean of integers is not an integer; compute in float and "
+                                      f"round")
+            if device.type != "cpu":
+                raise ValidationError(f"blend='mean' is not available on {device.type} devices yet")
+            self._mean = _mean.core_mean("constant" if weight is None else weight, shape, output_window, dtype,
+                                         blend_init)
         if progress is not None and not isinstance(progress, bool):
             raise ValidationError(f"progress must be True, False or None, got {_bridge.short_repr(progress)}")
         self._progress = progress
@@ -352,9 +378,15 @@ class InfiniteTensor:
         return self._batch_size
 
     @property
-    def blend(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-        """How overlapping windows combine (None: their sum)."""
+    def blend(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | Literal["mean"] | None:
+        """How overlapping windows combine (None: their sum; "mean": their
+        weighted mean)."""
         return self._blend
+
+    @property
+    def weight(self) -> str | torch.Tensor | None:
+        """The weights of blend="mean", as given (None: constant)."""
+        return self._weight
 
     @property
     def blend_init(self) -> float | int | None:
@@ -425,15 +457,26 @@ class InfiniteTensor:
             self._node.set_callbacks(*self._callbacks())
 
     # -- what the store needs to build the node --------------------------
+    def _is_mean(self):
+        return isinstance(self._blend, str) and self._blend == "mean"
+
     def _callbacks(self):
         """(f as the node calls it, blend, the core's batch size: 0 unbatched).
         With allowed batch sizes, f is wrapped to pad each batch."""
+        blend = None if self._is_mean() else self._blend  # the core weighs and divides itself
         if self._batch_sizes is None:
-            return self._fn, self._blend, self._batch_size or 0
-        return _padding_f(self._fn, self._batch_sizes), self._blend, self._batch_sizes[-1]
+            return self._fn, blend, self._batch_size or 0
+        return _padding_f(self._fn, self._batch_sizes), blend, self._batch_sizes[-1]
+
+    def _rule(self):
+        """How windows combine, as stores compare it on re-registration."""
+        weight = self._weight
+        if isinstance(weight, torch.Tensor):
+            weight = ("tensor", tuple(weight.shape), hash(self._mean[0]))
+        return (self._combine(), self._blend_init) + ((("mean", weight),) if self._is_mean() else ())
 
     def _combine(self):
-        if self._blend is None:
+        if self._blend is None or self._is_mean():
             return _core.COMBINE_SUM
         mode = _BUILTIN_BLENDS.get(self._blend, _core.COMBINE_CUSTOM)
         if self._dtype.is_complex and mode != _core.COMBINE_SUM:
@@ -449,12 +492,13 @@ class InfiniteTensor:
             arg_windows=tuple(w._core_tuple() for w in self._args_windows),
             dtype=self._dtype,
             device=self._device,
-            fill=_bridge.fill_tensor(self._blend_init, self._dtype),
+            fill=_bridge.fill_tensor(None if self._is_mean() else self._blend_init, self._dtype),
             f=self._callbacks()[0],
-            blend=self._blend,
+            blend=self._callbacks()[1],
             batch_size=self._callbacks()[2],
             combine=self._combine(),
             tensor_id=self._uuid,
+            mean=self._mean,
         )
 
     def _live_node(self):
@@ -685,6 +729,10 @@ class InfiniteTensor:
             window += f", offset={w.offset}"
         rows = [("shape", self._shape), ("dtype", self._dtype), ("device", self._device),
                 ("window", window), ("blend", _display.callable_name(self._blend))]
+        if self._is_mean():
+            weight = self._weight if isinstance(self._weight, str) else \
+                "constant" if self._weight is None else "a tensor"
+            rows[-1] = ("blend", f"mean, {weight} weights")
         if self._batch_size is not None:
             rows.append(("batch_size", self._batch_size))
         if self._args:

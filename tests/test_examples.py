@@ -83,6 +83,15 @@ def test_blending_example():
     assert float(smooth.min()) >= -11 and float(smooth.max()) <= 22
 
 
+def test_seamless_example_turns_steps_into_ramps():
+    results = load("seamless").main([])
+    steps = {k: max(v.diff(dim=0).abs().max().item(), v.diff(dim=1).abs().max().item()) for k, v in results.items()}
+    # equal weights leave steps of up to the offsets' spread (1.0); the tent
+    # spreads them over the 32-pixel overlap
+    assert steps["constant"] > 0.2 and steps["linear"] < steps["constant"] / 5 and steps["linear"] < 1 / 16
+    assert steps["gaussian"] < steps["constant"]
+
+
 def test_legacy_example_warns_and_works():
     legacy = load("legacy_api")
     with warnings.catch_warnings(record=True) as caught:
@@ -92,7 +101,7 @@ def test_legacy_example_warns_and_works():
     assert any(issubclass(w.category, DeprecationWarning) for w in caught)
 
 
-@pytest.mark.parametrize("name", ["demo", "blur", "blending", "legacy_api", "persistent", "custom_backend"])
+@pytest.mark.parametrize("name", ["demo", "blur", "blending", "legacy_api", "persistent", "custom_backend", "seamless"])
 def test_examples_have_docstrings(name):
     assert load(name).__doc__.strip()
 

@@ -385,6 +385,8 @@ int it__assemble_into(read_ctx *ctx, it_tensor *t, const it_box *box, const regi
     }
     if (plan.jobs != plan.local)
         it_free(plan.jobs);
+    if (rc == IT_OK && t->spec.mean) /* weighted sums to means (mean.c) */
+        it__mean_normalize(t, box, buf);
     return rc;
 }
 

@@ -209,9 +209,14 @@ int it__contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_view 
                 return rc;
             continue;
         }
-        if (t->spec.combine == IT_COMBINE_CUSTOM)
+        if (t->spec.combine == IT_COMBINE_CUSTOM) {
             rc = blend_custom(t, dst, shape, src, v->strides);
-        else if (lazy_takes(t, tile, ts, a, shape))
+        } else if (t->spec.mean) { /* a weighted sum (mean.c), copied into a lazy tile like a sum */
+            int64_t woff[IT_MAX_DIMS];
+            for (int d = 0; d < t->ndim; d++)
+                woff[d] = a[d] - ws[d];
+            it__mean_add(t, lazy_takes(t, tile, ts, a, shape), shape, dst, t->tstrides, src, v->strides, woff);
+        } else if (lazy_takes(t, tile, ts, a, shape))
             it_copy_nd(t->elsize, t->ndim, shape, dst, t->tstrides, src, v->strides);
         else
             rc = it__dev_apply(t, t->spec.combine, shape, dst, t->tstrides, src, v->strides);

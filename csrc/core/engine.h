@@ -105,6 +105,7 @@ static inline void it__tile_unpin(it_tile *tile) { it__cache_unpin(&tile->ce); }
 struct it_tensor {
     int refs;
     it_tensor_stats stats;
+    float *mean_weight_f32; /* blend "mean": spec.mean->weight as floats (mean.c) */
     it_cache *cache;
     it_tensor_spec spec; /* spec.args / spec.arg_windows point at the arrays below */
     it_tensor **args;
@@ -325,6 +326,20 @@ void it__sink_open(read_ctx *ctx, it_tensor *t, const it_box *box, const regions
 void it__sink_write(read_ctx *ctx, it_tensor *t, it_tile *tile, const int64_t *a, const int64_t *shape);
 /* Assemble a step-1 box into a new buffer (the caller frees it). */
 int it__assemble_box(read_ctx *ctx, it_tensor *t, const it_box *box, it_buffer **out);
+
+/* ---- mean.c -------------------------------------------------------------- */
+
+int it_mean_dtype_ok(it_dtype dt);
+/* A copy of spec->mean (checked against the spec) that the tensor owns, and
+ * its weights as floats. */
+int it__mean_copy(const it_tensor_spec *spec, it_mean **out, float **weight_f32);
+void it__mean_free(it_mean *m);
+/* dst += src * weight (copy: dst = src * weight) over shape, the weights
+ * from offset woff in the window. */
+void it__mean_add(const it_tensor *t, int copy, const int64_t *shape, void *dst, const int64_t *dst_strides,
+                  const void *src, const int64_t *src_strides, const int64_t *woff);
+/* Divide an assembled box (buf, shaped like it) by the norm. */
+void it__mean_normalize(const it_tensor *t, const it_box *box, it_buffer *buf);
 
 /* ---- plan.c -------------------------------------------------------------- */
 

@@ -335,16 +335,27 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
             return it_error_set(IT_EINVAL, "tile_shape[%d] must be in [1, 2**%d], or 0 to pick one, got %lld",
                                 d, IT_PARAM_LIMIT_LOG2, (long long)spec->tile_shape[d]);
 
+    it_mean *mean = NULL;
+    float *mean_wf = NULL;
+    if (spec->mean && (rc = it__mean_copy(spec, &mean, &mean_wf)))
+        return rc;
     it_tensor *t = it_calloc(1, sizeof *t);
-    if (!t)
+    if (!t) {
+        it__mean_free(mean);
+        it_free(mean_wf);
         return it_error_set(IT_ENOMEM, "out of memory creating a tensor");
+    }
     t->spec = *spec;
+    t->spec.mean = mean;
+    t->mean_weight_f32 = mean_wf;
     if (spec->nargs > 0) {
         t->args = it_calloc((size_t)spec->nargs, sizeof *t->args);
         t->arg_windows = it_calloc((size_t)spec->nargs, sizeof *t->arg_windows);
         if (!t->args || !t->arg_windows) {
             it_free(t->args);
             it_free(t->arg_windows);
+            it__mean_free(mean);
+            it_free(mean_wf);
             it_free(t);
             return it_error_set(IT_ENOMEM, "out of memory creating a tensor");
         }
@@ -411,6 +422,8 @@ void it_tensor_unref(it_tensor *t)
     it_free(t->args);
     it_free(t->arg_windows);
     it_free(t->buckets);
+    it__mean_free((it_mean *)t->spec.mean);
+    it_free(t->mean_weight_f32);
     it_free(t);
 }
 
@@ -574,6 +587,8 @@ int it_tensor_migrate(it_tensor *t, const it_device *dev, it_dtype dt, const voi
         return it_error_set(IT_EDTYPE, "invalid dtype %d", (int)dt);
     if (t->spec.combine != IT_COMBINE_CUSTOM && !it_dtype_supports(dt, t->spec.combine))
         return it_error_set(IT_EDTYPE, "this blend is not available for %s", it_dtype_name(dt));
+    if (t->spec.mean && (!it_mean_dtype_ok(dt) || dev->ops))
+        return it_error_set(IT_EDTYPE, "the mean blend needs a floating dtype in host memory");
     if (t->backend.load && dt != t->spec.dtype)
         return it_error_set(IT_ESTATE, "the tiles of a tensor with a backend cannot change dtype");
     if (!dev->ops && dev->type != IT_DEVICE_CPU)

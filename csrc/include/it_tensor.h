@@ -79,6 +79,19 @@ typedef struct it_tensor_ops {
     void (*user_free)(void *user);
 } it_tensor_ops;
 
+/* The weighted-mean blend (mean.c): every window's output is multiplied by
+ * weight (window-shaped, contiguous) before it is summed into the tiles,
+ * and every read divides by norm, the sum of the weights covering a pixel:
+ * norm_shape[d] entries along dim d, the window stride along an infinite dim
+ * (index (x - window offset) mod stride) and the extent along a finite one.
+ * Where norm is 0 a read holds `empty` (one element of the dtype). */
+typedef struct it_mean {
+    const double *weight;
+    const double *norm;
+    int64_t norm_shape[IT_MAX_DIMS];
+    unsigned char empty[16];
+} it_mean;
+
 typedef struct it_tensor_spec {
     int ndim;
     int64_t shape[IT_MAX_DIMS]; /* extent, or IT_DIM_INFINITE */
@@ -99,6 +112,9 @@ typedef struct it_tensor_spec {
     /* Tile extent per dim; only infinite dims are read, 0 there means "pick
      * one" (a multiple of the window stride near 8K elements per tile). */
     int64_t tile_shape[IT_MAX_DIMS];
+    /* NULL, or the weighted-mean blend (combine SUM, a floating dtype, host
+     * memory, a window without dimension_map); copied at creation */
+    const it_mean *mean;
 } it_tensor_spec;
 
 /* Create a tensor whose tiles live in cache.  Checks the spec (IT_EINVAL

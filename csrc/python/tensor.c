@@ -835,18 +835,20 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     static const int64_t infinite = IT_DIM_INFINITE;
     module_state *st = state_of_type(tp);
     PyObject *cache, *specobj, *tile_shape = Py_None;
-    PyObject *shape, *window, *targs, *twins, *dtype, *device, *fill, *f, *blend, *tensor_id;
+    PyObject *shape, *window, *targs, *twins, *dtype, *device, *fill, *f, *blend, *tensor_id, *meanobj;
     int combine;
     long long batch;
     given g;
     it_tensor_spec spec;
+    it_mean mean;
+    Py_buffer wbuf = {0}, nbuf = {0};
     if (state_ready(st) < 0)
         return NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!|O", kwlist, st->Cache_type, &cache, &PyTuple_Type, &specobj,
                                      &tile_shape) ||
-        !PyArg_ParseTuple(specobj, "OOO!O!OOOOOLiO:NodeSpec", &shape, &window, &PyTuple_Type, &targs,
+        !PyArg_ParseTuple(specobj, "OOO!O!OOOOOLiOO:NodeSpec", &shape, &window, &PyTuple_Type, &targs,
                           &PyTuple_Type, &twins, &dtype, &device, &fill, &f, &blend, &batch, &combine,
-                          &tensor_id))
+                          &tensor_id, &meanobj))
         return NULL;
     memset(&spec, 0, sizeof spec);
     given_init(&g);
@@ -889,6 +891,32 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_ValueError, "a custom-blend node needs a blend");
         goto fail;
     }
+    if (meanobj != Py_None) {
+        /* (weights, norm, norm_shape, empty): float64 buffers, the norm's
+         * shape, and a 0-d tensor of dtype; sizes are the core's to check
+         * against the buffers' */
+        PyObject *nshape, *empty;
+        it_dtype code;
+        memset(&mean, 0, sizeof mean);
+        if (!PyArg_ParseTuple(meanobj, "y*y*OO:mean", &wbuf, &nbuf, &nshape, &empty))
+            goto fail;
+        int n = int64_seq(nshape, mean.norm_shape, IT_MAX_DIMS, NULL, &g, "norm_shape must be a sequence");
+        if (n < 0 || read_fill(st, empty, dtype, &code, mean.empty) < 0)
+            goto fail;
+        int64_t nw = 1, nn = 1;
+        for (int d = 0; d < nd && d < n; d++) {
+            nw *= spec.window.size[d];
+            nn *= mean.norm_shape[d];
+        }
+        if (n != nd || wbuf.len != (Py_ssize_t)(sizeof(double) * (size_t)nw) ||
+            nbuf.len != (Py_ssize_t)(sizeof(double) * (size_t)nn)) {
+            PyErr_SetString(PyExc_ValueError, "the mean's weights or norm do not match the window and norm shape");
+            goto fail;
+        }
+        mean.weight = wbuf.buf;
+        mean.norm = nbuf.buf;
+        spec.mean = &mean;
+    }
     if (tile_shape != Py_None) {
         int n = int64_seq(tile_shape, spec.tile_shape, IT_MAX_DIMS, NULL, &g, "tile_shape must be a sequence");
         if (n < 0)
@@ -907,6 +935,10 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
         goto fail;
     }
     int rc = it_tensor_create(((CacheObject *)cache)->cache, &spec, &tensor_ops, u, &self->t);
+    if (wbuf.obj) /* the core copied them */
+        PyBuffer_Release(&wbuf);
+    if (nbuf.obj)
+        PyBuffer_Release(&nbuf);
     if (rc) {
         user_free(u);
         Py_DECREF(self);
@@ -918,6 +950,10 @@ static PyObject *Tensor_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     it_cache_ref(self->cache);
     return (PyObject *)self;
 fail:
+    if (wbuf.obj)
+        PyBuffer_Release(&wbuf);
+    if (nbuf.obj)
+        PyBuffer_Release(&nbuf);
     given_clear(&g);
     return NULL;
 }

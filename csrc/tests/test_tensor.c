@@ -12,6 +12,8 @@
 #define _POSIX_C_SOURCE 200809L /* nanosleep */
 #include "it_test_util.h"
 
+#include <math.h>
+
 #include <pthread.h>
 #include <time.h>
 
@@ -555,6 +557,82 @@ static void test_dtypes(void **state)
     it_cache_unref(c);
     LEAK_END;
 }
+
+#ifndef TU_DEVICE
+/* blend "mean": the weighted mean of the windows covering each pixel, with
+ * the norm (the weights' sum, periodic with the stride) given by the caller,
+ * against a direct sum over the windows; gaps hold the empty value. */
+static void check_mean(int64_t stride)
+{
+    LEAK_BEGIN;
+    it_cache *c = mkcache(-1, -1);
+    int64_t shape[1] = {IT_DIM_INFINITE}, size[1] = {6}, step[1] = {stride}, offset[1] = {-1};
+    ft *f = ft_new(1, shape, IT_F64);
+    ft_set_window(f, size, step, offset, NULL);
+    double weight[6] = {0.5, 1, 2, 2.5, 1, 0.25}, norm[16] = {0}, empty = -1.0;
+    for (int64_t q = 0; q < stride; q++)
+        for (int64_t j = 0; q + j * stride < 6; j++)
+            norm[q] += weight[q + j * stride];
+    it_mean m = {weight, norm, {stride}, {0}};
+    memcpy(m.empty, &empty, sizeof empty);
+    f->spec.mean = &m;
+    ft_create_ok(f, c);
+    for (int64_t st = 1; st <= 3; st++) {
+        it_box box = {1, {-9}, {23}, {st}};
+        it_buffer *buf = NULL;
+        assert_int_equal(it_tensor_read(f->t, &box, 0, &buf), IT_OK);
+        for (int64_t i = 0; i < buf->shape[0]; i++) {
+            int64_t x = -9 + i * st;
+            double num = 0, den = 0;
+            for (int64_t k = -10; k <= 10; k++) {
+                int64_t local = x - (offset[0] + k * stride);
+                if (local >= 0 && local < 6) {
+                    num += ft_base(f, &k, &local) * weight[local];
+                    den += weight[local];
+                }
+            }
+            double got = ((const double *)buf->data)[i], want = den > 0 ? num / den : empty;
+            assert_true(fabs(got - want) <= 1e-12 * (1 + fabs(want)));
+        }
+        it_buffer_free(buf);
+    }
+    ft_check_errors(f);
+    ft_destroy(f);
+    it_cache_unref(c);
+    LEAK_END;
+}
+
+static void test_mean_blend(void **state)
+{
+    (void)state;
+    check_mean(4); /* overlapping */
+    check_mean(6); /* touching */
+    check_mean(9); /* gaps: the empty value */
+}
+
+static void test_mean_refusals(void **state)
+{
+    (void)state;
+    LEAK_BEGIN;
+    it_cache *c = mkcache(-1, -1);
+    int64_t shape[1] = {IT_DIM_INFINITE}, size[1] = {4}, step[1] = {2};
+    double weight[4] = {1, 1, 1, 1}, norm[2] = {2, 2};
+    it_mean m = {weight, norm, {2}, {0}};
+    ft *f = ft_new(1, shape, IT_I32);
+    ft_set_window(f, size, step, NULL, NULL);
+    f->spec.mean = &m;
+    assert_int_equal(ft_create(f, c), IT_EDTYPE); /* integers: no mean */
+    f->spec.dtype = IT_F32;
+    m.norm_shape[0] = 3;
+    assert_int_equal(ft_create(f, c), IT_EINVAL); /* a norm of the wrong period */
+    m.norm_shape[0] = 2;
+    f->spec.combine = IT_COMBINE_MAX;
+    assert_int_equal(ft_create(f, c), IT_EINVAL);
+    ft_destroy(f);
+    it_cache_unref(c);
+    LEAK_END;
+}
+#endif
 
 static void test_max_min(void **state)
 {
@@ -1997,6 +2075,10 @@ int main(void)
         cmocka_unit_test(test_batches),
         cmocka_unit_test(test_output_layouts),
         cmocka_unit_test(test_dtypes),
+#ifndef TU_DEVICE
+        cmocka_unit_test(test_mean_blend),
+        cmocka_unit_test(test_mean_refusals),
+#endif
         cmocka_unit_test(test_max_min),
         cmocka_unit_test(test_custom_last_wins),
         cmocka_unit_test(test_custom_fold_order),

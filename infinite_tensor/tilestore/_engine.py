@@ -36,7 +36,7 @@ class Entry:
     def __init__(self, tensor, node, tile_size=None):
         self.meta = tensor.to_json()
         self.node = node
-        self.rule = (tensor._combine(), tensor._blend_init)
+        self.rule = tensor._rule()
         self.views = weakref.WeakSet()  # the InfiniteTensor objects reading through node
         self.tile_size = tile_size
 

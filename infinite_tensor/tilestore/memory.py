@@ -84,10 +84,10 @@ class MemoryTileStore(EngineStore):
         entry = self._tensor_store.get(tid)
         if entry is not None:
             self._check_same_meta(tid, entry.meta, tensor.to_json())
-            if entry.rule != (tensor._combine(), tensor._blend_init):
+            if entry.rule != tensor._rule():
                 # combined values cannot be reused under another combining rule
                 entry.node = _core.Tensor(self._cache, tensor._node_spec())
-                entry.rule = (tensor._combine(), tensor._blend_init)
+                entry.rule = tensor._rule()
                 for view in entry.views:
                     view._node = entry.node
             else:

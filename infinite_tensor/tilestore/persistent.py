@@ -177,7 +177,7 @@ class PersistentTileStore(EngineStore):
         if entry is not None:
             self._check_same_meta(tid, entry.meta, tensor.to_json())
             self._check_same_tile_size(tid, entry.tile_size, tile_size)
-            if entry.rule != (tensor._combine(), tensor._blend_init):
+            if entry.rule != tensor._rule():
                 raise ValidationError(
                     f"Tensor {tid} re-registered with another blend or blend_init: its stored values "
                     "were combined with the old one; clear_tensor it first")
