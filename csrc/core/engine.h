@@ -106,6 +106,8 @@ struct it_tensor {
     int refs;
     it_tensor_stats stats;
     float *mean_weight_f32; /* blend "mean": spec.mean->weight as floats (mean.c) */
+    float *mean_norm_f32;   /* and its norm, when every entry is a float exactly; else NULL */
+    int mean_gaps;          /* some norm entry is 0: pixels no window covers */
     it_cache *cache;
     it_tensor_spec spec; /* spec.args / spec.arg_windows point at the arrays below */
     it_tensor **args;
@@ -330,9 +332,10 @@ int it__assemble_box(read_ctx *ctx, it_tensor *t, const it_box *box, it_buffer *
 /* ---- mean.c -------------------------------------------------------------- */
 
 int it_mean_dtype_ok(it_dtype dt);
-/* A copy of spec->mean (checked against the spec) that the tensor owns, and
- * its weights as floats. */
-int it__mean_copy(const it_tensor_spec *spec, it_mean **out, float **weight_f32);
+/* A copy of spec->mean (checked against the spec) that the tensor owns, its
+ * weights as floats, its norm as floats when they are exact (else NULL), and
+ * whether some norm entry is 0. */
+int it__mean_copy(const it_tensor_spec *spec, it_mean **out, float **weight_f32, float **norm_f32, int *gaps);
 void it__mean_free(it_mean *m);
 /* dst += src * weight (copy: dst = src * weight) over shape, the weights
  * from offset woff in the window. */

@@ -17,7 +17,9 @@
  *
  * Floating dtypes on the host only (the caller checks).  A window is added
  * in the tile's precision (float32, float64; the half types through double),
- * and a read divides in double, rounded once to the dtype.
+ * and a read divides in double, rounded once to the dtype (float32 divides
+ * in float when every norm entry is a float exactly: the same quotient,
+ * rounded once).
  */
 #include "engine.h"
 
@@ -159,14 +161,27 @@ static void normalize(const it_tensor *t, const it_box *box, int d, char **p, in
          * without a wrap, each a loop the compiler vectorises */
         float *restrict v = (float *)*p;
         const double *nr = m->norm + row;
+        const float *nf = t->mean_norm_f32 ? t->mean_norm_f32 + row : NULL;
         for (int64_t i = 0; i < n;) {
             int64_t run = inf ? IT_MIN(n - i, period - k) : n - i;
-            const double *restrict w = nr + k;
-            for (int64_t j = 0; j < run; j++)
-                v[i + j] = w[j] > 0 ? (float)((double)v[i + j] / w[j]) : 0.0f;
-            for (int64_t j = 0; j < run; j++)
-                if (!(w[j] > 0))
-                    memcpy(&v[i + j], m->empty, 4);
+            if (nf && !t->mean_gaps) { /* one correctly rounded float division, as below */
+                const float *restrict w = nf + k;
+                float *restrict o = v + i;
+                for (int64_t j = 0; j < run; j++)
+                    o[j] /= w[j];
+            } else if (nf) {
+                const float *restrict w = nf + k;
+                for (int64_t j = 0; j < run; j++)
+                    v[i + j] = w[j] > 0 ? v[i + j] / w[j] : 0.0f;
+            } else {
+                const double *restrict w = nr + k;
+                for (int64_t j = 0; j < run; j++)
+                    v[i + j] = w[j] > 0 ? (float)((double)v[i + j] / w[j]) : 0.0f;
+            }
+            if (t->mean_gaps) /* some pixel may be covered by no window */
+                for (int64_t j = 0; j < run; j++)
+                    if (!(nr[k + j] > 0))
+                        memcpy(&v[i + j], m->empty, 4);
             i += run;
             k = inf ? 0 : k + run;
         }
@@ -200,12 +215,12 @@ void it__mean_normalize(const it_tensor *t, const it_box *box, it_buffer *buf)
     normalize(t, box, 0, &p, 0);
 }
 
-int it__mean_copy(const it_tensor_spec *spec, it_mean **out, float **weight_f32)
+int it__mean_copy(const it_tensor_spec *spec, it_mean **out, float **weight_f32, float **norm_f32, int *gaps)
 {
     const it_mean *m = spec->mean;
     int64_t nw = 1, nn = 1;
     *out = NULL;
-    *weight_f32 = NULL;
+    *weight_f32 = *norm_f32 = NULL;
     if (!it_mean_dtype_ok(spec->dtype))
         return it_error_set(IT_EDTYPE, "the mean blend needs a floating dtype, got %s", it_dtype_name(spec->dtype));
     if (spec->devops)
@@ -237,6 +252,17 @@ int it__mean_copy(const it_tensor_spec *spec, it_mean **out, float **weight_f32)
         wf[i] = (float)w[i];
     *weight_f32 = wf;
     memcpy(n, m->norm, sizeof(double) * (size_t)nn);
+    /* float32 reads divide in float when that is the same division: every
+     * norm entry a float exactly (integers, sums of k/2^j: the usual weights) */
+    int exact = 1;
+    for (int64_t i = 0; i < nn && exact; i++)
+        exact = (double)(float)n[i] == n[i];
+    *gaps = 0;
+    for (int64_t i = 0; i < nn; i++)
+        *gaps |= !(n[i] > 0);
+    if (exact && (*norm_f32 = it_malloc(sizeof(float) * (size_t)nn)))
+        for (int64_t i = 0; i < nn; i++)
+            (*norm_f32)[i] = (float)n[i];
     *c = *m;
     c->weight = w;
     c->norm = n;
