@@ -263,16 +263,7 @@ int64_t it_contiguous_strides(size_t elsize, int ndim, const int64_t *shape, int
 
 /* ---- combine kernels ---------------------------------------------------- */
 
-/* x86-64 builds compile the row kernels twice, for the baseline and for
- * AVX2, and pick one at load time (GCC/Clang function multiversioning). */
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define IT_MULTIVERSION __attribute__((target_clones("avx2", "default")))
-#endif
-#endif
-#ifndef IT_MULTIVERSION
-#define IT_MULTIVERSION
-#endif
+/* The row kernels are IT_MULTIVERSION (engine.h): baseline and AVX2. */
 
 /* One row of dst = OP(dst, src) for element type T.  The contiguous branch
  * is a plain indexed loop the compiler vectorises. */

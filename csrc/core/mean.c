@@ -79,29 +79,37 @@ int it_mean_dtype_ok(it_dtype dt) { return dt == IT_F16 || dt == IT_BF16 || dt =
 /* One row of dst += src * w (dst and src strides in bytes, w's in
  * elements); float32 and float64 rows of contiguous elements take a loop
  * the compiler vectorises, in the row's own precision. */
+IT_MULTIVERSION static void wsum_f32(int copy, int64_t n, float *restrict d, const float *restrict s,
+                                     const float *restrict w)
+{
+    if (copy)
+        for (int64_t i = 0; i < n; i++)
+            d[i] = s[i] * w[i];
+    else
+        for (int64_t i = 0; i < n; i++)
+            d[i] += s[i] * w[i];
+}
+
+IT_MULTIVERSION static void wsum_f64(int copy, int64_t n, double *restrict d, const double *restrict s,
+                                     const double *restrict w)
+{
+    if (copy)
+        for (int64_t i = 0; i < n; i++)
+            d[i] = s[i] * w[i];
+    else
+        for (int64_t i = 0; i < n; i++)
+            d[i] += s[i] * w[i];
+}
+
 static void wsum_row(it_dtype dt, int copy, int64_t n, char *dst, int64_t ds, const char *src, int64_t ss,
                      const double *w, const float *wf, int64_t wst)
 {
     if (dt == IT_F32 && ds == 4 && ss == 4 && wst == 1 && ((uintptr_t)dst | (uintptr_t)src) % 4 == 0) {
-        float *restrict d = (float *)dst;
-        const float *restrict s = (const float *)src;
-        if (copy)
-            for (int64_t i = 0; i < n; i++)
-                d[i] = s[i] * wf[i];
-        else
-            for (int64_t i = 0; i < n; i++)
-                d[i] += s[i] * wf[i];
+        wsum_f32(copy, n, (float *)dst, (const float *)src, wf);
         return;
     }
     if (dt == IT_F64 && ds == 8 && ss == 8 && wst == 1 && ((uintptr_t)dst | (uintptr_t)src) % 8 == 0) {
-        double *restrict d = (double *)dst;
-        const double *restrict s = (const double *)src;
-        if (copy)
-            for (int64_t i = 0; i < n; i++)
-                d[i] = s[i] * w[i];
-        else
-            for (int64_t i = 0; i < n; i++)
-                d[i] += s[i] * w[i];
+        wsum_f64(copy, n, (double *)dst, (const double *)src, w);
         return;
     }
     for (int64_t i = 0; i < n; i++)
@@ -144,6 +152,12 @@ static int64_t norm_index(const it_tensor *t, int d, int64_t x)
     return k < 0 ? k + period : k;
 }
 
+IT_MULTIVERSION static void div_f32(int64_t n, float *restrict v, const float *restrict w)
+{
+    for (int64_t j = 0; j < n; j++)
+        v[j] /= w[j];
+}
+
 /* Divide the box's samples (a contiguous buffer shaped like the box) by the
  * norm at their coordinates, dim by dim; row is the norm's offset so far.
  * Along a dim the norm's index moves by the box's step, wrapping at the
@@ -165,10 +179,7 @@ static void normalize(const it_tensor *t, const it_box *box, int d, char **p, in
         for (int64_t i = 0; i < n;) {
             int64_t run = inf ? IT_MIN(n - i, period - k) : n - i;
             if (nf && !t->mean_gaps) { /* one correctly rounded float division, as below */
-                const float *restrict w = nf + k;
-                float *restrict o = v + i;
-                for (int64_t j = 0; j < run; j++)
-                    o[j] /= w[j];
+                div_f32(run, v + i, nf + k);
             } else if (nf) {
                 const float *restrict w = nf + k;
                 for (int64_t j = 0; j < run; j++)

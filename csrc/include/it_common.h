@@ -96,6 +96,18 @@ void it_set_lock_hooks(const it_lock_hooks *hooks);
 #define IT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define IT_MAX(a, b) ((a) > (b) ? (a) : (b))
 
+/* Internal: x86-64 builds compile the arithmetic row kernels twice, for the
+ * baseline and for AVX2, and pick one at load time (GCC/Clang function
+ * multiversioning; dtype.c, mean.c).  No FMA: both give the same bits. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define IT_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef IT_MULTIVERSION
+#define IT_MULTIVERSION
+#endif
+
 #ifdef __cplusplus
 }
 #endif
