@@ -315,8 +315,7 @@ class InfiniteTensor:
                 raise ValidationError(f"blend='mean' is not available on {device.type} devices yet")
             self._mean = _mean.core_mean("constant" if weight is None else weight, shape, output_window, dtype,
                                          blend_init)
-        if progress is not None and not isinstance(progress, bool):
-            raise ValidationError(f"progress must be True, False or None, got {_bridge.short_repr(progress)}")
+        _progress.check_setting(progress)
         self._progress = progress
         _check_store(tile_store)
         # a store class with begin_access/end_access of its own sees every
@@ -404,8 +403,7 @@ class InfiniteTensor:
 
     @progress.setter
     def progress(self, enabled: bool | None) -> None:
-        if enabled is not None and not isinstance(enabled, bool):
-            raise ValidationError(f"progress must be True, False or None, got {_bridge.short_repr(enabled)}")
+        _progress.check_setting(enabled)
         self._progress = enabled
         _progress._set_tensor(self._uuid, enabled)
 
@@ -485,6 +483,7 @@ class InfiniteTensor:
 
     def _node_spec(self):
         """What the store builds this tensor's core node from."""
+        f, blend, batch = self._callbacks()
         return _bridge.NodeSpec(
             shape=self._shape,
             window=self._output_window._core_tuple(),
@@ -493,9 +492,9 @@ class InfiniteTensor:
             dtype=self._dtype,
             device=self._device,
             fill=_bridge.fill_tensor(None if self._is_mean() else self._blend_init, self._dtype),
-            f=self._callbacks()[0],
-            blend=self._callbacks()[1],
-            batch_size=self._callbacks()[2],
+            f=f,
+            blend=blend,
+            batch_size=batch,
             combine=self._combine(),
             tensor_id=self._uuid,
             mean=self._mean,
@@ -593,8 +592,7 @@ class InfiniteTensor:
                 raises it.
         """
         node = self._live_node()
-        if progress is not None and not isinstance(progress, bool):
-            raise ValidationError(f"progress must be True, False or None, got {_bridge.short_repr(progress)}")
+        _progress.check_setting(progress)
         enabled = progress if progress is not None else self._progress
         enabled = enabled if enabled is not None else _progress.get_progress()
         bar = _progress._region_bar(enabled, len(regions) if hasattr(regions, "__len__") else None)  # type: ignore

@@ -95,12 +95,19 @@ def set_progress(enabled: bool | None) -> bool | None:
         ValidationError: ``enabled`` is not True, False or None.
     """
     global _default
-    if enabled is not None and not isinstance(enabled, bool):
-        from .errors import ValidationError
-        raise ValidationError(f"progress must be True, False or None, got {enabled!r}")
+    check_setting(enabled)
     previous, _default = _default, enabled
     _install()
     return previous
+
+
+def check_setting(enabled: Any) -> None:
+    """ValidationError unless enabled is True, False or None (every
+    progress= and set_progress take these)."""
+    if enabled is not None and not isinstance(enabled, bool):
+        from ._bridge import short_repr
+        from .errors import ValidationError
+        raise ValidationError(f"progress must be True, False or None, got {short_repr(enabled)}")
 
 
 def get_progress() -> bool | None:

@@ -105,9 +105,7 @@ static inline void it__tile_unpin(it_tile *tile) { it__cache_unpin(&tile->ce); }
 struct it_tensor {
     int refs;
     it_tensor_stats stats;
-    float *mean_weight_f32; /* blend "mean": spec.mean->weight as floats (mean.c) */
-    float *mean_norm_f32;   /* and its norm, when every entry is a float exactly; else NULL */
-    int mean_gaps;          /* some norm entry is 0: pixels no window covers */
+    struct it_mean_state *mean; /* blend "mean" (mean.c); spec.mean points into it */
     it_cache *cache;
     it_tensor_spec spec; /* spec.args / spec.arg_windows point at the arrays below */
     it_tensor **args;
@@ -332,11 +330,17 @@ int it__assemble_box(read_ctx *ctx, it_tensor *t, const it_box *box, it_buffer *
 /* ---- mean.c -------------------------------------------------------------- */
 
 int it_mean_dtype_ok(it_dtype dt);
-/* A copy of spec->mean (checked against the spec) that the tensor owns, its
- * weights as floats, its norm as floats when they are exact (else NULL), and
- * whether some norm entry is 0. */
-int it__mean_copy(const it_tensor_spec *spec, it_mean **out, float **weight_f32, float **norm_f32, int *gaps);
-void it__mean_free(it_mean *m);
+/* A tensor's own copy of spec->mean (`pub`, whose arrays it owns) and what
+ * adds and reads precompute from it. */
+typedef struct it_mean_state {
+    it_mean pub;
+    float *weight_f32; /* the weights as floats */
+    float *norm_f32;   /* the norm as floats when every entry is one exactly, else NULL */
+    int gaps;          /* some norm entry is 0: pixels no window covers */
+} it_mean_state;
+/* Check spec->mean against the spec and copy it. */
+int it__mean_copy(const it_tensor_spec *spec, it_mean_state **out);
+void it__mean_free(it_mean_state *m);
 /* dst += src * weight (copy: dst = src * weight) over shape, the weights
  * from offset woff in the window. */
 void it__mean_add(const it_tensor *t, int copy, const int64_t *shape, void *dst, const int64_t *dst_strides,

@@ -79,27 +79,20 @@ int it_mean_dtype_ok(it_dtype dt) { return dt == IT_F16 || dt == IT_BF16 || dt =
 /* One row of dst += src * w (dst and src strides in bytes, w's in
  * elements); float32 and float64 rows of contiguous elements take a loop
  * the compiler vectorises, in the row's own precision. */
-IT_MULTIVERSION static void wsum_f32(int copy, int64_t n, float *restrict d, const float *restrict s,
-                                     const float *restrict w)
-{
-    if (copy)
-        for (int64_t i = 0; i < n; i++)
-            d[i] = s[i] * w[i];
-    else
-        for (int64_t i = 0; i < n; i++)
-            d[i] += s[i] * w[i];
-}
-
-IT_MULTIVERSION static void wsum_f64(int copy, int64_t n, double *restrict d, const double *restrict s,
-                                     const double *restrict w)
-{
-    if (copy)
-        for (int64_t i = 0; i < n; i++)
-            d[i] = s[i] * w[i];
-    else
-        for (int64_t i = 0; i < n; i++)
-            d[i] += s[i] * w[i];
-}
+/* dst (+)= src * w over n contiguous elements of type T (copy: dst =). */
+#define DEFINE_WSUM(NAME, T)                                                                    \
+    IT_MULTIVERSION static void NAME(int copy, int64_t n, T *restrict d, const T *restrict s,   \
+                                     const T *restrict w)                                       \
+    {                                                                                           \
+        if (copy)                                                                               \
+            for (int64_t i = 0; i < n; i++)                                                     \
+                d[i] = s[i] * w[i];                                                             \
+        else                                                                                    \
+            for (int64_t i = 0; i < n; i++)                                                     \
+                d[i] += s[i] * w[i];                                                            \
+    }
+DEFINE_WSUM(wsum_f32, float)
+DEFINE_WSUM(wsum_f64, double)
 
 static void wsum_row(it_dtype dt, int copy, int64_t n, char *dst, int64_t ds, const char *src, int64_t ss,
                      const double *w, const float *wf, int64_t wst)
@@ -140,7 +133,7 @@ void it__mean_add(const it_tensor *t, int copy, const int64_t *shape, void *dst,
         at += woff[d] * step;
     }
     wsum(t->spec.dtype, copy, t->ndim, shape, dst, dst_strides, src, src_strides, m->weight + at,
-         t->mean_weight_f32 + at, ws);
+         t->mean->weight_f32 + at, ws);
 }
 
 /* The norm's index along dim d of the box's first sample. */
@@ -175,10 +168,10 @@ static void normalize(const it_tensor *t, const it_box *box, int d, char **p, in
          * without a wrap, each a loop the compiler vectorises */
         float *restrict v = (float *)*p;
         const double *nr = m->norm + row;
-        const float *nf = t->mean_norm_f32 ? t->mean_norm_f32 + row : NULL;
+        const float *nf = t->mean->norm_f32 ? t->mean->norm_f32 + row : NULL;
         for (int64_t i = 0; i < n;) {
             int64_t run = inf ? IT_MIN(n - i, period - k) : n - i;
-            if (nf && !t->mean_gaps) { /* one correctly rounded float division, as below */
+            if (nf && !t->mean->gaps) { /* one correctly rounded float division, as below */
                 div_f32(run, v + i, nf + k);
             } else if (nf) {
                 const float *restrict w = nf + k;
@@ -189,7 +182,7 @@ static void normalize(const it_tensor *t, const it_box *box, int d, char **p, in
                 for (int64_t j = 0; j < run; j++)
                     v[i + j] = w[j] > 0 ? (float)((double)v[i + j] / w[j]) : 0.0f;
             }
-            if (t->mean_gaps) /* some pixel may be covered by no window */
+            if (t->mean->gaps) /* some pixel may be covered by no window */
                 for (int64_t j = 0; j < run; j++)
                     if (!(nr[k + j] > 0))
                         memcpy(&v[i + j], m->empty, 4);
@@ -226,12 +219,11 @@ void it__mean_normalize(const it_tensor *t, const it_box *box, it_buffer *buf)
     normalize(t, box, 0, &p, 0);
 }
 
-int it__mean_copy(const it_tensor_spec *spec, it_mean **out, float **weight_f32, float **norm_f32, int *gaps)
+int it__mean_copy(const it_tensor_spec *spec, it_mean_state **out)
 {
     const it_mean *m = spec->mean;
     int64_t nw = 1, nn = 1;
     *out = NULL;
-    *weight_f32 = *norm_f32 = NULL;
     if (!it_mean_dtype_ok(spec->dtype))
         return it_error_set(IT_EDTYPE, "the mean blend needs a floating dtype, got %s", it_dtype_name(spec->dtype));
     if (spec->devops)
@@ -248,7 +240,7 @@ int it__mean_copy(const it_tensor_spec *spec, it_mean **out, float **weight_f32,
         nw *= spec->window.size[d];
         nn *= want;
     }
-    it_mean *c = it_calloc(1, sizeof *c);
+    it_mean_state *c = it_calloc(1, sizeof *c);
     double *w = it_malloc(sizeof(double) * (size_t)nw), *n = it_malloc(sizeof(double) * (size_t)nn);
     float *wf = it_malloc(sizeof(float) * (size_t)nw);
     if (!c || !w || !n || !wf) {
@@ -259,33 +251,34 @@ int it__mean_copy(const it_tensor_spec *spec, it_mean **out, float **weight_f32,
         return it_error_set(IT_ENOMEM, "out of memory creating a mean tensor");
     }
     memcpy(w, m->weight, sizeof(double) * (size_t)nw);
+    memcpy(n, m->norm, sizeof(double) * (size_t)nn);
     for (int64_t i = 0; i < nw; i++)
         wf[i] = (float)w[i];
-    *weight_f32 = wf;
-    memcpy(n, m->norm, sizeof(double) * (size_t)nn);
     /* float32 reads divide in float when that is the same division: every
      * norm entry a float exactly (integers, sums of k/2^j: the usual weights) */
     int exact = 1;
-    for (int64_t i = 0; i < nn && exact; i++)
-        exact = (double)(float)n[i] == n[i];
-    *gaps = 0;
-    for (int64_t i = 0; i < nn; i++)
-        *gaps |= !(n[i] > 0);
-    if (exact && (*norm_f32 = it_malloc(sizeof(float) * (size_t)nn)))
+    for (int64_t i = 0; i < nn; i++) {
+        exact &= (double)(float)n[i] == n[i];
+        c->gaps |= !(n[i] > 0);
+    }
+    if (exact && (c->norm_f32 = it_malloc(sizeof(float) * (size_t)nn)))
         for (int64_t i = 0; i < nn; i++)
-            (*norm_f32)[i] = (float)n[i];
-    *c = *m;
-    c->weight = w;
-    c->norm = n;
+            c->norm_f32[i] = (float)n[i];
+    c->pub = *m;
+    c->pub.weight = w;
+    c->pub.norm = n;
+    c->weight_f32 = wf;
     *out = c;
     return IT_OK;
 }
 
-void it__mean_free(it_mean *m)
+void it__mean_free(it_mean_state *m)
 {
     if (!m)
         return;
-    it_free((void *)m->weight);
-    it_free((void *)m->norm);
+    it_free((void *)m->pub.weight);
+    it_free((void *)m->pub.norm);
+    it_free(m->weight_f32);
+    it_free(m->norm_f32);
     it_free(m);
 }

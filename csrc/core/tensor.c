@@ -335,23 +335,17 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
             return it_error_set(IT_EINVAL, "tile_shape[%d] must be in [1, 2**%d], or 0 to pick one, got %lld",
                                 d, IT_PARAM_LIMIT_LOG2, (long long)spec->tile_shape[d]);
 
-    it_mean *mean = NULL;
-    float *mean_wf = NULL, *mean_nf = NULL;
-    int mean_gaps = 0;
-    if (spec->mean && (rc = it__mean_copy(spec, &mean, &mean_wf, &mean_nf, &mean_gaps)))
+    it_mean_state *mean = NULL;
+    if (spec->mean && (rc = it__mean_copy(spec, &mean)))
         return rc;
     it_tensor *t = it_calloc(1, sizeof *t);
     if (!t) {
         it__mean_free(mean);
-        it_free(mean_wf);
-        it_free(mean_nf);
         return it_error_set(IT_ENOMEM, "out of memory creating a tensor");
     }
     t->spec = *spec;
-    t->spec.mean = mean;
-    t->mean_weight_f32 = mean_wf;
-    t->mean_norm_f32 = mean_nf;
-    t->mean_gaps = mean_gaps;
+    t->mean = mean;
+    t->spec.mean = mean ? &mean->pub : NULL;
     if (spec->nargs > 0) {
         t->args = it_calloc((size_t)spec->nargs, sizeof *t->args);
         t->arg_windows = it_calloc((size_t)spec->nargs, sizeof *t->arg_windows);
@@ -359,8 +353,6 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
             it_free(t->args);
             it_free(t->arg_windows);
             it__mean_free(mean);
-            it_free(mean_wf);
-            it_free(mean_nf);
             it_free(t);
             return it_error_set(IT_ENOMEM, "out of memory creating a tensor");
         }
@@ -427,9 +419,7 @@ void it_tensor_unref(it_tensor *t)
     it_free(t->args);
     it_free(t->arg_windows);
     it_free(t->buckets);
-    it__mean_free((it_mean *)t->spec.mean);
-    it_free(t->mean_weight_f32);
-    it_free(t->mean_norm_f32);
+    it__mean_free(t->mean);
     it_free(t);
 }
 
