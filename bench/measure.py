@@ -130,6 +130,22 @@ class Calls:
         self.n, self.batches, self.seconds = 0, 0, 0.0
 
 
+def trivial_f(shape, calls, batched=False):
+    """An f returning one preallocated tensor of ones (a list of it when
+    batched), counting its windows (and batches) in calls."""
+    out = torch.ones(shape)
+    if batched:
+        def f(ctxs):
+            calls.n += len(ctxs)
+            calls.batches += 1
+            return [out] * len(ctxs)
+    else:
+        def f(ctx):
+            calls.n += 1
+            return out
+    return f
+
+
 def same_values(got, want):
     """(torch.allclose at the suite's tolerance, the largest difference)."""
     return torch.allclose(got, want, rtol=1e-4, atol=1e-5), (got - want).abs().max().item()

@@ -1,7 +1,8 @@
 """The workloads of the benchmark suite (workload 7, HDF5, is in hdf5_bench.py;
 workload 12, the RGB blurs of issue 22 against a hand loop and upstream, in
 rgb_blur.py; workload 13, iter_regions against one big read, in regions.py;
-workload 14, the weighted mean against the sum, in mean.py).
+workload 14, the weighted mean against the sum, in mean.py; workload 15, a
+region read in blocks in any order against one read, in history.py).
 
 Each workload is a function taking `repeat` (7, or 3 with --quick) and
 returning a list of measure.Row.  f is trivial (returns a preallocated
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 import infinite_tensor as it
 import measure as m
 from hdf5_bench import hdf5_rows
+from history import w15_read_history
 from mean import w14_mean_blend
 from regions import w13_iter_regions
 from rgb_blur import w12_rgb_blurs
@@ -38,19 +40,7 @@ MICRO_TARGET_ELEMENT = m.Target(5, " us", strict=True)
 
 # -- window functions -------------------------------------------------------------
 
-def trivial_f(shape, calls, batched=False):
-    """An f returning one preallocated tensor (a list of it when batched)."""
-    out = torch.ones(shape)
-    if batched:
-        def f(ctxs):
-            calls.n += len(ctxs)
-            calls.batches += 1
-            return [out] * len(ctxs)
-    else:
-        def f(ctx):
-            calls.n += 1
-            return out
-    return f
+trivial_f = m.trivial_f
 
 
 BLUR_WINDOW = 256
@@ -566,4 +556,5 @@ WORKLOADS = {
     12: ("two chained 3x5x5 depthwise blurs: ours, a hand loop, upstream", w12_rgb_blurs),
     13: ("iter_regions over a 16384x16384 strip vs one read", w13_iter_regions),
     14: ("blend='mean' (linear weights) vs the sum blend", w14_mean_blend),
+    15: ("a region read in blocks, in raster and random order, vs one read", w15_read_history),
 }

@@ -432,16 +432,22 @@ def _patch(tensors_group, t, s):
         (keep if c in t.tiles else drop).append((r, c))
     if len(keep) != len(t.tiles):
         raise ConversionError(f"internal error: tensor {t.id!r} got {len(keep)} tiles, expected {len(t.tiles)}")
-    # bitmaps: the engine's must say every window named anywhere that touches the tile
+    # bitmaps: the engine's may only mark windows named somewhere that touch the tile (a float
+    # sum marks a window once the windows before it are there too).  A row may go on with fold
+    # counts (docs/file-format.md); the old tiles' values were summed in their own order, so
+    # their rows get none: a reader derives them from the bitmap.
     for r, c in keep:
         dom = t.domain(c)
         contrib = t.tiles[c][1]
         engine_row = bits[r]
-        if not np.array_equal(engine_row, _bitmap(dom, s["_touch"].get(c, ()), row_bytes)):
+        nbits = 0 if dom is None else int(np.prod(dom[1]))
+        used = (nbits + 7) // 8
+        touched = _bitmap(dom, s["_touch"].get(c, ()), row_bytes)[:used]
+        if np.any(engine_row[:used] & ~touched):
             raise ConversionError(f"internal error: the engine's bitmap of tile {c} of tensor {t.id!r} is not "
                                   "the expected one")
         want = _bitmap(dom, contrib, row_bytes)
-        if not np.array_equal(want, engine_row):  # after a crash: the tile lacks some of the windows
+        if not np.array_equal(want, engine_row):  # the counts, or (after a crash) windows the tile lacks
             bits[r] = want
     # values and checksums, in batches
     tile_bytes = int(np.prod(t.tile_shape)) * torch.empty((), dtype=t.dtype).element_size()

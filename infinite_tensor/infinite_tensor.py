@@ -413,8 +413,12 @@ class InfiniteTensor:
         none of its windows), windows computed, f_calls, seconds_in_f,
         seconds_reading (its reads' whole time, upstream work included),
         seconds_outside_f, bytes_read (returned by its reads), and what is
-        cached now: cached_bytes, cached_tiles.  Tensors sharing an id in one
-        store share the counters.
+        cached now: cached_bytes, cached_tiles, and waiting_bytes (parts of
+        windows kept until the windows before them are computed: a float sum
+        adds each pixel's windows in window order, docs/architecture.md;
+        included in cached_bytes, except those parked for tiles the cache
+        wrote to the file and evicted).  Tensors sharing an id in one store
+        share the counters.
 
         Returns:
             A new dict of those counters (ints; the ``seconds_*`` are floats).
@@ -427,6 +431,7 @@ class InfiniteTensor:
         out = node.stats()
         out["seconds_outside_f"] = max(out["seconds_reading"] - out["seconds_in_f"], 0.0)
         out["cached_bytes"], out["cached_tiles"] = node.nbytes, node.ntiles
+        out["waiting_bytes"] = node.waiting_bytes
         return out
 
     def reset_stats(self) -> None:

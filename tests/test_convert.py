@@ -208,7 +208,7 @@ def test_tiles_are_kept_byte_for_byte(tmp_path):
     dst = str(tmp_path / "new.h5")
     convert(src, dst)
     with h5py.File(src, "r") as old, h5py.File(dst, "r") as new:
-        assert new.attrs["infinite_tensor_format"] == 1
+        assert new.attrs["infinite_tensor_format"] == 2
         groups = {new["tensors"][g].attrs["id"]: new["tensors"][g] for g in new["tensors"]}
         assert "half/precision" in groups  # the id with "/" (upstream nests groups)
         for tid in mf.WORLD:

@@ -648,7 +648,7 @@ def test_same_answers_as_the_memory_store(path, seed):
 # -- the file format --------------------------------------------------------------------
 def _check_layout(path, tid, pair, shape, tile_size, read_box):
     with h5py.File(path, "r") as f:
-        assert [int(v) for v in np.asarray(f.attrs["infinite_tensor_format"]).reshape(-1)] == [1]
+        assert [int(v) for v in np.asarray(f.attrs["infinite_tensor_format"]).reshape(-1)] == [2]
         g = f["tensors"][escape(tid)]
         assert attr_str(g.attrs["id"]) == tid
         assert json.loads(attr_str(g.attrs["meta"])) == pair.lib.to_json()
@@ -687,7 +687,7 @@ def test_format_version_is_a_scalar_attribute(path):
     with h5py.File(path, "r") as f:
         version = f.attrs["infinite_tensor_format"]
         assert np.ndim(version) == 0, f"a {np.shape(version)} array, not a scalar"
-        assert version == 1
+        assert version == 2
 
 
 def test_file_layout_with_finite_dims_and_tuple_tile(path):
@@ -912,12 +912,12 @@ def test_ids_dot_and_empty_are_single_groups(path):
 
 def test_a_newer_format_version_is_refused(path):
     with h5py.File(path, "w") as f:
-        f.attrs["infinite_tensor_format"] = 2
+        f.attrs["infinite_tensor_format"] = 3
         f.create_group("tensors")
     with pytest.raises(it.InfiniteTensorError) as info:
         _register(path)
     msg = str(info.value)
-    assert "format" in msg and "2" in msg and "1" in msg, msg
+    assert "format" in msg and "3" in msg and "2" in msg, msg
 
 
 def test_tensors_written_by_0_3_are_refused_by_id(path):

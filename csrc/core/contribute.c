@@ -29,8 +29,7 @@
 /* 1 if a window's part [a, a + shape) (absolute; ts: the tile's origin) can
  * be copied into a lazy tile, which it then keeps lazy; otherwise the tile's
  * values are made valid first and the window must be added. */
-static int lazy_takes(const it_tensor *t, it_tile *tile, const int64_t *ts, const int64_t *a,
-                      const int64_t *shape)
+int it__lazy_takes(const it_tensor *t, it_tile *tile, const int64_t *ts, const int64_t *a, const int64_t *shape)
 {
     if (!(tile->flags & TILE_LAZY))
         return 0;
@@ -76,8 +75,58 @@ fail:
     return rc;
 }
 
-/* Change a cached tile's byte count by delta (deferred parts come and go). */
-static void tile_extra(it_tensor *t, it_tile *tile, int64_t delta)
+/* dst = 0 + src along contiguous rows of floats: the value adding into a
+ * zeroed tile gives (-0 becomes +0), at the speed of a copy. */
+#define DEFINE_ADD0(NAME, T)                                                                    \
+    static void NAME(int64_t n, T *restrict d, const T *restrict s)                             \
+    {                                                                                           \
+        for (int64_t i = 0; i < n; i++)                                                         \
+            d[i] = (T)0 + s[i];                                                                 \
+    }
+DEFINE_ADD0(add0_f32, float)
+DEFINE_ADD0(add0_f64, double)
+
+static void add0_nd(it_dtype dt, int ndim, const int64_t *shape, char *dst, const int64_t *ds, const char *src,
+                    const int64_t *ss)
+{
+    if (ndim == 1) {
+        if (dt == IT_F32)
+            add0_f32(shape[0], (float *)dst, (const float *)src);
+        else
+            add0_f64(shape[0], (double *)dst, (const double *)src);
+        return;
+    }
+    for (int64_t i = 0; i < shape[0]; i++)
+        add0_nd(dt, ndim - 1, shape + 1, dst + i * ds[0], ds + 1, src + i * ss[0], ss + 1);
+}
+
+void it__copy_fresh(const it_tensor *t, const int64_t *shape, void *dst, const int64_t *dst_strides,
+                    const void *src, const int64_t *src_strides)
+{
+    int L = t->ndim - 1;
+    it_dtype dt = t->spec.dtype;
+    if ((dt == IT_F32 || dt == IT_F64) && dst_strides[L] == (int64_t)t->elsize &&
+        src_strides[L] == (int64_t)t->elsize && ((uintptr_t)dst | (uintptr_t)src) % t->elsize == 0) {
+        add0_nd(dt, t->ndim, shape, dst, dst_strides, src, src_strides);
+        return;
+    }
+    if (!t->canon) {
+        it_copy_nd(t->elsize, t->ndim, shape, dst, dst_strides, src, src_strides);
+        return;
+    }
+    /* other floats: add into zeros, rounding as the kernels do */
+    int64_t row[IT_MAX_DIMS] = {0}, zero[IT_MAX_DIMS] = {0};
+    do {
+        char *d = dst;
+        for (int k = 0; k < L; k++)
+            d += row[k] * dst_strides[k];
+        for (int64_t i = 0; i < shape[L]; i++)
+            memset(d + i * dst_strides[L], 0, t->elsize);
+    } while (it__odometer_next(row, zero, shape, L));
+    it_combine_nd(IT_COMBINE_SUM, dt, t->ndim, shape, dst, dst_strides, src, src_strides);
+}
+
+void it__tile_extra(it_tensor *t, it_tile *tile, int64_t delta)
 {
     tile->extra_bytes += delta;
     if (!it__tile_orphan(tile))
@@ -93,9 +142,8 @@ int it__deferred_has(const it_tensor *t, const it_tile *tile, const int64_t *w)
     return 0;
 }
 
-/* Keep window w's values on [a, b) (absolute pixels) for tile. */
-static int defer_part(it_tensor *t, it_tile *tile, const int64_t *w, const int64_t *ts,
-                      const int64_t *shape, const int64_t *a, const char *src, const int64_t *src_strides)
+int it__defer_part(it_tensor *t, it_tile *tile, const int64_t *w, const int64_t *ts, const int64_t *shape,
+                   const int64_t *a, const char *src, const int64_t *src_strides, int64_t pending)
 {
     size_t K = (size_t)t->ncoords, nd = (size_t)t->ndim;
     it_deferred *d = it_malloc(sizeof *d + sizeof(int64_t) * (K + nd));
@@ -109,6 +157,7 @@ static int defer_part(it_tensor *t, it_tile *tile, const int64_t *w, const int64
         return rc;
     }
     memcpy(d->coords, w, sizeof(int64_t) * K);
+    d->pending = pending;
     d->start = d->coords + K;
     for (size_t i = 0; i < nd; i++)
         d->start[i] = a[i] - ts[i];
@@ -117,7 +166,7 @@ static int defer_part(it_tensor *t, it_tile *tile, const int64_t *w, const int64
         pp = &(*pp)->next;
     d->next = *pp;
     *pp = d;
-    tile_extra(t, tile, (int64_t)d->part->capacity);
+    it__tile_extra(t, tile, (int64_t)d->part->capacity);
     t->mutations++;
     return IT_OK;
 }
@@ -130,7 +179,7 @@ int it__flush_deferred(it_tensor *t, it_tile *tile, const int64_t *before)
         /* unlinked before the blend callback: nothing refers to it then */
         it_deferred *d = tile->deferred;
         tile->deferred = d->next;
-        tile_extra(t, tile, -(int64_t)d->part->capacity);
+        it__tile_extra(t, tile, -(int64_t)d->part->capacity);
         t->mutations++;
         int64_t bit = it__bit_index(t, tile, d->coords);
         int rc = IT_OK;
@@ -184,7 +233,7 @@ int it__contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_view 
             if (tile->deferred && !it__lex_less(w, tile->deferred->coords, t->ncoords)) {
                 it_deferred *d = tile->deferred;
                 tile->deferred = d->next;
-                tile_extra(t, tile, -(int64_t)d->part->capacity);
+                it__tile_extra(t, tile, -(int64_t)d->part->capacity);
                 it__deferred_free(d);
             }
         }
@@ -205,8 +254,17 @@ int it__contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_view 
         }
         if (only_marked && !completing) {
             if (!it__deferred_has(t, tile, w) &&
-                (rc = defer_part(t, tile, w, ts, shape, a, src, v->strides)))
+                (rc = it__defer_part(t, tile, w, ts, shape, a, src, v->strides, 0)))
                 return rc;
+            continue;
+        }
+        if (t->canon) { /* fold.c: sets the bit once every cell has w */
+            if (tile->deferred && it__deferred_has(t, tile, w))
+                continue; /* here already, waiting for the windows before it */
+            if ((rc = it__fold_part(t, tile, w, bit, ts, ws, a, shape, src, v->strides)))
+                return rc;
+            t->mutations++;
+            it__mark_dirty(t, tile);
             continue;
         }
         if (t->spec.combine == IT_COMBINE_CUSTOM) {
@@ -215,8 +273,8 @@ int it__contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_view 
             int64_t woff[IT_MAX_DIMS];
             for (int d = 0; d < t->ndim; d++)
                 woff[d] = a[d] - ws[d];
-            it__mean_add(t, lazy_takes(t, tile, ts, a, shape), shape, dst, t->tstrides, src, v->strides, woff);
-        } else if (lazy_takes(t, tile, ts, a, shape))
+            it__mean_add(t, it__lazy_takes(t, tile, ts, a, shape), shape, dst, t->tstrides, src, v->strides, woff);
+        } else if (it__lazy_takes(t, tile, ts, a, shape))
             it_copy_nd(t->elsize, t->ndim, shape, dst, t->tstrides, src, v->strides);
         else
             rc = it__dev_apply(t, t->spec.combine, shape, dst, t->tstrides, src, v->strides);

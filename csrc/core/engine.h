@@ -65,14 +65,18 @@
 #define TILE_DIRTY 4u /* changed since loaded from / written to the backend */
 #define TILE_LAZY 8u  /* only the pixels of contributed windows are written (tile.c) */
 #define TILE_LOADING 16u /* a backend is filling it with the caller's lock released (tile.c) */
+#define TILE_PREFIX 32u  /* canonical sum: its bits are the first ncontrib of its domain and its
+                          * fold counts are not kept up to date (fold.c) */
 
 typedef struct it_tile it_tile;
 
 /* A window's values on its overlap with a tile, kept until the tile is
- * completed (custom blends only; see contribute.c). */
+ * completed (custom blends; see contribute.c) or until the windows before it
+ * reach the cells it covers (canonical sums; see fold.c). */
 typedef struct it_deferred {
     struct it_deferred *next; /* lexicographic order of coords */
     it_buffer *part;
+    int64_t pending;  /* canonical sums: cells of the part not yet folded */
     int64_t *start;  /* overlap start per dim, relative to the tile origin */
     int64_t coords[]; /* window index */
 } it_deferred;
@@ -94,8 +98,11 @@ struct it_tile {
     int64_t *dom_lo;           /* owner->ncoords: first window index per coord */
     int64_t *dom_n;            /* owner->ncoords: windows per coord */
     uint64_t *bits;            /* ntotal bits, row-major over the domain */
-    it_deferred *deferred;     /* custom blends: parts waiting for completion */
+    it_deferred *deferred;     /* parts waiting (custom blends, canonical sums) */
     int64_t extra_bytes;       /* bytes of the deferred parts */
+    int64_t *cdim;             /* canonical sums: cells per dim (fold.c) */
+    uint32_t *folds;           /*   windows folded per cell, row-major; NULL otherwise */
+    int64_t ncells;
 };
 
 static inline int it__tile_orphan(const it_tile *tile) { return (tile->ce.flags & IT_CE_ORPHAN) != 0; }
@@ -116,6 +123,8 @@ struct it_tensor {
     size_t elsize;
     int ndim, ncoords, ninf;
     int disjoint; /* no two windows overlap (it_window_disjoint) */
+    int canon;    /* sums fold in window order (fold.c) */
+    int counted;  /* tiles keep fold counts: canon, or records that carry them */
     int inf_dim[IT_MAX_DIMS];
     int64_t tshape[IT_MAX_DIMS];
     int64_t tstrides[IT_MAX_DIMS]; /* bytes */
@@ -130,6 +139,8 @@ struct it_tensor {
     void *bctx;
     int bflags;
     int64_t ndirty;
+    struct it_parked *parked; /* kept parts of tiles evicted to the backend (tile.c) */
+    int64_t parked_bytes;
     struct claim *claims; /* windows threads are computing right now */
     it_owner busy;        /* custom blends: the thread completing tiles */
     int busy_depth;
@@ -219,22 +230,41 @@ static inline int it__odometer_next(int64_t *idx, const int64_t *lo, const int64
     return 0;
 }
 
+/* Row-major position of window w (k coordinates) in the box of windows
+ * [lo, lo + n), or -1 if w is not in it. */
+static inline int64_t it__box_rank(int k, const int64_t *lo, const int64_t *n, const int64_t *w)
+{
+    int64_t idx = 0;
+    for (int c = 0; c < k; c++) {
+        int64_t r = w[c] - lo[c];
+        if (r < 0 || r >= n[c])
+            return -1;
+        idx = idx * n[c] + r;
+    }
+    return idx;
+}
+
 /* Bit index of window w in tile's domain, or -1 if w is not in it. */
 static inline int64_t it__bit_index(const it_tensor *t, const it_tile *tile, const int64_t *w)
 {
-    int64_t idx = 0;
-    for (int c = 0; c < t->ncoords; c++) {
-        int64_t r = w[c] - tile->dom_lo[c];
-        if (r < 0 || r >= tile->dom_n[c])
-            return -1;
-        idx = idx * tile->dom_n[c] + r;
-    }
-    return idx;
+    return it__box_rank(t->ncoords, tile->dom_lo, tile->dom_n, w);
 }
 
 static inline int it__has_bit(const it_tile *tile, int64_t i)
 {
     return (tile->bits[i >> 6] >> (i & 63)) & 1u;
+}
+
+/* 1 if some window is in the tile, whole (a bit) or in part (a kept part,
+ * or fold counts whose parts were not stored: fold.c). */
+static inline int it__tile_holds(const it_tile *tile)
+{
+    if (tile->ncontrib > 0 || tile->deferred)
+        return 1;
+    for (int64_t i = 0; tile->folds && !(tile->flags & TILE_PREFIX) && i < tile->ncells; i++)
+        if (tile->folds[i])
+            return 1;
+    return 0;
 }
 
 static inline int it__lex_less(const int64_t *a, const int64_t *b, int k)
@@ -277,6 +307,9 @@ it_tile *it__tile_lookup(const it_tensor *t, const int64_t *coord);
  * pinned one becomes an orphan, freed by its last unpin). */
 void it__table_unlink(it_tensor *t, it_tile *tile);
 void it__deferred_free(it_deferred *d);
+/* Free the kept parts parked for t's evicted tiles (their windows are then
+ * computed again when needed). */
+void it__parked_free(it_tensor *t);
 /* A tile changed: with a backend, mark it dirty (written back before it goes). */
 void it__mark_dirty(it_tensor *t, it_tile *tile);
 /* Pixel box of a tile, and the part of it where windows can lie. */
@@ -309,6 +342,42 @@ int it__deferred_has(const it_tensor *t, const it_tile *tile, const int64_t *w);
 int it__flush_deferred(it_tensor *t, it_tile *tile, const int64_t *before);
 /* Add window w (output v) to the tiles it touches that lack it. */
 int it__contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_view *v, int only_marked);
+/* Keep window w's values on [a, a + shape) (absolute; ts: the tile's
+ * origin) on the tile's deferred list; pending: cells it owes (fold.c). */
+int it__defer_part(it_tensor *t, it_tile *tile, const int64_t *w, const int64_t *ts, const int64_t *shape,
+                   const int64_t *a, const char *src, const int64_t *src_strides, int64_t pending);
+/* Change a cached tile's byte count by delta (deferred parts come and go). */
+void it__tile_extra(it_tensor *t, it_tile *tile, int64_t delta);
+/* 1 if a part can be copied into a lazy tile (see tile.c); otherwise the
+ * tile's values are made valid first. */
+int it__lazy_takes(const it_tensor *t, it_tile *tile, const int64_t *ts, const int64_t *a, const int64_t *shape);
+/* The first values of a lazy tile's part: dst = src. */
+void it__copy_fresh(const it_tensor *t, const int64_t *shape, void *dst, const int64_t *dst_strides,
+                    const void *src, const int64_t *src_strides);
+
+/* ---- fold.c -------------------------------------------------------------- */
+
+/* 1 if t's sums should fold in window order (set once, at creation). */
+int it__canon_wanted(const it_tensor *t);
+/* 1 if t's tile records carry fold counts (with a backend that stores them). */
+int it__record_counted(const it_tensor *t);
+/* Cells of the tile at coord (cdim: per dim). */
+int64_t it__tile_cells(const it_tensor *t, const int64_t *coord, int64_t *cdim);
+/* Bits of the tile's record: the bitmap, then the fold counts if any. */
+int64_t it__record_bits(const it_tensor *t, const it_tile *tile);
+/* Fold window w's part [a, a + shape) (src, its strides; the window starts
+ * at ws, the tile at ts) into tile, in window order (bit: w's in tile). */
+int it__fold_part(it_tensor *t, it_tile *tile, const int64_t *w, int64_t bit, const int64_t *ts,
+                  const int64_t *ws, const int64_t *a, const int64_t *shape, const char *src,
+                  const int64_t *sstrides);
+/* 1 if window w is folded into every cell of tile within [start, stop). */
+int it__fold_covers(const it_tensor *t, const it_tile *tile, const int64_t *w, const int64_t *start,
+                    const int64_t *stop);
+/* Bring a TILE_PREFIX tile's fold counts up to date (before its record is
+ * written). */
+int it__folds_sync(it_tensor *t, it_tile *tile);
+/* Check and complete the fold counts of a tile just loaded. */
+int it__folds_loaded(it_tensor *t, it_tile *tile);
 
 /* ---- assemble.c ---------------------------------------------------------- */
 

@@ -381,6 +381,32 @@ static void h5_free_u(void *ctx)
     it_h5_unref(f);
 }
 
+/* The width of the stored bitmap rows of the tensor group `name`; 0 when
+ * it has none yet. */
+static int64_t stored_row_bytes(it_h5file *f, const char *name)
+{
+    int64_t w = 0;
+    if (f->tgrp < 0 || H5Lexists(f->tgrp, name, H5P_DEFAULT) <= 0) {
+        H5Eclear2(H5E_DEFAULT);
+        return 0;
+    }
+    hid_t g = H5Gopen2(f->tgrp, name, H5P_DEFAULT), d = -1, sp = -1;
+    if (g >= 0 && H5Lexists(g, "bits", H5P_DEFAULT) > 0 && (d = H5Dopen2(g, "bits", H5P_DEFAULT)) >= 0 &&
+        (sp = H5Dget_space(d)) >= 0 && H5Sget_simple_extent_ndims(sp) == 2) {
+        hsize_t dims[2];
+        H5Sget_simple_extent_dims(sp, dims, NULL);
+        w = (int64_t)dims[1];
+    }
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (d >= 0)
+        H5Dclose(d);
+    if (g >= 0)
+        H5Gclose(g);
+    H5Eclear2(H5E_DEFAULT);
+    return w;
+}
+
 static int h5u_attach(it_h5file *f, const char *id, it_tensor *t)
 {
     int rc;
@@ -412,7 +438,11 @@ static int h5u_attach(it_h5file *f, const char *id, it_tensor *t)
         h->ninf += s->shape[d] == IT_DIM_INFINITE;
         tile_bytes *= (uint64_t)h->tshape[d];
     }
-    h->row_bytes = IT_MAX((dom + 7) / 8, 1);
+    /* records carry fold counts (format 2) unless the tensor's rows were
+     * written without them (format 1): those keep the bitmap alone */
+    int64_t rec = it_tensor_record_bits(t, 1), stored = stored_row_bytes(f, h->name);
+    int folds = rec != dom && (stored == 0 || stored == IT_MAX((rec + 7) / 8, 1));
+    h->row_bytes = IT_MAX(((folds ? rec : dom) + 7) / 8, 1);
     h->grp = h->dtiles = h->dindex = h->dbits = h->dsums = -1;
     if (tile_bytes >= ((uint64_t)1) << 32) {
         it_free(h->name);
@@ -420,12 +450,22 @@ static int h5u_attach(it_h5file *f, const char *id, it_tensor *t)
         return it_error_set(IT_ETOOBIG, "tiles of %llu bytes exceed HDF5's 4 GiB chunk limit: use a smaller "
                             "tile_size", (unsigned long long)tile_bytes);
     }
+    if (folds && stored == 0 && !f->readonly) { /* a reader of format 1 would misread these rows */
+        int64_t v = IT_H5_FORMAT;
+        if ((rc = it__h5_write_ints_attr(f->fid, "infinite_tensor_format", &v, -1))) {
+            it_free(h->name);
+            it_free(h);
+            return rc;
+        }
+    }
     it_backend b = {IT_BACKEND_VERSION, h5_load, h5_store, h5_free};
     it_h5_ref(f);
     h->next = f->tensors;
     f->tensors = h;
     /* loads take the store's lock, not the caller's (h5util.c) */
-    int flags = (f->readonly ? IT_BACKEND_READONLY : 0) | (it__h5_serial_loads() ? 0 : IT_BACKEND_UNLOCKED_LOAD);
+    int flags = (f->readonly ? IT_BACKEND_READONLY : 0) | (it__h5_serial_loads() ? 0 : IT_BACKEND_UNLOCKED_LOAD) |
+                (folds ? IT_BACKEND_FOLDS : 0);
+
     return it_tensor_set_backend(t, &b, h, flags);
 }
 

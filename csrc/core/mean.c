@@ -86,7 +86,7 @@ int it_mean_dtype_ok(it_dtype dt) { return dt == IT_F16 || dt == IT_BF16 || dt =
     {                                                                                           \
         if (copy)                                                                               \
             for (int64_t i = 0; i < n; i++)                                                     \
-                d[i] = s[i] * w[i];                                                             \
+                d[i] = (T)0 + s[i] * w[i]; /* 0 + x, as adding into zeros: -0 becomes 0 */     \
         else                                                                                    \
             for (int64_t i = 0; i < n; i++)                                                     \
                 d[i] += s[i] * w[i];                                                            \

@@ -66,6 +66,10 @@ static int collect_missing(const it_tensor *t, const it_tile *tile,
             int64_t bit = it__bit_index(t, tile, w);
             if ((bit >= 0 && it__has_bit(tile, bit)) || (tile->deferred && it__deferred_has(t, tile, w)))
                 continue;
+            /* folded into every cell the region needs, if not into all of its
+             * part (its waiting parts were not stored: fold.c) */
+            if (t->canon && tile->folds && it__fold_covers(t, tile, w, start, stop))
+                continue;
         }
         if ((rc = it__winset_add(pending, w)))
             return rc;
@@ -93,7 +97,7 @@ static int plan_region(read_ctx *ctx, it_tensor *t, const int64_t *rstart, const
         if ((rc = it__get_tile(ctx, t, tc, 0, &tile)))
             return rc;
         if (!pending) {
-            *present += tile != NULL && tile->ncontrib > 0; /* an empty one loaded from nothing */
+            *present += tile != NULL && it__tile_holds(tile); /* not an empty one loaded from nothing */
             continue;
         }
         if (tile && tile->ncontrib == tile->ntotal)

@@ -391,6 +391,7 @@ int it_tensor_create(it_cache *cache, const it_tensor_spec *spec,
     }
     t->window_bytes = IT_MAX(window_elems * (int64_t)es, 1);
     t->disjoint = it_window_disjoint(&t->spec.window);
+    t->canon = t->counted = it__canon_wanted(t);
     if (tile_elems >= TILE_MAX_BYTES / (int64_t)es) {
         t->user = NULL; /* ownership passes on success only */
         it_tensor_unref(t);
@@ -445,6 +446,7 @@ int it_tensor_set_batch_size(it_tensor *t, int64_t batch_size)
 void it_tensor_clear(it_tensor *t)
 {
     t->generation++;
+    it__parked_free(t);
     for (size_t i = 0; i < t->nbuckets; i++) {
         while (t->buckets[i]) {
             it_tile *tile = t->buckets[i];
@@ -477,6 +479,10 @@ int it_tensor_set_backend(it_tensor *t, const it_backend *backend, void *ctx, in
     t->backend = *backend;
     t->bctx = ctx;
     t->bflags = flags;
+    if (flags & IT_BACKEND_FOLDS)
+        t->counted = it__record_counted(t);
+    else
+        t->canon = t->counted = 0; /* its records cannot say which cells hold which windows */
     return IT_OK;
 }
 
@@ -539,7 +545,10 @@ int it_tensor_window_done(it_tensor *t, const int64_t *coords, int *done)
         if ((rc = it__get_tile(&ctx, t, tc, 0, &tile)))
             break;
         int64_t bit = tile ? it__bit_index(t, tile, coords) : -1;
-        if (bit < 0 || !it__has_bit(tile, bit)) {
+        /* a float sum's part waiting on the tile for earlier windows is
+         * there too: a read would not compute the window again */
+        if ((bit < 0 || !it__has_bit(tile, bit)) &&
+            !(bit >= 0 && t->canon && tile->deferred && it__deferred_has(t, tile, coords))) {
             all = 0;
             break;
         }
@@ -589,6 +598,7 @@ int it_tensor_migrate(it_tensor *t, const it_device *dev, it_dtype dt, const voi
         return it_error_set(IT_ESTATE, "the tiles of a tensor with a backend cannot change dtype");
     if (!dev->ops && dev->type != IT_DEVICE_CPU)
         return it_error_set(IT_EDEVICE, "device type %d needs a device-ops table", dev->type);
+    it__parked_free(t); /* parked parts stay where they are: their windows are computed again */
     /* the tiles and the deferred parts to convert, pinned while convert (a
      * callback) runs; nothing may be reading the tensor meanwhile */
     int64_t ntiles = t->ntiles, nparts = 0, k = 0;

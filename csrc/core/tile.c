@@ -129,11 +129,71 @@ void it__tile_evict(it_tile *tile)
     it__tile_free(tile);
 }
 
+/* Parts of windows a tile keeps for a canonical sum (fold.c) are not in its
+ * record.  When the cache evicts a tile whose record is written, they wait
+ * here, by tile coordinates, and rejoin the tile when it is loaded again,
+ * so no window is computed twice because of an eviction.  They are a strip
+ * along the edge of what has been read, outside the cache's counts. */
+typedef struct it_parked {
+    struct it_parked *next;
+    it_deferred *list;
+    int64_t bytes;
+    int64_t coord[];
+} it_parked;
+
+static void park_kept(it_tile *tile)
+{
+    it_tensor *t = tile->owner;
+    if (!tile->deferred || !t->backend.store || (tile->flags & TILE_DIRTY))
+        return;
+    it_parked *p = it_malloc(sizeof *p + sizeof(int64_t) * (size_t)t->ninf);
+    if (!p)
+        return; /* the parts go with the tile: their windows are computed again */
+    memcpy(p->coord, tile->coord, sizeof(int64_t) * (size_t)t->ninf);
+    p->list = tile->deferred;
+    p->bytes = tile->extra_bytes;
+    tile->deferred = NULL;
+    p->next = t->parked;
+    t->parked = p;
+    t->parked_bytes += p->bytes;
+}
+
+static void unpark_kept(it_tensor *t, it_tile *tile)
+{
+    for (it_parked **pp = &t->parked; *pp; pp = &(*pp)->next) {
+        it_parked *p = *pp;
+        if (memcmp(p->coord, tile->coord, sizeof(int64_t) * (size_t)t->ninf) != 0)
+            continue;
+        *pp = p->next;
+        t->parked_bytes -= p->bytes;
+        tile->deferred = p->list;
+        it__tile_extra(t, tile, p->bytes);
+        it_free(p);
+        return;
+    }
+}
+
+void it__parked_free(it_tensor *t)
+{
+    while (t->parked) {
+        it_parked *p = t->parked;
+        t->parked = p->next;
+        while (p->list) {
+            it_deferred *d = p->list;
+            p->list = d->next;
+            it__deferred_free(d);
+        }
+        it_free(p);
+    }
+    t->parked_bytes = 0;
+}
+
 static int tile_evict_cb(it_cache_entry *e)
 {
     it_tile *tile = entry_tile(e);
     if (tile->flags & TILE_DIRTY)
         return it__tile_writeback(tile, 1);
+    park_kept(tile);
     it__tile_evict(tile);
     return IT_OK;
 }
@@ -167,7 +227,7 @@ static void tile_io(const it_tensor *t, it_tile *tile, it_tile_io *io)
     io->dom_lo = tile->dom_lo;
     io->dom_n = tile->dom_n;
     io->bits = tile->bits;
-    io->nbits = tile->ntotal;
+    io->nbits = it__record_bits(t, tile);
 }
 
 /* Backends see host memory only.  For a tile on a device, *stage is a host
@@ -211,7 +271,9 @@ int it__tile_writeback(it_tile *tile, int evict)
     it__tile_values(t, tile);
     tile_io(t, tile, &io);
     it_buffer *stage;
-    int rc = stage_tile(t, tile, 1, &stage);
+    int rc = it__folds_sync(t, tile);
+    if (rc == IT_OK)
+        rc = stage_tile(t, tile, 1, &stage);
     if (rc == IT_OK) {
         if (stage)
             io.buf = stage;
@@ -222,8 +284,10 @@ int it__tile_writeback(it_tile *tile, int evict)
         it__mark_dirty(t, tile);
     int orphan = it__tile_orphan(tile);
     it__tile_unpin(tile);
-    if (!orphan && evict && rc == IT_OK && tile->ce.pins == 0 && !(tile->flags & TILE_DIRTY))
+    if (!orphan && evict && rc == IT_OK && tile->ce.pins == 0 && !(tile->flags & TILE_DIRTY)) {
+        park_kept(tile);
         it__tile_evict(tile);
+    }
     return rc;
 }
 
@@ -271,7 +335,12 @@ static int tile_create(it_tensor *t, const int64_t *coord, int lazy, it_tile **o
         return rc;
     size_t nw = (size_t)((total + 63) / 64);
     size_t ints = (size_t)t->ninf + 2 * (size_t)t->ncoords;
-    it_tile *tile = it_calloc(1, sizeof *tile + sizeof(int64_t) * ints + sizeof(uint64_t) * nw);
+    int64_t cdim[IT_MAX_DIMS], ncells = t->counted ? it__tile_cells(t, coord, cdim) : 0;
+    if (t->counted)
+        ints += (size_t)t->ndim;
+    /* the record a backend sees: the bitmap's words, then the fold counts */
+    size_t nfw = (size_t)(ncells + 1) / 2;
+    it_tile *tile = it_calloc(1, sizeof *tile + sizeof(int64_t) * ints + sizeof(uint64_t) * (nw + nfw));
     if (!tile)
         return it_error_set(IT_ENOMEM, "out of memory creating a tile");
     if ((rc = it_buffer_create_on(&t->dev, t->spec.dtype, t->ndim, t->tshape, &tile->buf))) {
@@ -300,7 +369,15 @@ static int tile_create(it_tensor *t, const int64_t *coord, int lazy, it_tile **o
     tile->coord = (int64_t *)(tile + 1);
     tile->dom_lo = tile->coord + t->ninf;
     tile->dom_n = tile->dom_lo + t->ncoords;
-    tile->bits = (uint64_t *)(tile->dom_n + t->ncoords);
+    tile->bits = (uint64_t *)(tile->dom_n + t->ncoords + (t->counted ? t->ndim : 0));
+    if (t->counted) {
+        tile->cdim = tile->dom_n + t->ncoords;
+        memcpy(tile->cdim, cdim, sizeof(int64_t) * (size_t)t->ndim);
+        tile->folds = (uint32_t *)(tile->bits + nw);
+        tile->ncells = ncells;
+        if (t->canon)
+            tile->flags |= TILE_PREFIX; /* no window yet: the empty prefix */
+    }
     memcpy(tile->coord, coord, sizeof(int64_t) * (size_t)t->ninf);
     memcpy(tile->dom_lo, lo, sizeof(int64_t) * (size_t)t->ncoords);
     memcpy(tile->dom_n, n, sizeof(int64_t) * (size_t)t->ncoords);
@@ -513,7 +590,11 @@ static int tile_load(it_tensor *t, const int64_t *coord, it_tile **out)
         for (int64_t i = 0; i < nw; i++)
             n += __builtin_popcountll(tile->bits[i]);
         tile->ncontrib = n;
+        tile->flags &= ~TILE_PREFIX; /* its counts come with it */
+        rc = it__folds_loaded(t, tile);
     }
+    if (rc == IT_OK && t->parked && !it__tile_orphan(tile))
+        unpark_kept(t, tile);
     int keep = rc == IT_OK;
     /* never keep a tile that failed to load: written back later, it would
      * replace the stored one */

@@ -5,15 +5,16 @@
  * (it_h5journal.h), so the file on disk is always the state of the last
  * commit.  Tensors are attached to it by id: each gets a backend
  * (it_tensor.h) whose load and store read and write one tile record, values
- * and contribution bitmap.  The layout (format version 1) is documented in
+ * and contribution bitmap.  The layout (format version 2) is documented in
  * docs/file-format.md:
  *
- *   /                       attr infinite_tensor_format = 1
+ *   /                       attr infinite_tensor_format = 2
  *   /tensors/<name>         group per tensor (<name>: the id, "%" and "/"
  *                           escaped); attrs id, meta (JSON), tile_size
  *   /tensors/<name>/tiles   (ntiles, *tile_shape), the tensor's dtype
  *   /tensors/<name>/index   (ntiles, n_infinite) int64 tile coordinates
  *   /tensors/<name>/bits    (ntiles, row_bytes) uint8 contribution bitmaps
+ *                           (and fold counts: fold.c)
  *   /tensors/<name>/sums    (ntiles,) uint64 checksums of the tiles' bytes
  *                           (none in files written before the checksums)
  *
@@ -35,7 +36,7 @@
 extern "C" {
 #endif
 
-#define IT_H5_FORMAT 1
+#define IT_H5_FORMAT 2
 
 typedef struct it_h5file it_h5file;
 

@@ -224,7 +224,8 @@ typedef struct it_tile_io {
     int ncoords;
     const int64_t *dom_lo; /* the windows that can touch the tile: ncoords */
     const int64_t *dom_n;  /*   ranges, first index and count */
-    uint64_t *bits;        /* bitmap over that domain, row-major, nbits bits */
+    uint64_t *bits;        /* bitmap over that domain, row-major; with
+                            * IT_BACKEND_FOLDS, fold counts after it (fold.c) */
     int64_t nbits;
 } it_tile_io;
 
@@ -245,6 +246,11 @@ typedef struct it_backend {
  * calls it with the caller's lock released (it_set_lock_hooks), so other
  * threads run meanwhile; a thread needing the tile waits for the load. */
 #define IT_BACKEND_UNLOCKED_LOAD 2
+/* The backend stores records of it_tensor_record_bits(t, 1) bits: the
+ * bitmap followed by the fold counts of a tensor whose float sums fold in
+ * window order (fold.c).  Without it such a tensor adds windows in the order
+ * they arrive, and records are the bitmap alone. */
+#define IT_BACKEND_FOLDS 4
 
 /* Give t a backend (copied; ctx owned from now on, even on failure).
  * IT_ESTATE if t already caches tiles (they would shadow stored ones). */
@@ -257,6 +263,17 @@ int64_t it_tensor_dirty(const it_tensor *t);
 /* An upper bound of the windows that can touch one tile (bitmap bits):
  * it_window_block_max of the output window over a tile. */
 int64_t it_tensor_max_domain(const it_tensor *t);
+/* An upper bound of a tile record's bits (io->nbits): the bitmap, plus the
+ * fold counts when with_folds and t's sums fold in window order; the same
+ * as it_tensor_max_domain otherwise. */
+int64_t it_tensor_record_bits(const it_tensor *t, int with_folds);
+/* 1 if t's sums fold in window order, whatever the order of reads (fold.c):
+ * its tiles may then also hold parts of windows waiting for earlier ones. */
+int it_tensor_canonical(const it_tensor *t);
+/* Bytes of window parts waiting on t's tiles for earlier windows (custom
+ * blends: for their tile's completion), cached or parked for evicted tiles.
+ * The cached ones count in it_tensor_bytes too. */
+int64_t it_tensor_waiting_bytes(const it_tensor *t);
 #ifdef __cplusplus
 }
 #endif

@@ -1457,6 +1457,12 @@ static PyObject *Tensor_get_nbytes(TensorObject *self, void *c)
     return PyLong_FromLongLong(it_tensor_bytes(self->t));
 }
 
+static PyObject *Tensor_get_waiting_bytes(TensorObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromLongLong(it_tensor_waiting_bytes(self->t));
+}
+
 static PyObject *Tensor_get_ndirty(TensorObject *self, void *closure)
 {
     (void)closure;
@@ -1506,6 +1512,8 @@ static PyGetSetDef Tensor_getset[] = {
     {"nbytes", (getter)Tensor_get_nbytes, NULL, "Bytes of cached tiles.", NULL},
     {"ntiles", (getter)Tensor_get_ntiles, NULL, "Cached tiles.", NULL},
     {"ndirty", (getter)Tensor_get_ndirty, NULL, "Cached tiles not yet written to the backend.", NULL},
+    {"waiting_bytes", (getter)Tensor_get_waiting_bytes, NULL,
+     "Bytes of window parts waiting for earlier windows (on cached tiles or parked).", NULL},
     {"tile_shape", (getter)Tensor_get_tile_shape, NULL, "Tile extent per dim.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

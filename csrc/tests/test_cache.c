@@ -54,7 +54,9 @@ static void check_accounting(it_cache *c, ft **fs, int n)
             continue;
         const it_tensor *t = fs[i]->t;
         int64_t tb = tu_tile_bytes(t), wb = tu_window_bytes(t);
-        assert_int_equal(it_tensor_bytes(t), it_tensor_tiles(t) * tb);
+        /* plus the parts of windows a float sum keeps on its tiles until the
+         * windows before them arrive (fold.c) */
+        assert_true(it_tensor_bytes(t) >= it_tensor_tiles(t) * tb);
         bytes += it_tensor_bytes(t);
         tiles += it_tensor_tiles(t);
         weight += it_tensor_tiles(t) * ((tb + wb - 1) / wb);

@@ -1218,7 +1218,10 @@ static void test_retype(void **state)
     cc.fail_at = 0;
     EXPECT_OK(it_tensor_retype(f->t, IT_F32, &fill32, converter, &cc));
     assert_string_equal(cc.err, "");
-    assert_int_equal(cc.calls, tiles0);
+    if (it_tensor_canonical(f->t)) /* the parts of windows waiting on tiles too */
+        assert_true(cc.calls >= tiles0);
+    else
+        assert_int_equal(cc.calls, tiles0);
     f->spec.dtype = IT_F32;
     tu_cache_ok(c);
     assert_int_equal(it_tensor_tiles(f->t), tiles0);
@@ -1234,7 +1237,10 @@ static void test_retype(void **state)
     conv_ctx ci = {IT_F32, IT_I32, 0, 0, ""};
     EXPECT_OK(it_tensor_retype(f->t, IT_I32, &fill_i, converter, &ci));
     assert_string_equal(ci.err, "");
-    assert_int_equal(ci.calls, it_tensor_tiles(f->t));
+    if (it_tensor_canonical(f->t))
+        assert_true(ci.calls >= it_tensor_tiles(f->t));
+    else
+        assert_int_equal(ci.calls, it_tensor_tiles(f->t));
     f->spec.dtype = IT_I32;
     assert_int_equal(read_nc(f, &b), IT_OK);
     read2(f, -30, 40, 0, 5, 2, 1);
@@ -1970,8 +1976,8 @@ static void test_fuzz(void **state)
             }
             assert_int_equal(tu_cache_bytes(c), it_tensor_bytes(f->t));
             assert_int_equal(it_cache_tiles(c), it_tensor_tiles(f->t));
-            /* a custom blend may also hold parts of windows for later */
-            if (custom)
+            /* a custom blend or a float sum may also hold parts of windows for later */
+            if (custom || it_tensor_canonical(f->t))
                 assert_true(it_tensor_bytes(f->t) >= it_tensor_tiles(f->t) * tu_tile_bytes(f->t));
             else
                 assert_int_equal(it_tensor_bytes(f->t), it_tensor_tiles(f->t) * tu_tile_bytes(f->t));
