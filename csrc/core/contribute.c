@@ -110,7 +110,7 @@ void it__copy_fresh(const it_tensor *t, const int64_t *shape, void *dst, const i
         add0_nd(dt, t->ndim, shape, dst, dst_strides, src, src_strides);
         return;
     }
-    if (!t->canon) {
+    if (!(dt == IT_F16 || dt == IT_BF16 || dt == IT_F32 || dt == IT_F64 || dt == IT_C64 || dt == IT_C128)) {
         it_copy_nd(t->elsize, t->ndim, shape, dst, dst_strides, src, src_strides);
         return;
     }
@@ -134,12 +134,17 @@ void it__tile_extra(it_tensor *t, it_tile *tile, int64_t delta)
     it__cache_resize(&tile->ce, delta);
 }
 
+it_deferred *it__deferred_find(const it_tensor *t, const it_tile *tile, const int64_t *w)
+{
+    for (it_deferred *d = tile->deferred; d; d = d->next)
+        if (memcmp(d->coords, w, sizeof(int64_t) * (size_t)t->ncoords) == 0)
+            return d;
+    return NULL;
+}
+
 int it__deferred_has(const it_tensor *t, const it_tile *tile, const int64_t *w)
 {
-    for (const it_deferred *d = tile->deferred; d; d = d->next)
-        if (memcmp(d->coords, w, sizeof(int64_t) * (size_t)t->ncoords) == 0)
-            return 1;
-    return 0;
+    return it__deferred_find(t, tile, w) != NULL;
 }
 
 int it__defer_part(it_tensor *t, it_tile *tile, const int64_t *w, const int64_t *ts, const int64_t *shape,
@@ -275,7 +280,7 @@ int it__contribute(read_ctx *ctx, it_tensor *t, const int64_t *w, const it_view 
                 woff[d] = a[d] - ws[d];
             it__mean_add(t, it__lazy_takes(t, tile, ts, a, shape), shape, dst, t->tstrides, src, v->strides, woff);
         } else if (it__lazy_takes(t, tile, ts, a, shape))
-            it_copy_nd(t->elsize, t->ndim, shape, dst, t->tstrides, src, v->strides);
+            it__copy_fresh(t, shape, dst, t->tstrides, src, v->strides);
         else
             rc = it__dev_apply(t, t->spec.combine, shape, dst, t->tstrides, src, v->strides);
         if (rc)

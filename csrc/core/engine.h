@@ -336,6 +336,8 @@ int it__dev_apply(const it_tensor *t, it_combine op, const int64_t *shape, void 
 
 /* ---- contribute.c -------------------------------------------------------- */
 
+/* Window w's deferred part waiting on tile, or NULL. */
+it_deferred *it__deferred_find(const it_tensor *t, const it_tile *tile, const int64_t *w);
 /* 1 if window w has a deferred part waiting on tile. */
 int it__deferred_has(const it_tensor *t, const it_tile *tile, const int64_t *w);
 /* Fold the deferred parts of windows before `before` (all: NULL) into tile. */
@@ -351,7 +353,8 @@ void it__tile_extra(it_tensor *t, it_tile *tile, int64_t delta);
 /* 1 if a part can be copied into a lazy tile (see tile.c); otherwise the
  * tile's values are made valid first. */
 int it__lazy_takes(const it_tensor *t, it_tile *tile, const int64_t *ts, const int64_t *a, const int64_t *shape);
-/* The first values of a lazy tile's part: dst = src. */
+/* The first values of a lazy tile's part: dst = src, or for floats dst =
+ * 0 + src, what adding into a zeroed tile gives (-0.0 becomes +0.0). */
 void it__copy_fresh(const it_tensor *t, const int64_t *shape, void *dst, const int64_t *dst_strides,
                     const void *src, const int64_t *src_strides);
 

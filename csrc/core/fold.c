@@ -12,7 +12,8 @@
  *
  * Cells.  The window starts and ends along each dim cut a tile into cells;
  * every pixel of a cell is covered by the same windows, C(cell), a product
- * of index ranges (it_window_domain of the cell).  Each cell counts the
+ * of index ranges (per dim, the windows over the cell's first pixel, within
+ * the tile's domain).  Each cell counts the
  * windows folded into it (tile->folds): always the first folds[c] of C(c)
  * in lexicographic order.  A window reaching a tile is, cell by cell of its
  * part:
@@ -30,9 +31,15 @@
  * present (the planner asks it__deferred_has).
  *
  * A read in lexicographic order (every fresh read) folds every window at
- * once: the common case is one add over the whole part, as before.  Parts
- * are only kept along the edge of what has been read, where a later read
- * brings the windows that come first (up to one window row and column).
+ * once: one add over the whole part, as before.  A tile whose windows have
+ * all come in the order of its own bitmap (TILE_PREFIX: every tile of a
+ * fresh read but those on its top and left edges) does not even look at
+ * its cells: a window whose bit is the next one is next in every cell, and
+ * the counts follow from the bitmap when the tile leaves that state or is
+ * written.  Parts are only kept along the edge of what has been read, where
+ * a later read brings the windows that come first (up to one window row and
+ * column).  The counts cost 4 bytes per cell: with windows at stride s, one
+ * or two cells per s pixels along each dim.
  *
  * Backends.  A tile record carries the fold counts after the bitmap (the
  * bitmap's 64-bit words, then one little-endian uint32 per cell, row-major
@@ -329,14 +336,6 @@ static int fold_cell(it_tensor *t, it_tile *tile, const int64_t *ts, const cell 
     return it__dev_apply(t, IT_COMBINE_SUM, c->shape, dst, t->tstrides, src, sstrides);
 }
 
-static it_deferred *find_kept(const it_tensor *t, const it_tile *tile, const int64_t *w)
-{
-    for (it_deferred *d = tile->deferred; d; d = d->next)
-        if (memcmp(d->coords, w, sizeof(int64_t) * (size_t)t->ncoords) == 0)
-            return d;
-    return NULL;
-}
-
 static void drop_kept(it_tensor *t, it_tile *tile, it_deferred *e)
 {
     it_deferred **pp = &tile->deferred;
@@ -366,7 +365,7 @@ static int cascade(it_tensor *t, it_tile *tile, const int64_t *ts, const cell *c
             tile->folds[c->flat]++;
             continue;
         }
-        it_deferred *e = tile->deferred ? find_kept(t, tile, u) : NULL;
+        it_deferred *e = tile->deferred ? it__deferred_find(t, tile, u) : NULL;
         if (!e)
             return IT_OK;
         if ((rc = it_window_bounds(&t->spec.window, u, us, ue)))
@@ -556,7 +555,7 @@ done:
     if (rc && count[CELL_KEEP]) {
         /* a failed fold leaves w in some cells: drop its kept part too, so
          * that w is missing, and recomputed into the cells that lack it */
-        it_deferred *e = find_kept(t, tile, w);
+        it_deferred *e = it__deferred_find(t, tile, w);
         if (e)
             drop_kept(t, tile, e);
     }
