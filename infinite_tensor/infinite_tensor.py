@@ -9,6 +9,7 @@ tensor's node in its store.
 """
 from __future__ import annotations
 
+import pickle as _pickle
 import uuid as _uuidlib
 from collections import deque as _deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -171,6 +172,11 @@ def _check_store(store):
         raise ValidationError(
             f"tile_store must be a MemoryTileStore, an HDF5TileStore or a subclass of PersistentTileStore "
             f"(which keeps tiles where its storage primitives say), got {type(store).__name__} ({what})")
+
+
+def _rebuild(definition: dict[str, Any]) -> InfiniteTensor:
+    """Unpickle an InfiniteTensor (InfiniteTensor.__reduce__)."""
+    return InfiniteTensor(**definition)
 
 
 class InfiniteTensor:
@@ -885,6 +891,36 @@ class InfiniteTensor:
             self._device, self._dtype = old_device, old_dtype
             raise
         return self
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickles as its definition: shape, f, windows, args (pickled the
+        same way), dtype, device, blend, batch size, store and id.  The store
+        pickles as what opens it again (a memory store: its limits, not its
+        tiles; an HDF5 store: its path and options), so the copy in another
+        process computes or reads the same values.  f and blend must pickle
+        themselves (module-level functions do; lambdas and local functions
+        do not): a clear error says so before anything is sent.
+
+        Raises:
+            pickle.PicklingError: f or blend cannot be pickled.
+        """
+        for what, obj in (("f", self._fn), ("blend", self._blend)):
+            if obj is None or isinstance(obj, str):
+                continue
+            try:
+                _pickle.dumps(obj)
+            except Exception as e:  # noqa: BLE001 - any failure to pickle is reported the same way
+                raise _pickle.PicklingError(
+                    f"InfiniteTensor {self._uuid!r}: its {what} {obj!r} cannot be pickled ({type(e).__name__}: "
+                    f"{e}). Processes started with 'spawn' or 'forkserver' (DataLoader workers, multiprocessing) "
+                    f"receive tensors by pickling: define {what} as a module-level function (not a lambda or "
+                    f"a function defined inside another), or start the workers with 'fork'") from None
+        definition = dict(shape=self._shape, f=self._fn, output_window=self._output_window, args=list(self._args),
+                          args_windows=list(self._args_windows), dtype=self._dtype, device=self._device,
+                          tile_store=self._store, tensor_id=self._uuid, batch_size=self._batch_size,
+                          blend=self._blend, blend_init=self._blend_init, progress=self._progress,
+                          weight=self._weight)
+        return _rebuild, (definition,)
 
     def to_json(self) -> dict[str, Any]:
         """The configuration a store checks when an id is registered again.

@@ -120,3 +120,53 @@ def fill_hdf5(path, seed, n, span, max_crop, big_every=0):
         for i in range(n):
             y, x, h, w = crop_box(seed, i, span, max_crop, big_every)
             blur[y:y + h, x:x + w]
+
+
+class PickledTensorCrops(torch.utils.data.Dataset):
+    """Crops of a tensor the dataset holds and sends to its workers as it is
+    (pickled under spawn: the tensor rebuilds itself from its definition)."""
+
+    def __init__(self, tensor, n, seed=0, span=400, max_crop=64):
+        self.tensor, self.n, self.seed, self.span, self.max_crop = tensor, n, seed, span, max_crop
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        y, x, h, w = crop_box(self.seed, i, self.span, self.max_crop)
+        return self.tensor[y:y + h, x:x + w]
+
+
+CALLS = []
+
+
+def counted_noise_f(ctx):
+    CALLS.append(ctx)
+    return noise_f(ctx)
+
+
+def read_pickled(blob, box):
+    """In a child process: unpickle a tensor, read box, return the values and
+    how many windows this process computed."""
+    import pickle
+
+    t = pickle.loads(blob)
+    (y0, y1), (x0, x1) = box
+    out = t[y0:y1, x0:x1]
+    store = t._store
+    if hasattr(store, "close"):
+        store.close()
+    return out, len(CALLS)
+
+
+def noise_f8(ctx):
+    g = torch.Generator().manual_seed((ctx[0] * 1_000_003 + ctx[1] * 7_919 + 5) & 0x7FFFFFFF)
+    return torch.rand(8, 8, generator=g)
+
+
+def noise_f8_batched(ctxs):
+    return [noise_f8(c).to(torch.float64) for c in ctxs]
+
+
+def ones4(ctx):
+    return torch.ones(4)

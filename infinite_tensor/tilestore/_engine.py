@@ -4,6 +4,7 @@ forward to the node."""
 from __future__ import annotations
 
 import weakref
+from typing import Any
 
 import torch
 
@@ -52,6 +53,23 @@ class EngineStore(TileStore):
         self._cache = _core.Cache(check_limit("cache_size_bytes", byte_limit),
                                   check_limit("cache_size_windows", weight_limit))
         self._tensor_store = {}  # id -> Entry
+
+    # -- pickling: a store travels as what builds it again, never with its
+    # cached tiles (another process starts with an empty cache of the same
+    # limits; a persistent store reopens its file there) -----------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_tensor_store")}
+        info = self._cache.info()
+        state["_engine_limits"] = (info["byte_limit"], info["weight_limit"])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        byte_limit, weight_limit = state.pop("_engine_limits")
+        self.__dict__.update(state)
+        self._init_engine(None if byte_limit < 0 else byte_limit, None if weight_limit < 0 else weight_limit)
+        tile_limit = state.get("_tile_limit")
+        if tile_limit is not None:
+            self._cache.set_tile_limit(check_limit("cache_size_tiles", tile_limit))
 
     def _entry(self, tensor_id):
         entry = self._tensor_store.get(str(tensor_id))

@@ -130,6 +130,12 @@ def _h5_name(tensor_id):
     return tid
 
 
+def _reopen(path, mode, compression, compression_opts, tile_size, cache_size_bytes, cache_size_tiles):
+    """Unpickle an HDF5TileStore (HDF5TileStore.__reduce__)."""
+    return HDF5TileStore(path, mode=mode, compression=compression, compression_opts=compression_opts,
+                         tile_size=tile_size, cache_size_bytes=cache_size_bytes, cache_size_tiles=cache_size_tiles)
+
+
 class HDF5TileStore(PersistentTileStore):
     """Tiles of any number of tensors in one HDF5 file.
 
@@ -203,6 +209,16 @@ class HDF5TileStore(PersistentTileStore):
                 self._file = _core.H5File(os.fspath(self.filepath), _MODES[mode], level)
                 self._share(_OpenFile(_file_key(self.filepath), self, self._options))
         self._closed = False
+
+    # -- pickling ----------------------------------------------------------------
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickles as the path and options that open the file again: in this
+        process the copy joins the open file (its cache and tensors); in
+        another it opens the file itself, never truncating ("w", "w-" and
+        "x" reopen as "a"), with the same locking as any open."""
+        mode = "a" if self.mode in ("w", "w-", "x") else self.mode
+        return _reopen, (os.fspath(self.filepath), mode, self.compression, self.compression_opts, self.tile_size,
+                         self._options["cache_size_bytes"], self._options["cache_size_tiles"])
 
     # -- sharing one open file between the stores of this process ----------------
     def _share(self, shared):
