@@ -170,3 +170,16 @@ def noise_f8_batched(ctxs):
 
 def ones4(ctx):
     return torch.ones(4)
+
+
+def double(x):
+    return x * 2
+
+
+def rgb_f(ctx):
+    g = torch.Generator().manual_seed((ctx[1] * 7_919 + ctx[2] * 104_729 + 3) & 0x7FFFFFFF)
+    return torch.rand(3, 8, 8, generator=g)
+
+
+def corner_sampler(g):
+    return [int(v) * 100 for v in torch.randint(0, 2, (2,), generator=g)]

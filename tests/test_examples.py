@@ -101,7 +101,21 @@ def test_legacy_example_warns_and_works():
     assert any(issubclass(w.category, DeprecationWarning) for w in caught)
 
 
-@pytest.mark.parametrize("name", ["demo", "blur", "blending", "legacy_api", "persistent", "custom_backend", "seamless"])
+def test_crops_dataset_example_writes_the_crops_of_one_process(tmp_path):
+    out = tmp_path / "crops.pt"
+    data, crops = load("crops_dataset").main(["--count", "40", "--size", "24", "--out", str(out)])
+    assert data.shape == (40, 24, 24)
+    assert torch.equal(torch.load(out), data)
+    # each worker batches its own share (worker k takes crops k, k + 2, ...):
+    # 20 each, so one batch from worker 0, then one from worker 1
+    one = crops.tensor
+    order = list(range(0, 40, 2)) + list(range(1, 40, 2))
+    for k, i in enumerate(order):
+        assert torch.equal(data[k], one[crops.box(i)])
+
+
+@pytest.mark.parametrize("name", ["demo", "blur", "blending", "legacy_api", "persistent", "custom_backend", "seamless",
+                                  "crops_dataset"])
 def test_examples_have_docstrings(name):
     assert load(name).__doc__.strip()
 
