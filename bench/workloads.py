@@ -2,7 +2,8 @@
 workload 12, the RGB blurs of issue 22 against a hand loop and upstream, in
 rgb_blur.py; workload 13, iter_regions against one big read, in regions.py;
 workload 14, the weighted mean against the sum, in mean.py; workload 15, a
-region read in blocks in any order against one read, in history.py).
+region read in blocks in any order against one read, in history.py;
+workloads 16 and 17, DataLoader workers and a dask cluster, in training.py).
 
 Each workload is a function taking `repeat` (7, or 3 with --quick) and
 returning a list of measure.Row.  f is trivial (returns a preallocated
@@ -23,6 +24,7 @@ import infinite_tensor as it
 import measure as m
 from hdf5_bench import hdf5_rows
 from history import w15_read_history
+from training import w16_dataloader_workers, w17_dask_cluster
 from mean import w14_mean_blend
 from regions import w13_iter_regions
 from rgb_blur import w12_rgb_blurs
@@ -557,4 +559,6 @@ WORKLOADS = {
     13: ("iter_regions over a 16384x16384 strip vs one read", w13_iter_regions),
     14: ("blend='mean' (linear weights) vs the sum blend", w14_mean_blend),
     15: ("a region read in blocks, in raster and random order, vs one read", w15_read_history),
+    16: ("random crops from DataLoader workers vs one process", w16_dataloader_workers),
+    17: ("to_dask on a 2-process LocalCluster vs one read", w17_dask_cluster),
 }

@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import multiprocessing
+from multiprocessing.context import get_spawning_popen
+
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
@@ -127,9 +130,28 @@ class RandomCrops(IterableDataset):
         self.length = length
         self.seed = seed
         self.transform = transform
-        self.epoch = 0
+        # the epoch lives in shared memory: DataLoader workers (persistent
+        # ones too, fork or spawn) see set_epoch as soon as it is called
+        self._epoch = multiprocessing.RawValue("q", 0)
         self._start = 0  # the first crop of the epoch still to give (load_state_dict)
+        self._start_epoch = 0  # ... in this epoch
         self._given = 0  # crops this process gave in the current epoch
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose crops the next iteration gives (set_epoch)."""
+        return int(self._epoch.value)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if get_spawning_popen() is None:  # a plain pickle: the epoch as a number
+            state["_epoch"] = self.epoch
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state["_epoch"], int):
+            state["_epoch"] = multiprocessing.RawValue("q", state["_epoch"])
+        self.__dict__.update(state)
 
     def __len__(self) -> int:
         if self.length is None:
@@ -140,8 +162,8 @@ class RandomCrops(IterableDataset):
         """Draw the crops of another epoch (an int) from the next iteration."""
         if not _is_int(epoch) or epoch < 0:
             raise ValidationError(f"epoch must be an int >= 0, got {epoch!r}")
-        self.epoch = epoch
-        self._start = 0
+        self._epoch.value = epoch
+        self._start, self._start_epoch = 0, epoch
 
     def box(self, i: int, epoch: int | None = None) -> tuple[slice, ...]:
         """The region of crop i of an epoch (this one by default)."""
@@ -172,13 +194,17 @@ class RandomCrops(IterableDataset):
     def _indices(self) -> Iterator[int]:
         info = get_worker_info()
         k, n = (0, 1) if info is None else (info.id, info.num_workers)
-        i = self._start + k
+        # a resumed position holds for the epoch it was taken in only
+        start = self._start if self.epoch == self._start_epoch else 0
+        i = start + k
         while self.length is None or i < self.length:
             yield i
             i += n
 
     def __iter__(self) -> Iterator[Any]:
         self._given = 0
+        if self.epoch != self._start_epoch:
+            self._start, self._start_epoch = 0, self.epoch
         for i in self._indices():
             crop = self.tensor[self.box(i)]
             self._given += 1
@@ -190,7 +216,8 @@ class RandomCrops(IterableDataset):
         worker, as torchdata's StatefulDataLoader does)."""
         info = get_worker_info()
         n = 1 if info is None else info.num_workers
-        return {"epoch": self.epoch, "next": self._start + self._given * n}
+        start = self._start if self.epoch == self._start_epoch else 0
+        return {"epoch": self.epoch, "next": start + self._given * n}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Resume at ``state["next"]`` of ``state["epoch"]`` (from state_dict)."""
@@ -200,7 +227,7 @@ class RandomCrops(IterableDataset):
             raise ValidationError(f"a RandomCrops state is a dict with 'epoch' and 'next', got {state!r}") from None
         if not (_is_int(epoch) and _is_int(nxt) and epoch >= 0 and nxt >= 0):
             raise ValidationError(f"a RandomCrops state holds ints >= 0, got {state!r}")
-        self.epoch, self._start = epoch, nxt
+        self._epoch.value, self._start, self._start_epoch = epoch, nxt, epoch
 
 
 class Crops(Dataset):

@@ -30,6 +30,7 @@ from .errors import (
 from .tensor_window import TensorWindow
 from .tilestore import MemoryTileStore, TileStore
 from .tilestore._engine import EngineStore
+from .utils import standardize_indices
 
 __all__ = ["InfiniteTensor", "DEFAULT_DTYPE", "DEFAULT_DEVICE"]
 
@@ -172,6 +173,11 @@ def _check_store(store):
         raise ValidationError(
             f"tile_store must be a MemoryTileStore, an HDF5TileStore or a subclass of PersistentTileStore "
             f"(which keeps tiles where its storage primitives say), got {type(store).__name__} ({what})")
+
+
+def _read_block(tensor: InfiniteTensor, box: tuple[slice, ...]) -> Any:
+    """One chunk of InfiniteTensor.to_dask: the region read, as numpy."""
+    return tensor[box].cpu().numpy()
 
 
 def _rebuild(definition: dict[str, Any]) -> InfiniteTensor:
@@ -680,6 +686,64 @@ class InfiniteTensor:
                 store.end_access(tensor_id)
 
     # -- display -------------------------------------------------------------
+    def to_dask(self, region: Any, chunks: Any = "auto") -> Any:
+        """A dask array of a region, computed chunk by chunk through this
+        tensor wherever dask runs the chunks.
+
+        The graph holds the tensor once: each dask worker process gets its own
+        copy (pickled as its definition, docs/api.md "Pickling"; f must be a
+        module-level function) with its own cache, which the chunks it
+        computes share; windows along the chunks' edges are computed by each
+        worker that needs them (or read, if the tensor's store is a file all
+        workers open).  With dask's threaded scheduler the chunks read this
+        tensor itself.  Chunks are numpy arrays on the host.
+
+        Args:
+            region: What ``t[...]`` takes for one region, with step 1 and
+                both ends on unbounded dims; int indices are not allowed
+                (every dim of the region is a dim of the array).
+            chunks: Dask's chunks for the region's shape ("auto", an int, a
+                tuple per dim, ...).
+
+        Returns:
+            A ``dask.array.Array`` of the region's shape and the tensor's
+            dtype (as numpy names it).
+
+        Raises:
+            ImportError: dask is not installed (``pip install dask``).
+            TypeError: bfloat16 (numpy has no bfloat16), or an int index.
+            ValueError: A step other than 1.
+        """
+        import dask.array as da
+        from dask.base import tokenize
+
+        slices, collapse = standardize_indices(self._shape, region if isinstance(region, tuple) else (region,))
+        if collapse:
+            raise TypeError("to_dask takes slices only: every dim of the region is a dim of the array")
+        if any(s.step != 1 for s in slices):
+            raise ValueError("to_dask takes step-1 slices")
+        if self._dtype == torch.bfloat16:
+            raise TypeError("numpy has no bfloat16, so a dask array cannot hold it: convert with .to(dtype=...) "
+                            "or read with t[...]")
+        np_dtype = torch.empty((), dtype=self._dtype).numpy().dtype
+        shape = tuple(max(s.stop - s.start, 0) for s in slices)
+        chunks = da.core.normalize_chunks(chunks, shape, dtype=np_dtype)
+        name = "infinite-tensor-" + tokenize(self._uuid, tuple((s.start, s.stop) for s in slices), chunks)
+        tensor_key = "tensor-" + name
+        graph: dict[Any, Any] = {tensor_key: self}
+        starts = [[0] for _ in chunks]
+        for d, cs in enumerate(chunks):
+            for c in cs[:-1]:
+                starts[d].append(starts[d][-1] + c)
+        index: list[tuple[int, ...]] = [()]
+        for cs in chunks:
+            index = [i + (k,) for i in index for k in range(len(cs))]
+        for block in index:
+            box = tuple(slice(s.start + starts[d][k], s.start + starts[d][k] + chunks[d][k])
+                        for d, (s, k) in enumerate(zip(slices, block)))
+            graph[(name,) + block] = (_read_block, tensor_key, box)
+        return da.Array(graph, name, chunks, dtype=np_dtype)
+
     def preview(self, region: Any, show: bool | None = None) -> torch.Tensor | None:
         """A region as a picture: read it, lay channels last, scale to [0, 1].
 

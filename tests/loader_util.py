@@ -183,3 +183,7 @@ def rgb_f(ctx):
 
 def corner_sampler(g):
     return [int(v) * 100 for v in torch.randint(0, 2, (2,), generator=g)]
+
+
+def ones_f(ctx):
+    return torch.ones(4, 4)

@@ -115,3 +115,43 @@ def test_bad_arguments(kwargs, match):
         RandomCrops(pipeline(), **kwargs)
     with pytest.raises(it.ValidationError, match="InfiniteTensor"):
         RandomCrops(torch.zeros(4, 4), (2, 2), region=[(0, 4), (0, 4)])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stateful_dataloader_resumes_where_it_stopped(workers):
+    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+    region = [(-300, 300), (-300, 300)]
+
+    def loader():
+        data = RandomCrops(pipeline(), (16, 16), region=region, length=24, seed=9)
+        return sdl.StatefulDataLoader(data, batch_size=2, num_workers=workers)
+
+    full = [b for b in loader()]
+    first = loader()
+    it_ = iter(first)
+    head = [next(it_) for _ in range(5)]
+    state = first.state_dict()
+    second = loader()
+    second.load_state_dict(state)
+    tail = list(second)
+    got = head + tail
+    assert len(got) == len(full) == 12
+    assert all(torch.equal(a, b) for a, b in zip(got, full))
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_set_epoch_reaches_persistent_workers(context):
+    data = RandomCrops(pipeline(), (16, 16), region=[(-200, 200), (-200, 200)], length=8, seed=5)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=2, multiprocessing_context=context,
+                                         persistent_workers=True)
+    epochs = []
+    for e in range(3):
+        data.set_epoch(e)
+        epochs.append(sorted(c.sum().item() for c in loader))
+    assert epochs[0] != epochs[1] != epochs[2]
+    for e in range(3):
+        assert epochs[e] == sorted(pipeline()[data.box(i, epoch=e)].sum().item() for i in range(8))
+    # a plain pickle keeps the epoch as a number
+    import pickle
+    copy = pickle.loads(pickle.dumps(data))
+    assert copy.epoch == 2 and [copy.box(i) for i in range(8)] == [data.box(i) for i in range(8)]
