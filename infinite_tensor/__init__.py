@@ -7,6 +7,19 @@ overlapping windows and caches the result.  The bookkeeping runs in a C core
 """
 from importlib import metadata as _metadata
 
+try:
+    from . import _core  # noqa: F401  (the C extension: built by `make build` or `pip install .`)
+except ImportError as _e:
+    import glob as _glob
+    import os as _os
+
+    if any(_glob.glob(_os.path.join(__path__[0], "_core*" + ext)) for ext in (".so", ".pyd")):
+        raise  # built, but it cannot load (a missing library, another Python): the error says why
+    # a source tree without the build: say so, rather than "partially initialized module"
+    raise ImportError(f"the C extension infinite_tensor._core is not built in {__path__[0]}: run `make build` "
+                      "in the checkout (or `pip install .`), or import an installed infinite_tensor from "
+                      "another directory") from _e
+
 from . import _bridge  # noqa: F401  (connects the C core to torch)
 from .errors import (
     DeviceMismatchError,

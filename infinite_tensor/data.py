@@ -136,6 +136,7 @@ class RandomCrops(IterableDataset):
         self._start = 0  # the first crop of the epoch still to give (load_state_dict)
         self._start_epoch = 0  # ... in this epoch
         self._given = 0  # crops this process gave in the current epoch
+        self._finished = False  # the last pass ran to the end of its epoch
 
     @property
     def epoch(self) -> int:
@@ -203,12 +204,14 @@ class RandomCrops(IterableDataset):
 
     def __iter__(self) -> Iterator[Any]:
         self._given = 0
-        if self.epoch != self._start_epoch:
+        if self.epoch != self._start_epoch or self._finished:
             self._start, self._start_epoch = 0, self.epoch
+        self._finished = False
         for i in self._indices():
             crop = self.tensor[self.box(i)]
             self._given += 1
             yield crop if self.transform is None else self.transform(crop)
+        self._finished = True  # another pass over this epoch starts from its first crop
 
     def state_dict(self) -> dict[str, int]:
         """Where this epoch stands: ``{"epoch", "next"}`` (the first crop not
@@ -228,6 +231,7 @@ class RandomCrops(IterableDataset):
         if not (_is_int(epoch) and _is_int(nxt) and epoch >= 0 and nxt >= 0):
             raise ValidationError(f"a RandomCrops state holds ints >= 0, got {state!r}")
         self._epoch.value, self._start, self._start_epoch = epoch, nxt, epoch
+        self._finished = False
 
 
 class Crops(Dataset):

@@ -155,3 +155,13 @@ def test_set_epoch_reaches_persistent_workers(context):
     import pickle
     copy = pickle.loads(pickle.dumps(data))
     assert copy.epoch == 2 and [copy.box(i) for i in range(8)] == [data.box(i) for i in range(8)]
+
+
+def test_a_resumed_epoch_runs_whole_the_next_time():
+    data = RandomCrops(pipeline(), (8, 8), region=[(0, 100), (0, 100)], length=6, seed=2)
+    full = [data.box(i) for i in range(6)]
+    data.load_state_dict({"epoch": 0, "next": 4})
+    assert len(list(data)) == 2  # the rest of the resumed epoch
+    assert data.state_dict() == {"epoch": 0, "next": 6}
+    again = list(data)  # the same epoch once more: from its first crop
+    assert len(again) == 6 and all(torch.equal(c, data.tensor[b]) for c, b in zip(again, full))

@@ -1,5 +1,7 @@
 """Package surface: exports, exception classes and hierarchy, constants."""
 
+import os
+
 import pytest
 import torch
 
@@ -85,3 +87,20 @@ def test_module_constants():
 
     assert mod.DEFAULT_DTYPE == torch.float32
     assert mod.DEFAULT_DEVICE == torch.device("cpu")
+
+
+def test_an_unbuilt_source_tree_says_so(tmp_path):
+    """Without the C extension, importing the package names the fix (it
+    used to fail with a misleading "partially initialized module" error)."""
+    import shutil
+    import subprocess
+    import sys
+
+    src = tmp_path / "infinite_tensor"
+    shutil.copytree(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "infinite_tensor"), src,
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    proc = subprocess.run([sys.executable, "-c", "import infinite_tensor"], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode != 0
+    assert "C extension infinite_tensor._core is not built" in proc.stderr, proc.stderr
+    assert "make build" in proc.stderr and "circular import" not in proc.stderr.splitlines()[-1]

@@ -109,3 +109,19 @@ def test_dataloader_workers_get_the_tensor_itself(context):
     for i, crop in enumerate(got):
         assert torch.equal(crop, data[i]), i
     assert os.getpid()  # the parent's own reads above used its own cache
+
+
+def test_a_relative_path_is_pickled_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with it.HDF5TileStore("rel.h5", mode="w", tile_size=64) as store:
+        lu.pipeline(store, store)[1][0:40, 0:40]
+        blob = pickle.dumps(store)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a worker may run in another directory
+    copy = pickle.loads(blob)
+    try:
+        assert copy.filepath == tmp_path / "rel.h5"
+        assert copy.tensor_ids() == ["blur", "noise"]
+    finally:
+        copy.close()

@@ -217,7 +217,8 @@ class HDF5TileStore(PersistentTileStore):
         another it opens the file itself, never truncating ("w", "w-" and
         "x" reopen as "a"), with the same locking as any open."""
         mode = "a" if self.mode in ("w", "w-", "x") else self.mode
-        return _reopen, (os.fspath(self.filepath), mode, self.compression, self.compression_opts, self.tile_size,
+        # absolute: a worker process may run in another directory
+        return _reopen, (os.path.abspath(self.filepath), mode, self.compression, self.compression_opts, self.tile_size,
                          self._options["cache_size_bytes"], self._options["cache_size_tiles"])
 
     # -- sharing one open file between the stores of this process ----------------
