@@ -16,14 +16,15 @@
 # damaged file (csrc/fuzz/README.md): it is listed, and tolerated; so is
 # running out of memory inside libhdf5 (a huge length read from a damaged
 # file).  Anything else - a frame of ours, a broken invariant (abort in a
-# harness), a leak, running out of memory in our code, a crash that does not
-# happen again when replayed alone - fails, and the replay's report is
-# printed.  Timeouts (libhdf5 hangs) are listed only.
+# harness), a leak, running out of memory in our code - fails, and the
+# replay's report is printed.  Timeouts (libhdf5 hangs) are listed only.
 #
 # An empty crash artifact (crash-da39a3ee..., the SHA-1 of nothing) is what
 # libFuzzer writes when a process dies outside any input: between two
 # inputs, or while exiting (libhdf5's atexit clean-up running over state a
-# damaged file left).  Replaying it proves nothing, so it is judged by the
+# damaged file left).  Replaying it proves nothing, and neither does a crash
+# that does not happen again when replayed alone (it needed what earlier
+# inputs left in libhdf5's global state), so both are judged by the
 # sanitizer reports the fuzzing processes wrote (make fuzz sets log_path to
 # ARTIFACT_DIR/report): tolerated when every report's first frame is inside
 # libhdf5, a failure otherwise, and a failure when there is no report.
@@ -42,8 +43,8 @@ first_frame() {
         head -n 1
 }
 
-# Judge an empty crash artifact ($1) by every error report in $dir: 0 when
-# all lie in libhdf5.
+# Judge a crash artifact ($1) that replaying cannot: what ($2) says why.
+# By every error report in $dir: 0 when all lie in libhdf5.
 judge_reports() {
     found=0
     verdict=0
@@ -55,17 +56,17 @@ judge_reports() {
         case "$frame" in
         *libhdf5*) ;;
         *)
-            echo "FAILURE (a crash outside any input, with a report not inside libhdf5): $1"
+            echo "FAILURE ($2, with a report not inside libhdf5): $1"
             echo "  report $r, first frame of ours or unknown: ${frame:-(none)}"
             grep -E 'ERROR|runtime error|SUMMARY|^ *#[0-9]+ 0x' "$r" | head -n 40 | sed 's/^/    /'
             verdict=1 ;;
         esac
     done
     if [ $found = 0 ]; then
-        echo "FAILURE (a crash outside any input, and no sanitizer report to judge it by): $1"
+        echo "FAILURE ($2, and no sanitizer report to judge it by): $1"
         return 1
     fi
-    [ $verdict = 0 ] && echo "crash outside any input, every sanitizer report inside libhdf5 (tolerated): $1"
+    [ $verdict = 0 ] && echo "$2, every sanitizer report inside libhdf5 (tolerated): $1"
     return $verdict
 }
 
@@ -77,15 +78,16 @@ for a in "$dir"/*; do
     *) continue ;;
     esac
     if [ ! -s "$a" ] && [ "${a##*/crash-}" != "$a" ]; then
-        judge_reports "$a" || status=1
+        judge_reports "$a" "a crash outside any input" || status=1
         continue
     fi
     ASAN_OPTIONS="fast_unwind_on_malloc=0:fast_unwind_on_fatal=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
     UBSAN_OPTIONS="print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}" \
         "$bin" -runs=1 -timeout=60 "$a" >"$log" 2>&1
     if [ $? = 0 ]; then
-        echo "FAILURE (does not happen again when replayed alone): $a"
-        status=1
+        # it needed what earlier inputs of its process left behind (libhdf5
+        # keeps global state across files): judged by the reports, as above
+        judge_reports "$a" "a crash that does not happen again when replayed alone" || status=1
         continue
     fi
     first=$(first_frame "$log")
