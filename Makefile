@@ -23,7 +23,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 # tqdm: the optional progress bars (infinite_tensor/progress.py), tested here
-PY_DEPS := $(TORCH_PIN) pytest hypothesis h5py tqdm setuptools wheel dask==2026.8.0 distributed==2026.8.0 torchdata==0.11.0
+PY_DEPS := $(TORCH_PIN) pytest hypothesis h5py tqdm setuptools wheel dask==2026.8.0 distributed==2026.8.0 torchdata==0.11.0 zarr==3.1.6
 DEB_PKGS := libhdf5-dev libcmocka-dev pkg-config valgrind
 BUILD := build
 CC ?= cc

@@ -9,6 +9,7 @@ tensor's node in its store.
 """
 from __future__ import annotations
 
+import os
 import pickle as _pickle
 import uuid as _uuidlib
 from collections import deque as _deque
@@ -29,6 +30,7 @@ from .errors import (
 )
 from .tensor_window import TensorWindow
 from .tilestore import MemoryTileStore, TileStore
+from .tilestore import _serve
 from .tilestore._engine import EngineStore
 from .utils import standardize_indices
 
@@ -568,6 +570,9 @@ class InfiniteTensor:
         node = self._node
         if node is None:
             raise TileAccessError(TILE_DELETED_MESSAGE)
+        owner = self._store._owner
+        if owner is not None and owner != os.getpid():
+            return _serve.read(self, key)  # another process holds the store's file
         if not self._access_hooks:
             return node[key]
         return self._with_access(node.__getitem__, key)  # stores with hooks of their own
@@ -614,10 +619,24 @@ class InfiniteTensor:
         enabled = enabled if enabled is not None else _progress.get_progress()
         bar = _progress._region_bar(enabled, len(regions) if hasattr(regions, "__len__") else None)  # type: ignore
         try:
-            yield from self._iter_regions(node, regions, bar)
+            if _serve.is_foreign(self._store):
+                yield from self._iter_served(regions, bar)
+            else:
+                yield from self._iter_regions(node, regions, bar)
         finally:
             if bar is not None:
                 bar.close()
+
+    def _iter_served(self, regions, bar):
+        """iter_regions where another process holds the store's file: region
+        by region, each read as t[region] reads it there."""
+        for region in regions:
+            if isinstance(region, list):
+                raise TypeError(f"iter_regions takes regions such as sl[0:8, 0:8], got a list: {region!r}")
+            out = [self[region]]
+            if bar is not None:
+                bar.update(1)
+            yield out
 
     def _iter_regions(self, node, regions, bar):
         batch = self._batch_sizes[-1] if self._batch_sizes else self._batch_size
@@ -717,16 +736,7 @@ class InfiniteTensor:
         import dask.array as da
         from dask.base import tokenize
 
-        slices, collapse = standardize_indices(self._shape, region if isinstance(region, tuple) else (region,))
-        if collapse:
-            raise TypeError("to_dask takes slices only: every dim of the region is a dim of the array")
-        if any(s.step != 1 for s in slices):
-            raise ValueError("to_dask takes step-1 slices")
-        if self._dtype == torch.bfloat16:
-            raise TypeError("numpy has no bfloat16, so a dask array cannot hold it: convert with .to(dtype=...) "
-                            "or read with t[...]")
-        np_dtype = torch.empty((), dtype=self._dtype).numpy().dtype
-        shape = tuple(max(s.stop - s.start, 0) for s in slices)
+        slices, shape, np_dtype = self._array_region(region, "to_dask", "a dask array")
         chunks = da.core.normalize_chunks(chunks, shape, dtype=np_dtype)
         name = "infinite-tensor-" + tokenize(self._uuid, tuple((s.start, s.stop) for s in slices), chunks)
         tensor_key = "tensor-" + name
@@ -743,6 +753,120 @@ class InfiniteTensor:
                         for d, (s, k) in enumerate(zip(slices, block)))
             graph[(name,) + block] = (_read_block, tensor_key, box)
         return da.Array(graph, name, chunks, dtype=np_dtype)
+
+    def _array_region(self, region, what, container):
+        """(slices, shape, numpy dtype) of a region exported as an array."""
+        slices, collapse = standardize_indices(self._shape, region if isinstance(region, tuple) else (region,))
+        if collapse:
+            raise TypeError(f"{what} takes slices only: every dim of the region is a dim of the array")
+        if any(s.step != 1 for s in slices):
+            raise ValueError(f"{what} takes step-1 slices")
+        if self._dtype == torch.bfloat16:
+            raise TypeError(f"numpy has no bfloat16, so {container} cannot hold it: convert with "
+                            ".to(dtype=...) or read with t[...]")
+        np_dtype = torch.empty((), dtype=self._dtype).numpy().dtype
+        return slices, tuple(max(s.stop - s.start, 0) for s in slices), np_dtype
+
+    def _export(self, region, chunks, what, container, progress, open_array):
+        """Write a region block by block (blocks of `chunks`, computed in
+        batches through iter_regions) into the array open_array(shape,
+        chunks, numpy dtype) returns."""
+        slices, shape, np_dtype = self._array_region(region, what, container)
+        if chunks is None:
+            # whole finite dims; unbounded ones in blocks of up to 512
+            chunks = tuple(n if d is not None else min(n, 512) for n, d in zip(shape, self._shape))
+        elif _is_int(chunks):
+            chunks = (chunks,) * len(shape)
+        chunks = tuple(chunks)
+        if len(chunks) != len(shape) or not all(_is_int(c) and c > 0 for c in chunks):
+            raise ValidationError(f"chunks must be a positive int or one positive int per dim ({len(shape)}), "
+                                  f"got {chunks!r}")
+        chunks = tuple(max(1, min(c, n)) for c, n in zip(chunks, shape))
+        array = open_array(shape, chunks, np_dtype)
+        if 0 in shape:
+            return array
+        grid = [range(0, n, c) for n, c in zip(shape, chunks)]
+        blocks: list[tuple[slice, ...]] = [()]
+        for d, starts in enumerate(grid):
+            blocks = [b + (slice(k, min(k + chunks[d], shape[d])),) for b in blocks for k in starts]
+        boxes = (tuple(slice(s.start + b.start, s.start + b.stop) for s, b in zip(slices, block)) for block in blocks)
+        done = 0
+        for values in self.iter_regions(boxes, progress=progress):
+            for v in values:
+                array[blocks[done]] = v.cpu().numpy()
+                done += 1
+        return array
+
+    def to_hdf5(self, path: str | os.PathLike[str], region: Any, dataset: str = "data", chunks: Any = None,
+                compression: str | int | None = "gzip", mode: str = "a", progress: bool | None = None) -> None:
+        """Write a region into a dataset of an HDF5 file (through h5py), block
+        by block, so that memory holds one batch of blocks, never the region.
+
+        Args:
+            path: The file (created in modes "a", "w", "w-" and "x").
+            region: What ``t[...]`` takes for one region, with step 1 and
+                both ends on unbounded dims; no int indices.
+            dataset: The dataset's name in the file (it must not exist).
+            chunks: The dataset's chunk shape and the blocks written: an
+                int, one int per dim, or None (whole finite dims, up to 512
+                along unbounded ones).
+            compression: h5py's compression ("gzip", "lzf", a gzip level,
+                or None).
+            mode: h5py's file mode: "a" (default), "w", "r+", "w-" or "x".
+            progress: True or False shows or hides a bar of the blocks
+                written; None follows the tensor's setting.
+
+        Raises:
+            ImportError: h5py is not installed (``pip install h5py``).
+            TypeError: bfloat16, or an int index.
+            ValueError: A step other than 1, or a dataset that exists.
+            ValidationError: Bad chunks.
+            OSError: A path h5py cannot open in the mode.
+        """
+        import h5py
+
+        with h5py.File(path, mode) as f:
+            def open_array(shape, chunks, dtype):
+                return f.create_dataset(dataset, shape=shape, dtype=dtype, chunks=chunks if 0 not in shape else None,
+                                        compression=compression)
+
+            self._export(region, chunks, "to_hdf5", "an HDF5 dataset (through numpy)", progress, open_array)
+
+    def to_zarr(self, store: Any, region: Any, chunks: Any = None, mode: str = "w-",
+                progress: bool | None = None, **kwargs: Any) -> Any:
+        """Write a region into a new zarr array, block by block (one zarr
+        chunk per block), so that memory holds one batch of blocks.
+
+        Args:
+            store: What ``zarr.open_array`` takes: a path, a URL or a store.
+            region: What ``t[...]`` takes for one region, with step 1 and
+                both ends on unbounded dims; no int indices.
+            chunks: The zarr chunk shape: an int, one int per dim, or None
+                (whole finite dims, up to 512 along unbounded ones).
+            mode: zarr's mode for a new array: "w-" (default: fail if it
+                exists) or "w" (overwrite).
+            progress: True or False shows or hides a bar of the chunks
+                written; None follows the tensor's setting.
+            **kwargs: Passed on to ``zarr.open_array`` (compressors, ...).
+
+        Returns:
+            The ``zarr.Array`` written.
+
+        Raises:
+            ImportError: zarr is not installed (``pip install zarr``).
+            TypeError: bfloat16, or an int index.
+            ValueError: A step other than 1.
+            ValidationError: Bad chunks, or a mode other than "w-" or "w".
+        """
+        import zarr
+
+        if mode not in ("w-", "w"):
+            raise ValidationError(f"to_zarr writes a new array: mode must be 'w-' or 'w', got {mode!r}")
+
+        def open_array(shape, chunks, dtype):
+            return zarr.open_array(store, mode=mode, shape=shape, chunks=chunks, dtype=dtype, **kwargs)
+
+        return self._export(region, chunks, "to_zarr", "a zarr array (through numpy)", progress, open_array)
 
     def preview(self, region: Any, show: bool | None = None) -> torch.Tensor | None:
         """A region as a picture: read it, lay channels last, scale to [0, 1].

@@ -187,3 +187,60 @@ def corner_sampler(g):
 
 def ones_f(ctx):
     return torch.ones(4, 4)
+
+
+# -- one world for many processes (tests/test_world.py) -----------------------
+def world_crops(seed, n, span=150, max_crop=80):
+    return [crop_box(seed, i, span, max_crop) for i in range(n)]
+
+
+def read_crops(tensor, boxes):
+    """In a worker: the crops of boxes, read through tensor."""
+    return [tensor[y:y + h, x:x + w] for y, x, h, w in boxes]
+
+
+def flush_store(store):
+    store.flush()
+    return True
+
+
+def build_and_read(store, boxes):
+    """In a worker: build a tensor the owner has never seen (a module-level
+    f: the owner learns it by unpickling) and read it."""
+    t = it.InfiniteTensor((None, None), noise_f, it.TensorWindow((WIN, WIN)), tile_store=store,
+                          tensor_id="built-in-worker")
+    return read_crops(t, boxes)
+
+
+def read_until_killed(tensor, progress):
+    """In a worker that the test kills: read crops forever, saying how many."""
+    i = 0
+    while True:
+        y, x, h, w = crop_box(99, i, 400, 64)
+        tensor[y:y + h, x:x + w]
+        i += 1
+        progress.put(i)
+
+
+def raising_f(ctx, *args):
+    raise AssertionError(f"window {ctx} should have come from the file")
+
+
+def noise_failing_at_1_1(ctx):
+    if tuple(ctx) == (1, 1):
+        raise RuntimeError("no window (1, 1) today")
+    return noise_f(ctx)
+
+
+def noise_tensor(store, f=noise_f, tid="n"):
+    return it.InfiniteTensor((None, None), f, it.TensorWindow((WIN, WIN)), tile_store=store, tensor_id=tid)
+
+
+def read_noise(store, box, f_name="noise_f"):
+    """In a worker: build the noise tensor on store (f named in this module)
+    and read box; the error's text if the read fails."""
+    (y0, y1), (x0, x1) = box
+    try:
+        return noise_tensor(store, globals()[f_name])[y0:y1, x0:x1]
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {e}"

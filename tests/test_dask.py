@@ -58,3 +58,12 @@ def test_a_local_cluster_of_two_processes(tmp_path):
             stored = lu.pipeline(store, store)[1]
             got = client.compute(stored.to_dask(region, chunks=(128, 64))).result()
         assert torch.equal(torch.from_numpy(got), want)
+        # a file this process holds open for writing: the workers are served
+        # by it, and what they compute lands in it
+        world = str(tmp_path / "world.h5")
+        with it.HDF5TileStore(world, mode="w", tile_size=64) as store:
+            served = lu.pipeline(store, store)[1]
+            got = client.compute(served.to_dask(region, chunks=(128, 64))).result()
+            assert torch.equal(torch.from_numpy(got), want)
+            assert served.stats()["windows"] == 0  # this process computed nothing
+            assert served._node.missing_windows(region) == []

@@ -8,6 +8,8 @@ import zlib
 import pytest
 import torch
 
+import infinite_tensor as it
+
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples")
 
 
@@ -112,6 +114,26 @@ def test_crops_dataset_example_writes_the_crops_of_one_process(tmp_path):
     order = list(range(0, 40, 2)) + list(range(1, 40, 2))
     for k, i in enumerate(order):
         assert torch.equal(data[k], one[crops.box(i)])
+
+
+def test_crops_dataset_example_fills_one_world(tmp_path):
+    world = tmp_path / "world.h5"
+    example = load("crops_dataset")
+    data, crops = example.main(["--count", "24", "--size", "40", "--out", str(tmp_path / "a.pt"),
+                                "--world", str(world)])
+    plain, _ = example.main(["--count", "24", "--size", "40", "--out", str(tmp_path / "b.pt")])
+    assert torch.equal(data, plain)
+    # the workers' windows are in the file: read back with an f that refuses to run
+    with it.HDF5TileStore(world, mode="r", tile_size=example.WINDOW) as store:
+        t = example.world(store)
+        t._f = t.args[0]._f = _refuse
+        order = list(range(0, 24, 2)) + list(range(1, 24, 2))
+        for k, i in enumerate(order):
+            assert torch.equal(data[k], t[crops.box(i)])
+
+
+def _refuse(*args):
+    raise AssertionError("this window should have come from the file")
 
 
 @pytest.mark.parametrize("name", ["demo", "blur", "blending", "legacy_api", "persistent", "custom_backend", "seamless",

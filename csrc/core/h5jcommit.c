@@ -268,6 +268,11 @@ int it__h5j_commit(jfile *f)
 {
     if (!f->rw)
         return 0;
+    if (it__h5j_foreign(f)) {
+        JERR(H5E_WRITEERROR, "%s: opened by process %ld; this process (a fork of it) may only read it",
+             f->path, (long)f->pid);
+        return -1;
+    }
     if (f->abandoned) {
         JERR(H5E_WRITEERROR, "%s: a write failed since the last commit: the file keeps that commit; "
              "close and reopen it", f->path);

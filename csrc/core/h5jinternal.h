@@ -164,6 +164,7 @@ typedef struct jfile {
     int abandoned;     /* a write failed or the owner gave up: never commit again (the file keeps its last commit) */
     unsigned flags;    /* IT_H5J_* */
     int ignore_disabled_locks;
+    pid_t pid;         /* the process that opened it (a forked child must never write it) */
     dev_t dev;
     ino_t ino;
     haddr_t eoa, eof, disk_size, committed_eoa;
@@ -181,6 +182,14 @@ int it__h5j_read_disk(jfile *f, haddr_t addr, size_t size, unsigned char *buf);
 int it__h5j_sync_fd(int fd, const char *what);
 void it__h5j_patch_range(const jfile *f, haddr_t addr, size_t size, haddr_t limit, unsigned char *buf);
 int it__h5j_overlay_write(jfile *f, haddr_t addr, size_t size, const unsigned char *buf);
+
+/* Whether f was opened by another process: a child forked while its parent
+ * had the file open.  Parent and child share the file descriptor, its lock
+ * and the journal, but each has its own copy of HDF5's caches, so anything
+ * the child wrote would damage the parent's file: the child may read, and
+ * nothing else (writes fail, commits and unlocks do nothing, and it never
+ * removes the journal). */
+int it__h5j_foreign(const jfile *f);
 
 /* h5jcommit.c */
 int it__h5j_commit(jfile *f);

@@ -188,6 +188,7 @@ static jfile *new_handle(const char *name, unsigned flags, hid_t fapl)
     f->rw = (flags & H5F_ACC_RDWR) != 0;
     f->flags = fapl_flags(fapl);
     f->ignore_disabled_locks = ignore_disabled_locks(fapl);
+    f->pid = getpid();
     return f;
 }
 
@@ -263,10 +264,17 @@ static int owns_file(jfile *f)
     return errno != EWOULDBLOCK && f->jfd >= 0;
 }
 
+int it__h5j_foreign(const jfile *f) { return f->pid != getpid(); }
+
 static herr_t j_close(H5FD_t *file)
 {
     jfile *f = (jfile *)file;
     herr_t rc = 0;
+    if (it__h5j_foreign(f)) { /* the parent's file, lock and journal stay as they are */
+        reg_remove(f);
+        free_handle(f);
+        return 0;
+    }
     if (it__h5j_commit(f) < 0)
         f->abandoned = 1; /* as in j_flush(closing) */
     reg_remove(f);
@@ -386,6 +394,11 @@ static herr_t j_write(H5FD_t *file, H5FD_mem_t type, hid_t dxpl, haddr_t addr, s
     jfile *f = (jfile *)file;
     if (it__h5j_refuse_if_broken(f) < 0)
         return -1;
+    if (it__h5j_foreign(f)) {
+        JERR(H5E_WRITEERROR, "%s: opened by process %ld; this process (a fork of it) may only read it",
+             f->path, (long)f->pid);
+        return -1;
+    }
     if (!f->rw || !range_ok(addr, size)) {
         JERR(f->rw ? H5E_OVERFLOW : H5E_WRITEERROR, "%s: %s", f->path,
              f->rw ? "write address overflows" : "file is read-only");
@@ -429,7 +442,7 @@ static herr_t j_truncate(H5FD_t *file, hid_t dxpl, hbool_t closing)
     jfile *f = (jfile *)file;
     if (it__h5j_refuse_if_broken(f) < 0)
         return -1;
-    if (f->rw)
+    if (f->rw && !it__h5j_foreign(f))
         f->eof = f->eoa;
     return 0;
 }
@@ -449,6 +462,8 @@ static herr_t j_lock(H5FD_t *file, hbool_t rw)
 static herr_t j_unlock(H5FD_t *file)
 {
     jfile *f = (jfile *)file;
+    if (it__h5j_foreign(f))
+        return 0; /* the lock belongs to the open file description the parent still uses */
     if (flock(f->fd, LOCK_UN) == 0 || (errno == ENOSYS && f->ignore_disabled_locks))
         return 0;
     JERR(H5E_CANTUNLOCKFILE, "unable to unlock %s: %s", f->path, strerror(errno));

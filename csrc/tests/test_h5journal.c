@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -1133,6 +1134,51 @@ static void v_reopen(vstate *v, const char *path)
     assert_true(H5FDset_eoa(v->fd, H5FD_MEM_DEFAULT, v->eoa) >= 0);
 }
 
+/* A child forked while its parent has the file open for writing shares the
+ * parent's descriptor, lock and journal: whatever it does with the handle,
+ * nothing reaches the file, the lock stays and the journal stays. */
+static void test_forked_child_never_writes(void **state)
+{
+    (void)state;
+    if (getenv("HDF5_USE_FILE_LOCKING")) {
+        print_message("    skipped: HDF5_USE_FILE_LOCKING is set\n");
+        return;
+    }
+    LEAK_BEGIN;
+    const char *path = tpath("forked.h5");
+    static model m, mc;
+    make_base(path, &m, 1);
+    hid_t f = open_ok(path, H5F_ACC_RDWR, 1);
+    mc = m;
+    pid_t pid = fork_child();
+    if (pid == 0) {
+        int failed;
+        H5E_BEGIN_TRY
+        {
+            /* the data writes or the flush must fail; closing must not commit */
+            failed = step(&mc, mc.k + 1, f) != 0;
+            failed |= H5Fflush(f, H5F_SCOPE_GLOBAL) < 0;
+            H5Fclose(f);
+        }
+        H5E_END_TRY;
+        _exit(failed ? 0 : 1);
+    }
+    expect_exit(wait_child(pid), 0, "the forked child's writes");
+    /* the parent still holds its lock: a new open file description cannot
+     * take it (a fork's HDF5 would reuse the open file, so ask flock) */
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX | LOCK_NB), -1);
+    assert_int_equal(errno, EWOULDBLOCK);
+    close(fd);
+    assert_true(fsize(jpath_of(path)) >= 0); /* the parent's journal is still there */
+    /* and the parent goes on: one more iteration, committed and checked */
+    assert_int_equal(step(&m, m.k + 1, f), 0);
+    assert_true(H5Fclose(f) >= 0);
+    check_path(path, H5F_ACC_RDONLY, 1, &m);
+    LEAK_END;
+}
+
 static void test_vfd_model(void **state)
 {
     (void)state;
@@ -1229,6 +1275,7 @@ int main(void)
         cmocka_unit_test(test_create_discards_journal),
         cmocka_unit_test(test_long_names),
         cmocka_unit_test(test_lock),
+        cmocka_unit_test(test_forked_child_never_writes),
         cmocka_unit_test(test_vfd_model),
         cmocka_unit_test(test_commit_failures),
         cmocka_unit_test(test_api_errors),

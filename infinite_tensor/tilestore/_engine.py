@@ -49,6 +49,11 @@ class Entry:
 class EngineStore(TileStore):
     """Base of MemoryTileStore and PersistentTileStore (not public)."""
 
+    # the pid of the process that writes the store's file, when reads in
+    # other processes go through it (HDF5TileStore; see _serve); None: each
+    # process reads and writes the store itself
+    _owner: int | None = None
+
     def _init_engine(self, byte_limit, weight_limit=None):
         self._cache = _core.Cache(check_limit("cache_size_bytes", byte_limit),
                                   check_limit("cache_size_windows", weight_limit))
@@ -70,6 +75,11 @@ class EngineStore(TileStore):
         tile_limit = state.get("_tile_limit")
         if tile_limit is not None:
             self._cache.set_tile_limit(check_limit("cache_size_tiles", tile_limit))
+
+    def _remote(self):
+        """Where this process reaches the store when another process holds
+        it (HDF5TileStore; see _serve), else None."""
+        return None
 
     def _entry(self, tensor_id):
         entry = self._tensor_store.get(str(tensor_id))
@@ -105,7 +115,8 @@ class EngineStore(TileStore):
         return {k: info[k] for k in ("bytes", "device_bytes", "tiles", "weight", "pinned")}
 
     def is_window_processed(self, tensor_id: str, window_index: tuple[int, ...]) -> bool:
-        """Whether the window has been added into the tensor's cached values.
+        """Whether the window has been added into the tensor's cached values
+        (a process served by an HDF5 file's owner asks the owner).
 
         Args:
             tensor_id: The tensor's id.
@@ -118,6 +129,9 @@ class EngineStore(TileStore):
             TileAccessError: No tensor is registered under the id.
             IndexError: The index is outside the supported range.
         """
+        remote = self._remote()
+        if remote is not None:
+            return remote.window_done(self._view(tensor_id), window_index)
         node = self._node(tensor_id)
         try:
             return node.window_done(tuple(window_index))
@@ -127,7 +141,8 @@ class EngineStore(TileStore):
     def notify_window_processed(self, tensor_id: str, window_index: tuple[int, ...],
                                 output: torch.Tensor) -> None:
         """Add a window's output, computed by the caller, into the tensor's
-        tiles (a window already added is not added again).
+        tiles (a window already added is not added again; a process served
+        by an HDF5 file's owner hands it to the owner).
 
         Args:
             tensor_id: The tensor's id.
@@ -142,6 +157,9 @@ class EngineStore(TileStore):
                 TypeError: ``output`` is not a tensor of the right shape,
                 dtype or device.
         """
+        remote = self._remote()
+        if remote is not None:
+            return remote.contribute(self._view(tensor_id), window_index, output)
         node = self._node(tensor_id)
         try:
             node.contribute(tuple(window_index), output)
@@ -149,7 +167,8 @@ class EngineStore(TileStore):
             raise IndexError(f"window index {tuple(window_index)} is outside the supported range") from None
 
     def read_pixels(self, tensor_id: str, pixel_slices: tuple[slice, ...]) -> torch.Tensor:
-        """Assemble a region from the cached values only (computes nothing).
+        """Assemble a region from the cached values only (computes nothing;
+        a process served by an HDF5 file's owner reads from the owner).
 
         Args:
             tensor_id: The tensor's id.
@@ -162,6 +181,9 @@ class EngineStore(TileStore):
             TileAccessError: No tensor is registered under the id, or a
                 window the region needs has not been computed.
         """
+        remote = self._remote()
+        if remote is not None:
+            return remote.read(self._view(tensor_id), tuple(pixel_slices), compute=False)
         return self._node(tensor_id).read_cached(tuple(pixel_slices))
 
     def begin_access(self, tensor_id: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import _core
 from ..errors import TileAccessError, ValidationError
+from . import _serve
 from ._engine import describe_cache
 from .persistent import DEFAULT_CACHE_SIZE_BYTES, DEFAULT_TILE_SIZE, PersistentTileStore
 
@@ -136,6 +137,32 @@ def _reopen(path, mode, compression, compression_opts, tile_size, cache_size_byt
                          tile_size=tile_size, cache_size_bytes=cache_size_bytes, cache_size_tiles=cache_size_tiles)
 
 
+def _reconnect(path, mode, compression, compression_opts, tile_size, cache_size_bytes, cache_size_tiles,
+               owner, address, authkey):
+    """Unpickle a writable HDF5TileStore: served by its owner when the owner
+    still has the file open for writing, else opened here (_reopen)."""
+    options = (path, mode, compression, compression_opts, tile_size, cache_size_bytes, cache_size_tiles)
+    if owner != os.getpid():
+        conn = _serve.reachable(path, address, authkey, owner)
+        if conn is not None:
+            return HDF5TileStore._served_copy(*options, owner=owner, address=address, authkey=authkey, conn=conn)
+    return _reopen(*options)
+
+
+def _writable_open_here():
+    return any(k[0] == os.getpid() and not f.options["read-only"] for k, f in list(_open_files.items()))
+
+
+def _before_fork():
+    """A fork of a process holding a writable file gets the file served (the
+    child finds the server in _serve): start serving now, in the parent."""
+    if _writable_open_here():
+        _serve.serve()
+
+
+os.register_at_fork(before=_before_fork)
+
+
 class HDF5TileStore(PersistentTileStore):
     """Tiles of any number of tensors in one HDF5 file.
 
@@ -197,6 +224,9 @@ class HDF5TileStore(PersistentTileStore):
         self._options = {"read-only": self._readonly, "compression level": level,
                          "cache_size_bytes": cache_size_bytes, "cache_size_tiles": self._cache_size_tiles}
         _check_path(self.filepath, mode)
+        # the process whose handle writes the file; others reach it through
+        # that process (_serve).  Read-only files are read by each process.
+        self._owner = None if self._readonly else os.getpid()
         with _open_lock:
             shared = _open_here(self.filepath)
             if shared is not None:
@@ -218,8 +248,162 @@ class HDF5TileStore(PersistentTileStore):
         "x" reopen as "a"), with the same locking as any open."""
         mode = "a" if self.mode in ("w", "w-", "x") else self.mode
         # absolute: a worker process may run in another directory
-        return _reopen, (os.path.abspath(self.filepath), mode, self.compression, self.compression_opts, self.tile_size,
-                         self._options["cache_size_bytes"], self._options["cache_size_tiles"])
+        options = (os.path.abspath(self.filepath), mode, self.compression, self.compression_opts, self.tile_size,
+                   self._options["cache_size_bytes"], self._options["cache_size_tiles"])
+        if self._owner is None or (self._closed and not self._foreign()):
+            return _reopen, options
+        if self._foreign():  # a served copy passes on its owner's address
+            served = _serve.served_for(self)
+            address, authkey = served.conn.address, served.conn.authkey
+        else:
+            server = _serve.serve()
+            address, authkey = server.address, server.authkey
+        return _reconnect, options + (self._owner, address, authkey)
+
+    @classmethod
+    def _served_copy(cls, path, mode, compression, compression_opts, tile_size, cache_size_bytes, cache_size_tiles,
+                     *, owner, address, authkey, conn):
+        """A store in this process for a file process `owner` holds: reads
+        and windows go through the owner (_serve); the file is not opened."""
+        self = cls.__new__(cls)
+        PersistentTileStore.__init__(self, tile_size=tile_size, cache_size_bytes=cache_size_bytes,
+                                     cache_size_tiles=cache_size_tiles)
+        self.filepath = pathlib.Path(path)
+        self.mode = mode
+        self.compression = compression
+        self.compression_opts = compression_opts
+        self._readonly = False
+        self._options = {"read-only": False, "compression level": _gzip_level(compression, compression_opts),
+                         "cache_size_bytes": cache_size_bytes, "cache_size_tiles": self._cache_size_tiles}
+        self._file = self._shared = None
+        self._owner = owner
+        self._served = _serve.Served(self, conn)
+        self._closed = False
+        return self
+
+    def _foreign(self):
+        """Whether another process holds the file (this store is served)."""
+        return _serve.is_foreign(self)
+
+    def _refuse_foreign(self, what):
+        if self._foreign():
+            raise TileAccessError(
+                f"'{self.filepath}' is held by process {self._owner}, which serves it to this process "
+                f"({os.getpid()}): {what} there")
+
+    # -- a store whose file another process holds (_serve) ------------------------
+    def register_tensor(self, tensor: Any) -> None:
+        """Attach a tensor (see PersistentTileStore.register_tensor).  In a
+        process served by the file's owner the tensor computes in a memory
+        copy here, and the owner checks it against what it holds at its
+        first read.
+
+        Args:
+            tensor: The InfiniteTensor being created.
+
+        Raises:
+            TileAccessError: The store is closed.
+            ValidationError: The id is stored with another configuration,
+                tile size, blend or blend_init (in a served process: at the
+                tensor's first read).
+        """
+        if self._foreign():
+            self._check_open()
+            tensor._node = _serve.served_for(self).shadow(tensor)._node
+            return
+        super().register_tensor(tensor)
+
+    def flush(self) -> None:
+        """Write every changed tile and make the file durable.  In a process
+        served by the file's owner, the owner flushes the file (everything
+        any process handed it is then durable).
+
+        Raises:
+            TileAccessError: The store is closed, or a write failed.
+        """
+        if self._foreign():
+            self._check_open()
+            _serve.served_for(self).call("flush")
+            return
+        super().flush()
+
+    def close(self) -> None:
+        """flush(), drop the cache and close the file (see
+        PersistentTileStore.close).  In a process served by the file's owner
+        only this process's copy closes; the owner keeps the file.
+
+        Raises:
+            TileAccessError: A write failed.
+        """
+        if self._foreign():
+            self._closed = True
+            return
+        super().close()
+
+    def clear_cache(self, tensor_id: str) -> None:
+        """Write the tensor's changed tiles, then drop its cached tiles (see
+        PersistentTileStore.clear_cache); in a served process, drop this
+        process's copies only.
+
+        Args:
+            tensor_id: The tensor's id (an unknown id does nothing).
+
+        Raises:
+            TileAccessError: The store is closed, or writing failed.
+        """
+        if self._foreign():
+            _serve.served_for(self).local.clear_cache(tensor_id)
+            return
+        super().clear_cache(tensor_id)
+
+    def clear_tensor(self, tensor_id: str) -> None:
+        """Delete everything kept for the tensor (see
+        PersistentTileStore.clear_tensor); refused in a served process.
+
+        Args:
+            tensor_id: The tensor's id.
+
+        Raises:
+            TileAccessError: The store is closed or read-only, the backend
+                failed, or another process holds the file.
+        """
+        self._refuse_foreign("clear the tensor")
+        super().clear_tensor(tensor_id)
+
+    def migrate(self, tensor_id: str, old_device: Any, old_dtype: Any) -> None:
+        """Move the tensor's cached tiles to the device its InfiniteTensor
+        now declares (see PersistentTileStore.migrate); refused in a served
+        process.
+
+        Args:
+            tensor_id: The tensor's id.
+            old_device: The device the cached tiles are on now.
+            old_dtype: The tensor's dtype before the change.
+
+        Raises:
+            ValidationError: The dtype changed.
+            TileAccessError: No tensor is registered under the id, the
+                metadata could not be written, or another process holds the
+                file.
+        """
+        self._refuse_foreign("move the tensor (.to())")
+        super().migrate(tensor_id, old_device, old_dtype)
+
+    def _remote(self):
+        """The Served of this store when another process holds its file."""
+        return _serve.served_for(self) if self._foreign() else None
+
+    def _view(self, tensor_id):
+        """A tensor of this process registered under tensor_id (served)."""
+        served = _serve.served_for(self)
+        shadow = served.shadows.get(str(tensor_id))
+        if shadow is not None:
+            return shadow._original
+        entry = self._tensor_store.get(str(tensor_id))  # a fork: the parent's tensors
+        view = next(iter(entry.views), None) if entry is not None else None
+        if view is None:
+            raise TileAccessError(f"Tensor {tensor_id} is not registered in this process")
+        return view
 
     # -- sharing one open file between the stores of this process ----------------
     def _share(self, shared):
@@ -252,6 +436,8 @@ class HDF5TileStore(PersistentTileStore):
             return True
 
     def _reopen_backend(self):
+        if self._foreign():
+            return  # the owner holds the file; this process's copy opens again
         with _open_lock:
             shared = _open_here(self.filepath)
             if shared is self._shared:  # still open through another store
@@ -276,6 +462,8 @@ class HDF5TileStore(PersistentTileStore):
             TileAccessError: The store is closed.
         """
         self._check_open()
+        if self._foreign():
+            return _serve.served_for(self).call("ids")[1]
         return sorted(tid for tid, _ in self._file.list())
 
     def _ids_with_meta(self, meta: dict) -> list[str]:
@@ -283,6 +471,8 @@ class HDF5TileStore(PersistentTileStore):
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else describe_cache(self)
+        if self._foreign() and not self._closed:
+            state = f"served by process {self._owner}"
         return f"<HDF5TileStore '{self.filepath}' mode={self.mode!r} {state}>"
 
     def _display_rows(self):

@@ -21,6 +21,7 @@ every finite dim.  Tile k of an infinite dim of tile size T covers
 from __future__ import annotations
 
 import abc
+import sys
 import warnings
 from collections.abc import Iterable
 from types import TracebackType
@@ -35,6 +36,15 @@ from .. import infinite_tensor as _it  # the module (it imports this one): annot
 
 DEFAULT_TILE_SIZE = 512
 DEFAULT_CACHE_SIZE_BYTES = 100 * 1024 * 1024
+
+
+def _caller_level():
+    """The stacklevel of the first frame outside this package (the user's
+    InfiniteTensor(...) call), for warnings.warn called by our caller."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("infinite_tensor"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class PersistentTileStore(EngineStore):
@@ -213,7 +223,7 @@ class PersistentTileStore(EngineStore):
                 f"{type(self).__name__} already holds {len(same)} tensor(s) with this configuration ({names}), "
                 f"but this tensor has no tensor_id, so it gets the new random id {tensor.uuid!r} and computes "
                 f"everything again; pass tensor_id={same[0]!r} to use the stored values (passing any "
-                "tensor_id silences this warning)", UserWarning, stacklevel=4)
+                "tensor_id silences this warning)", UserWarning, stacklevel=_caller_level())
 
     def _ids_with_meta(self, meta: dict) -> list[str]:
         """Ids of stored tensors whose metadata is meta (a backend that can
