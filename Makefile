@@ -162,7 +162,8 @@ ASAN_EXT_STAMP := $(ASAN_EXT)/.ext-stamp
 PYSAN_TESTS ?= test_pipeline.py test_store.py test_store_protocol.py test_hdf5_store.py test_persistent_store.py \
   test_hdf5_crash.py test_two_processes.py test_threads.py test_races.py test_concurrency.py test_random.py \
   test_interrupts.py test_limits.py test_store_safety.py test_user_errors.py test_buffer_pool.py \
-  test_regions.py test_batch_sizes.py test_progress.py test_compat04.py test_mean.py test_canonical.py
+  test_regions.py test_batch_sizes.py test_progress.py test_compat04.py test_mean.py test_canonical.py \
+  test_world.py
 # killed 20-150 ms after it is ready, a child must have created a file: under
 # ASan on a loaded machine the first child was twice killed inside its first
 # creation (a timing, not a memory check; `make test` runs it)
