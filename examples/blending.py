@@ -9,12 +9,14 @@ values times a ramp weight plus the weight itself, and the reader divides
 
     python examples/blending.py
 """
+import importlib.util
 import os
 import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+if importlib.util.find_spec("infinite_tensor") is None:  # not installed: use the checkout's build
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from infinite_tensor import InfiniteTensor, MemoryTileStore, TensorWindow  # noqa: E402
 
 

@@ -8,13 +8,15 @@ second stage computes 4 windows per call.
     python examples/blur.py [--window 512] [--size 1024]
 """
 import argparse
+import importlib.util
 import os
 import sys
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+if importlib.util.find_spec("infinite_tensor") is None:  # not installed: use the checkout's build
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from infinite_tensor import InfiniteTensor, MemoryTileStore, TensorWindow  # noqa: E402
 
 PADDING = 2

@@ -16,12 +16,14 @@ later run (more crops, another seed) reads what earlier runs computed.
     python examples/crops_dataset.py --count 256 --out crops.pt --world world.h5
 """
 import argparse
+import importlib.util
 import os
 import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+if importlib.util.find_spec("infinite_tensor") is None:  # not installed: use the checkout's build
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from infinite_tensor import HDF5TileStore, InfiniteTensor, TensorWindow  # noqa: E402
 from infinite_tensor.data import RandomCrops  # noqa: E402
 

@@ -14,6 +14,7 @@ coordinates included), writes it as a PNG and prints what was computed.
     python examples/demo.py [--size 1024] [--out out/demo.png]
 """
 import argparse
+import importlib.util
 import math
 import os
 import struct
@@ -24,7 +25,8 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+if importlib.util.find_spec("infinite_tensor") is None:  # not installed: use the checkout's build
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from infinite_tensor import InfiniteTensor, MemoryTileStore, TensorWindow  # noqa: E402
 
 WINDOW = 128

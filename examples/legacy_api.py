@@ -6,13 +6,15 @@ mapped onto the 0.3 store.
 
     python examples/legacy_api.py
 """
+import importlib.util
 import os
 import sys
 import warnings
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+if importlib.util.find_spec("infinite_tensor") is None:  # not installed: use the checkout's build
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from infinite_tensor import MemoryTileStore, TensorWindow  # noqa: E402
 
 

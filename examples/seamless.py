@@ -11,12 +11,14 @@ over the overlap (a tenth of it here).
 
     python examples/seamless.py
 """
+import importlib.util
 import os
 import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+if importlib.util.find_spec("infinite_tensor") is None:  # not installed: use the checkout's build
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from infinite_tensor import InfiniteTensor, TensorWindow  # noqa: E402
 
 WINDOW, STRIDE = 64, 32

@@ -37,10 +37,13 @@ from .progress import get_progress, set_progress  # noqa: F401  (likewise)
 from .tilestore import HDF5TileStore, MemoryTileStore
 from .utils import sl
 
-try:
-    __version__ = _metadata.version("infinite-tensor")
-except _metadata.PackageNotFoundError:
-    __version__ = "0.0.0"
+try:  # written by setuptools-scm when the package is built (the git tag, or .devN after it)
+    from ._version import __version__
+except ImportError:
+    try:
+        __version__ = _metadata.version("infinite-tensor-core")
+    except _metadata.PackageNotFoundError:
+        __version__ = "0.0.0"
 
 __all__ = [
     "InfiniteTensor",

@@ -13,16 +13,11 @@
  * GIL held, in the middle of a read; the core pins the tile meanwhile.
  */
 #include "binding.h"
+#ifndef IT_NO_HDF5
 #include "it_h5store.h"
+#endif
 
 #include <string.h>
-
-typedef struct H5FileObject {
-    PyObject_HEAD
-    it_h5file *f;
-} H5FileObject;
-
-static module_state *st_of(PyObject *o) { return state_of_type(Py_TYPE(o)); }
 
 static it_tensor *node_of(module_state *st, PyObject *o)
 {
@@ -32,6 +27,14 @@ static it_tensor *node_of(module_state *st, PyObject *o)
     }
     return ((TensorObject *)o)->t;
 }
+
+#ifndef IT_NO_HDF5 /* a build without the HDF5 C library has no H5File (HAVE_HDF5 = 0) */
+typedef struct H5FileObject {
+    PyObject_HEAD
+    it_h5file *f;
+} H5FileObject;
+
+static module_state *st_of(PyObject *o) { return state_of_type(Py_TYPE(o)); }
 
 /* ---- H5File ---------------------------------------------------------------- */
 
@@ -207,6 +210,8 @@ static PyType_Slot H5File_slots[] = {
 static PyType_Spec H5File_spec = {
     "infinite_tensor._core.H5File", sizeof(H5FileObject), 0, Py_TPFLAGS_DEFAULT, H5File_slots,
 };
+
+#endif /* IT_NO_HDF5 */
 
 /* ---- the Python-store backend ---------------------------------------------- */
 
@@ -424,13 +429,20 @@ static PyMethodDef store_functions[] = {
 
 int store_init(PyObject *module, module_state *st)
 {
+    if (PyModule_AddFunctions(module, store_functions) < 0)
+        return -1;
+#ifdef IT_NO_HDF5
+    (void)st;
+    return PyModule_AddIntConstant(module, "HAVE_HDF5", 0);
+#else
     st->H5File_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &H5File_spec, NULL);
     if (!st->H5File_type)
         return -1;
     Py_INCREF(st->H5File_type);
     if (PyModule_AddObject(module, "H5File", (PyObject *)st->H5File_type) < 0)
         return -1;
-    if (PyModule_AddFunctions(module, store_functions) < 0)
+    if (PyModule_AddIntConstant(module, "HAVE_HDF5", 1) < 0)
         return -1;
     return PyModule_AddIntConstant(module, "H5_FORMAT", IT_H5_FORMAT);
+#endif
 }

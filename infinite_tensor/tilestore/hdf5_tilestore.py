@@ -201,6 +201,8 @@ class HDF5TileStore(PersistentTileStore):
         OSError: A path the mode cannot open: FileNotFoundError,
             FileExistsError, IsADirectoryError, NotADirectoryError,
             PermissionError, or ENAMETOOLONG, naming the path.
+        ImportError: This build has no HDF5 support (built without the HDF5
+            C library).
         TileAccessError: Mode "w" on a file this process has open, another
             process has the file open in a conflicting mode, or the file is
             not a readable HDF5 file of this format.
@@ -210,6 +212,11 @@ class HDF5TileStore(PersistentTileStore):
                  compression_opts: int | None = 4, tile_size: int | tuple[int, ...] = DEFAULT_TILE_SIZE,
                  cache_size_bytes: int | None = DEFAULT_CACHE_SIZE_BYTES, cache_size_tiles: int | None = None,
                  **kwargs: Any) -> None:
+        if not _core.HAVE_HDF5:
+            raise ImportError(
+                "this build of infinite_tensor has no HDF5 support (the HDF5 C library was not found when it was "
+                "built): install the HDF5 development files (Debian/Ubuntu: apt install libhdf5-dev pkg-config; "
+                "or set HDF5_DIR) and reinstall it from source, or install a wheel, which carries its own libhdf5")
         super().__init__(tile_size=tile_size, cache_size_bytes=cache_size_bytes,
                          cache_size_tiles=cache_size_tiles, **kwargs)
         self._closed = True  # until the file is open

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# make dist-test: install the wheel, the sdist (built from source in pip's
+# isolated build) and the repaired wheel, one after the other, into a fresh
+# venv beside the pinned torch, and run tests/smoke_installed.py with each
+# from an empty directory, so that only the installed package can be
+# imported.  The repaired wheel must carry its own libhdf5: ldd must find
+# every HDF5 library inside the wheel, and where this runs as root the
+# smoke test runs again with the system's libhdf5 hidden (a private mount
+# namespace binds /dev/null over it) and pkg-config and LD_LIBRARY_PATH gone.
+# Last, a wheel built from the sdist without HDF5 (INFINITE_TENSOR_NO_HDF5=1,
+# as a machine without libhdf5-dev builds it): the memory store works and
+# HDF5TileStore raises ImportError.
+#   usage: tests/dist_test.sh DIST_DIR WHEELHOUSE_DIR PYTHON TORCH_PIN
+set -euo pipefail
+dist=$(cd "$1" && pwd)
+wheelhouse=$(cd "$2" && pwd)
+python=$3
+torch_pin=$4
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+shopt -s nullglob
+wheels=("$dist"/*.whl)
+sdists=("$dist"/*.tar.gz)
+repaired=("$wheelhouse"/*manylinux*.whl)
+if [ ${#wheels[@]} -ne 1 ] || [ ${#sdists[@]} -ne 1 ] || [ ${#repaired[@]} -ne 1 ]; then
+  echo "dist_test: expected one wheel and one sdist in $dist, one manylinux wheel in $wheelhouse" >&2
+  exit 1
+fi
+# the version all must report: the one in the sdist's name
+version=$(basename "${sdists[0]}" .tar.gz)
+version=${version#infinite_tensor_core-}
+"$python" -m venv "$work/venv"
+vpy="$work/venv/bin/python"
+pip=("$vpy" -m pip -q --disable-pip-version-check)
+"${pip[@]}" install "$torch_pin" numpy
+mkdir "$work/run"
+smoke() { (cd "$work/run" && "$@" "$vpy" -I "$here/smoke_installed.py" "$version"); }
+for pkg in "${wheels[0]}" "${sdists[0]}" "${repaired[0]}"; do
+  echo "dist-test: $(basename "$pkg")"
+  "${pip[@]}" install --no-deps --force-reinstall "$pkg"
+  smoke env
+done
+# the repaired wheel is installed now
+core=$("$vpy" -I -c "import importlib.util as u; print(u.find_spec('infinite_tensor._core').origin)")
+libs=$(ldd "$core")
+echo "$libs" | grep -i hdf5
+if echo "$libs" | grep -i hdf5 | grep -v "infinite_tensor_core.libs" | grep -q .; then
+  echo "dist_test: the repaired wheel's extension loads a libhdf5 from outside the wheel" >&2
+  exit 1
+fi
+if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && unshare -m true 2>/dev/null; then
+  hidden=(/usr/lib/*/libhdf5*.so* /usr/lib/*/hdf5/serial/lib/libhdf5*.so*)
+  echo "dist-test: the repaired wheel with ${#hidden[@]} system HDF5 libraries hidden"
+  binds=""
+  for f in "${hidden[@]}"; do [ -f "$f" ] && [ ! -L "$f" ] && binds+="mount --bind /dev/null '$f'; "; done
+  # inside: the system libhdf5 reads as an empty file, so loading it would fail
+  (cd "$work/run" && unshare -m bash -c "$binds exec env -u LD_LIBRARY_PATH PATH=/usr/bin:/bin PKG_CONFIG_PATH=/nonexistent \
+     '$vpy' -I '$here/smoke_installed.py' '$version'")
+else
+  echo "dist-test: not root (or no mount namespaces): the system libhdf5 stays visible; ldd checked above"
+fi
+
+echo "dist-test: a build from the sdist without the HDF5 C library"
+INFINITE_TENSOR_NO_HDF5=1 "${pip[@]}" wheel --no-deps -w "$work/noh5" "${sdists[0]}"
+"${pip[@]}" install --no-deps --force-reinstall "$work"/noh5/*.whl
+(cd "$work/run" && "$vpy" -I "$here/smoke_installed.py" "$version" no-hdf5)
