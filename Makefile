@@ -139,8 +139,10 @@ $(VENV)/.deps-stamp: $(BUILD)/py-deps.txt | $(BUILD)/.sysdeps-stamp
 	$(VPY) -m pip install -q --disable-pip-version-check $(PY_DEPS)
 	@touch $@
 
+# --force: setuptools recompiles only the .c files newer than their objects,
+# and a header change must reach them all
 $(EXT_STAMP): $(VENV)/.deps-stamp $(CORE_SRC) $(CORE_HDR) $(BIND_SRC) setup.py setup.cfg pyproject.toml
-	$(VPY) setup.py -q build_ext --inplace
+	$(VPY) setup.py -q build_ext --inplace --force
 	@touch $@
 
 # The C tests, the valgrind runs and the fuzz-corpus replays link the core

@@ -65,3 +65,28 @@ echo "dist-test: a build from the sdist without the HDF5 C library"
 INFINITE_TENSOR_NO_HDF5=1 "${pip[@]}" wheel --no-deps -w "$work/noh5" "${sdists[0]}"
 "${pip[@]}" install --no-deps --force-reinstall "$work"/noh5/*.whl
 (cd "$work/run" && "$vpy" -I "$here/smoke_installed.py" "$version" no-hdf5)
+
+# Other Pythons on this machine (pyenv's): a wheel for each, built from the
+# sdist; its extension must load and answer (without torch: the smoke test
+# above needs a torch build for that Python, which this machine lacks).
+main=$("$vpy" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+for py in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.*/bin/python3; do
+  ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || continue
+  case $ver in 3.9|3.1[0-3]) ;; *) continue ;; esac
+  [ "$ver" = "$main" ] && continue
+  echo "dist-test: a wheel for Python $ver"
+  "$py" -m pip wheel -q --disable-pip-version-check --no-deps -w "$work/py$ver" "${sdists[0]}"
+  mkdir "$work/py$ver/x"
+  (cd "$work/py$ver/x" && "$py" -m zipfile -e "$work"/py"$ver"/*.whl .)
+  (cd "$work/run" && "$py" -I -c '
+import importlib, sys, types
+pkg = types.ModuleType("infinite_tensor")
+pkg.__path__ = [sys.argv[1] + "/infinite_tensor"]
+sys.modules["infinite_tensor"] = pkg  # the extension alone: __init__ would import torch
+core = importlib.import_module("infinite_tensor._core")
+assert core.HAVE_HDF5 == 1 and core.H5_FORMAT >= 1
+info = core.Cache(1 << 20, -1).info()
+assert info["byte_limit"] == 1 << 20 and info["tiles"] == 0, info
+print("  the extension loads under Python", sys.version.split()[0])
+' "$work/py$ver/x")
+done

@@ -14,6 +14,14 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#if PY_VERSION_HEX < 0x030A0000 /* Python 3.9: Py_NewRef arrived in 3.10 */
+static inline PyObject *Py_NewRef(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+#endif
+
 #include "dlpack.h"
 #include "it_tensor.h"
 
