@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # make dist-test: install the wheel, the sdist (built from source in pip's
 # isolated build) and the repaired wheel, one after the other, into a fresh
-# venv beside the pinned torch, and run tests/smoke_installed.py with each
-# from an empty directory, so that only the installed package can be
-# imported.  The repaired wheel must carry its own libhdf5: ldd must find
+# venv beside the pinned torch, and run tests/smoke_installed.py (a smoke
+# test, then the README's samples) with each from an empty directory, so
+# that only the installed package can be imported.  The repaired wheel must carry its own libhdf5: ldd must find
 # every HDF5 library inside the wheel, and where this runs as root the
 # smoke test runs again with the system's libhdf5 hidden (a private mount
 # namespace binds /dev/null over it) and pkg-config and LD_LIBRARY_PATH gone.
@@ -35,7 +35,8 @@ vpy="$work/venv/bin/python"
 pip=("$vpy" -m pip -q --disable-pip-version-check)
 "${pip[@]}" install "$torch_pin" numpy
 mkdir "$work/run"
-smoke() { (cd "$work/run" && "$@" "$vpy" -I "$here/smoke_installed.py" "$version"); }
+readme="$here/../README.md"
+smoke() { (cd "$work/run" && "$@" "$vpy" -I "$here/smoke_installed.py" "$version" "$readme"); }
 for pkg in "${wheels[0]}" "${sdists[0]}" "${repaired[0]}"; do
   echo "dist-test: $(basename "$pkg")"
   "${pip[@]}" install --no-deps --force-reinstall "$pkg"
@@ -56,7 +57,7 @@ if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && unshare -m true 2>/dev
   for f in "${hidden[@]}"; do [ -f "$f" ] && [ ! -L "$f" ] && binds+="mount --bind /dev/null '$f'; "; done
   # inside: the system libhdf5 reads as an empty file, so loading it would fail
   (cd "$work/run" && unshare -m bash -c "$binds exec env -u LD_LIBRARY_PATH PATH=/usr/bin:/bin PKG_CONFIG_PATH=/nonexistent \
-     '$vpy' -I '$here/smoke_installed.py' '$version'")
+     '$vpy' -I '$here/smoke_installed.py' '$version' '$readme'")
 else
   echo "dist-test: not root (or no mount namespaces): the system libhdf5 stays visible; ldd checked above"
 fi
@@ -64,7 +65,7 @@ fi
 echo "dist-test: a build from the sdist without the HDF5 C library"
 INFINITE_TENSOR_NO_HDF5=1 "${pip[@]}" wheel --no-deps -w "$work/noh5" "${sdists[0]}"
 "${pip[@]}" install --no-deps --force-reinstall "$work"/noh5/*.whl
-(cd "$work/run" && "$vpy" -I "$here/smoke_installed.py" "$version" no-hdf5)
+(cd "$work/run" && "$vpy" -I "$here/smoke_installed.py" "$version" "$readme" no-hdf5)
 
 # Other Pythons on this machine (pyenv's): a wheel for each, built from the
 # sdist; its extension must load and answer (without torch: the smoke test

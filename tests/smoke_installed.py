@@ -1,8 +1,10 @@
 """The smoke test of an installed distribution (tests/dist_test.sh runs it
 with python -I from an empty directory): the package imports from the venv,
 reports the distribution's version, reads right from a memory store and an
-HDF5 file, and its datasets import.  With "no-hdf5" after the version: a
-build without the HDF5 C library, whose HDF5TileStore raises ImportError."""
+HDF5 file, its datasets import, and the README's Python samples (the quick
+start) run.  Arguments: the version, the README's path, and "no-hdf5" for a
+build without the HDF5 C library, whose HDF5TileStore raises ImportError
+(the README's samples are not run then: one opens an HDF5 file)."""
 import os
 import sys
 import sysconfig
@@ -22,7 +24,25 @@ def refuse(ctx):
     raise AssertionError("this window should come from the file")
 
 
-def main(version, hdf5=True):
+def run_readme(readme):
+    """Every ```python block of the README, in order, in one namespace, in
+    an empty directory (the persistence sample writes world.h5 there)."""
+    text = open(readme, encoding="utf-8").read()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python")[1:]]
+    assert blocks, "the README has Python samples"
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        try:
+            scope = {}
+            for code in blocks:
+                exec(compile(code, readme, "exec"), scope)
+        finally:
+            os.chdir(here)
+    assert scope["patch"].shape == (3, 600, 400)
+
+
+def main(version, readme, hdf5=True):
     where = os.path.realpath(it.__file__)
     site = os.path.realpath(sysconfig.get_paths()["platlib"])
     assert where.startswith(site), f"imported {where}, not from {site}"
@@ -55,8 +75,11 @@ def main(version, hdf5=True):
             assert torch.equal(saved, got) and torch.equal(again, got), "HDF5 store round trip"
     crops = RandomCrops(t, (4, 4), region=[(0, 32), (0, 32)], length=3)
     assert all(c.shape == (4, 4) for c in crops)
-    print(f"smoke test passed: infinite_tensor {it.__version__} from {os.path.dirname(where)}")
+    if hdf5:
+        run_readme(readme)
+    ran = "the README's samples ran" if hdf5 else "no HDF5 in this build"
+    print(f"smoke test passed: infinite_tensor {it.__version__} from {os.path.dirname(where)} ({ran})")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], hdf5=sys.argv[2:] != ["no-hdf5"])
+    main(sys.argv[1], sys.argv[2], hdf5=sys.argv[3:] != ["no-hdf5"])
