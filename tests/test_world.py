@@ -264,3 +264,13 @@ def test_windows_the_owner_lost_are_computed_again(tmp_path):
         assert torch.equal(pool.apply(lu.read_noise, (store, ((0, 64), (0, 64)))), want)
     assert again._node.missing_windows((slice(0, 64), slice(0, 64))) == [] and again.stats()["windows"] == 0
     store.close()
+
+
+def test_a_fork_of_a_spawned_worker_is_served_too(tmp_path):
+    store = it.HDF5TileStore(str(tmp_path / "world.h5"), mode="w", tile_size=lu.TILE)
+    _, blur = lu.pipeline(store, store)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        got = pool.apply(lu.read_in_a_fork, (blur, ((0, 70), (10, 90))))
+    assert torch.equal(got, reference([(0, 10, 70, 80)])[0])
+    assert blur._node.missing_windows((slice(0, 70), slice(10, 90))) == [] and blur.stats()["windows"] == 0
+    store.close()

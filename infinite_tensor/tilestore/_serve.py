@@ -223,11 +223,11 @@ class _Server:
     def _handle(self, shared, op, path, *rest):
         if op == "hello":
             from .hdf5_tilestore import _open_here
-            shared = _open_here(path)
-            return ("ok", shared is not None and not shared.options["read-only"])
+            opened = _open_here(path)
+            return ("ok", opened is not None and not opened.options["read-only"])
         if op == "check":
             tid, meta, rule = rest
-            node = self._node(path, tid)  # _Unknown: the worker defines it
+            self._node(path, tid)  # _Unknown: the worker defines it
             entry = self._open(path).tensors[tid]
             if entry.meta != meta:
                 from ._engine import describe_differences
@@ -236,7 +236,6 @@ class _Server:
             if _rule_key(entry.rule) != _rule_key(rule):
                 raise ValidationError(f"Tensor {tid} is registered in the process that holds '{path}' with "
                                       "another blend or blend_init")
-            del node
             return ("ok", None)
         if op == "define":
             tid, blob = rest
@@ -257,10 +256,10 @@ class _Server:
             tid, window = rest
             return ("ok", self._node(path, tid).window_done(window))
         if op == "flush":
-            shared = self._open(path)
-            for entry in list(shared.tensors.values()):
+            opened = self._open(path)
+            for entry in list(opened.tensors.values()):
                 entry.node.flush()
-            shared.file.flush()
+            opened.file.flush()
             return ("ok", None)
         if op == "ids":
             return ("ok", sorted(tid for tid, _ in self._open(path).file.list()))
@@ -629,12 +628,17 @@ def served_for(store) -> Served:
     s = store.__dict__.get("_served")
     if s is not None and s.pid == os.getpid():
         return s
-    srv = owner_server(store._owner)
-    if srv is None:
-        raise TileAccessError(
-            f"'{store.filepath}' was opened for writing by process {store._owner}, which does not serve it to "
-            f"this process ({os.getpid()}); open the file in this process, or pickle the store from its owner")
-    s = Served(store, connect(srv.address, srv.authkey, srv.pid))
+    if s is not None:  # a fork of a served process: the owner's address came along
+        address, authkey = s.conn.address, s.conn.authkey
+    else:
+        srv = owner_server(store._owner)
+        if srv is None:
+            raise TileAccessError(
+                f"'{store.filepath}' was opened for writing by process {store._owner}, which does not serve it "
+                f"to this process ({os.getpid()}); open the file in this process, or pickle the store from its "
+                "owner")
+        address, authkey = srv.address, srv.authkey
+    s = Served(store, connect(address, authkey, store._owner))
     store._served = s
     return s
 
