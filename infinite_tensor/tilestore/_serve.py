@@ -209,13 +209,7 @@ class _Server:
 
     @staticmethod
     def _read(node, key):
-        regions = key if isinstance(key, list) else [key]
-        missing, seen = [], set()
-        for region in regions:
-            for w in node.missing_windows(region):
-                if w not in seen:
-                    seen.add(w)
-                    missing.append(w)
+        missing = _missing_windows(node, key)
         if missing:
             return ("missing", missing)
         return ("ok", node.read_cached(key))  # windows stay once added: nothing is missing now either
@@ -548,7 +542,7 @@ class Served:
             shadow = self.shadow(tensor)
             outputs, mark = self._compute(shadow, value)
             try:
-                if not _missing(shadow._node, key):
+                if not _missing_windows(shadow._node, key):
                     # every window of the region is in this process's copy (a
                     # region no one had read: the usual case in a large
                     # world): read it here, and only hand the new windows over
@@ -612,8 +606,16 @@ class Served:
         return self._call("done", tensor.uuid, tuple(window))[1]
 
 
-def _missing(node, key):
-    return any(node.missing_windows(region) for region in (key if isinstance(key, list) else [key]))
+def _missing_windows(node, key):
+    """The windows a read of key (a region or a list of them) would compute
+    in node, each once, in the order the regions first need them."""
+    missing, seen = [], set()
+    for region in key if isinstance(key, list) else [key]:
+        for w in node.missing_windows(region):
+            if w not in seen:
+                seen.add(w)
+                missing.append(w)
+    return missing
 
 
 def is_foreign(store) -> bool:
