@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from .errors import ValidationError
 from .infinite_tensor import InfiniteTensor
 
-__all__ = ["RandomCrops", "Crops"]
+__all__ = ["RandomCrops", "Crops", "export_crops"]
 
 
 def _is_int(x: Any) -> bool:
@@ -292,3 +292,64 @@ class Crops(Dataset):
     def __getitem__(self, i: int) -> Any:
         crop = self.tensor[self.regions[i]]
         return crop if self.transform is None else self.transform(crop)
+
+
+def export_crops(tensor: InfiniteTensor, blob: Any, regions: Any, *, resume: bool = True,
+                 progress: bool | None = None) -> int:
+    """Write ``tensor[region]`` for each region as one row of a TensorBlob,
+    streaming the regions through ``tensor.iter_regions`` (so windows are
+    computed in batches and memory holds one batch of crops, whatever the
+    number of regions).
+
+    Args:
+        tensor: The infinite tensor to crop.
+        blob: A ``TensorBlob`` open for writing (rows go at its end), or a
+            path: a blob there is appended to, or created with the tensor's
+            dtype and the first crop's shape.
+        regions: An iterable of regions (``sl[...]``, as ``t[...]`` takes
+            them; a generator is read lazily), or a ``Crops`` dataset (its
+            regions).  Every crop must have the blob's row shape.
+        resume: Skip as many regions as the blob already has rows, so a run
+            that stopped part-way continues where it stopped (the regions
+            must come in the same order each run).
+        progress: A bar of the crops written: True, False, or None to
+            follow the tensor's setting.
+
+    Returns:
+        The number of rows this call wrote.
+
+    Raises:
+        ValueError: A crop's shape or dtype is not the blob's.
+    """
+    import itertools
+    import os
+
+    from .blob import TensorBlob
+
+    tensor = _check_tensor(tensor)
+    if isinstance(regions, Crops):
+        regions = regions.regions
+    it = iter(regions)
+    own = not isinstance(blob, TensorBlob)
+    out: TensorBlob | None = blob if not own else None
+    if own and os.path.exists(os.fspath(blob)):
+        out = TensorBlob.open(blob, "a")
+    try:
+        if out is not None and resume:
+            it = itertools.islice(it, len(out), None)
+        written = 0
+        for chunk in tensor.iter_regions(it, progress=progress):
+            rows = torch.stack(chunk)
+            if out is None:
+                out = TensorBlob.open(blob, "w", dtype=rows.dtype, shape=tuple(rows.shape[1:]))
+            if rows.shape[1:] != out.shape or rows.dtype != out._torch_dtype:
+                raise ValueError(
+                    f"crops of shape {tuple(rows.shape[1:])} and dtype {rows.dtype} do not fit the blob's rows "
+                    f"(shape {out.shape}, dtype {out.dtype})"
+                )
+            out.seek(0, 2)
+            written += out.write(rows)
+        return written
+    finally:
+        if own and out is not None:
+            out.close()

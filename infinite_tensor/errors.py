@@ -12,6 +12,7 @@ __all__ = [
     "ShapeMismatchError",
     "DeviceMismatchError",
     "DtypeMismatchError",
+    "CorruptBlobError",
 ]
 
 
@@ -40,3 +41,12 @@ class DeviceMismatchError(InfiniteTensorError):
 
 class DtypeMismatchError(InfiniteTensorError):
     """f returned a tensor of another dtype than the tensor declares."""
+
+
+class CorruptBlobError(InfiniteTensorError, OSError, ValueError):
+    """A file opened as a TensorBlob is not one this version reads: not a blob
+    at all, damaged (its header or both commit records fail their
+    checksums, or it is shorter than its committed rows) or written by a
+    newer format version.  An OSError, as h5py and zarr raise for a file they
+    cannot read, and a ValueError, as tensorblob raises for a damaged status
+    file."""

@@ -832,6 +832,24 @@ class InfiniteTensor:
 
             self._export(region, chunks, "to_hdf5", "an HDF5 dataset (through numpy)", progress, open_array)
 
+    def export_crops(self, blob: Any, regions: Any, *, resume: bool = True, progress: bool | None = None) -> int:
+        """Write ``self[region]`` for each region as one row of a TensorBlob;
+        returns the rows written.  The same as
+        ``infinite_tensor.data.export_crops(self, ...)``.
+
+        Args:
+            blob: A TensorBlob open for writing, or a path (a blob there is
+                appended to, or created with this tensor's dtype and the
+                first crop's shape).
+            regions: An iterable of equal-shaped regions (``sl[...]``), read
+                lazily, or a ``Crops`` dataset.
+            resume: Skip as many regions as the blob has rows already.
+            progress: A bar of the crops written (None: the tensor's setting).
+        """
+        from .data import export_crops
+
+        return export_crops(self, blob, regions, resume=resume, progress=progress)
+
     def to_zarr(self, store: Any, region: Any, chunks: Any = None, mode: str = "w-",
                 progress: bool | None = None, **kwargs: Any) -> Any:
         """Write a region into a new zarr array, block by block (one zarr

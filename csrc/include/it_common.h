@@ -34,6 +34,7 @@ extern "C" {
 #define IT_ECYCLE (-9)     /* a tensor's f reads the same tensor again */
 #define IT_ETOOBIG (-10)   /* a request is too large to plan or allocate */
 #define IT_EIO (-11)       /* a storage backend failed to read or write (file, HDF5, callback store) */
+#define IT_ECORRUPT (-12)  /* a file is not in a format this code reads (damaged, foreign, newer) */
 
 /* Record the error message (printf-style) for this thread; returns code. */
 int it_error_set(int code, const char *fmt, ...)

@@ -29,6 +29,7 @@ typedef struct module_state {
     PyTypeObject *Cache_type;
     PyTypeObject *Tensor_type;
     PyTypeObject *H5File_type;
+    PyTypeObject *Blob_type;
     /* torch entry points, set by _configure */
     PyObject *from_dlpack;      /* capsule -> torch.Tensor */
     PyObject *to_dlpack;        /* torch.Tensor -> capsule (legacy or versioned) */
@@ -48,6 +49,7 @@ typedef struct module_state {
     PyObject *ShapeMismatchError;
     PyObject *DeviceMismatchError;
     PyObject *DtypeMismatchError;
+    PyObject *CorruptBlobError;
     /* infinite_tensor/progress.py's hooks (NULL: none): progress(id, done,
      * total) as a plan of PROGRESS_MIN windows or more advances (at most
      * PROGRESS_STEPS times); read(id, stats) after a read that computed
@@ -130,6 +132,9 @@ PyObject *export_buffer(module_state *st, it_buffer *buf, int ndim, const int64_
 /* A torch.Tensor over memory the core owns (no ownership passes): valid only
  * while that memory lives, so used only inside one call. */
 PyObject *wrap_view(module_state *st, const it_view *v);
+/* A torch.Tensor over memory someone else keeps alive: release(ctx) runs
+ * when torch frees the tensor (on any thread), or now on failure. */
+PyObject *export_kept(module_state *st, const it_view *v, void (*release)(void *), void *ctx);
 /* Import a torch tensor: fill *view and *hold.  -1 with an exception. */
 int import_tensor(module_state *st, PyObject *obj, it_view *view, dl_hold *hold);
 void release_hold(dl_hold *hold);
@@ -158,5 +163,8 @@ int tensor_type_init(PyObject *module, module_state *st);
 
 /* store.c: the H5File type and attaching backends to tensors */
 int store_init(PyObject *module, module_state *st);
+
+/* blob.c: the Blob type (a TensorBlob's file; it_blob.h) */
+int blob_init(PyObject *module, module_state *st);
 
 #endif

@@ -35,6 +35,8 @@ typedef struct export_block {
         DLManagedTensorVersioned versioned;
     } mt;
     it_buffer *buf;
+    void (*release)(void *); /* export_kept's: what keeps the memory, or NULL */
+    void *ctx;
     int64_t shape[IT_MAX_DIMS];
     int64_t strides[IT_MAX_DIMS];
 } export_block;
@@ -42,6 +44,8 @@ typedef struct export_block {
 static void export_free(export_block *blk)
 {
     it_buffer_free(blk->buf);
+    if (blk->release)
+        blk->release(blk->ctx);
     it_free(blk);
 }
 
@@ -112,14 +116,19 @@ static PyObject *export_block_to_torch(module_state *st, export_block *blk, cons
 
 /* A tensor over the view's memory (shape and byte strides as in v); owned,
  * when not NULL, is freed with the tensor (or now, on failure). */
-static PyObject *export_view(module_state *st, const it_view *v, it_buffer *owned)
+static PyObject *export_view(module_state *st, const it_view *v, it_buffer *owned,
+                             void (*release)(void *), void *ctx)
 {
     export_block *blk = it_malloc(sizeof *blk);
     if (!blk) {
         it_buffer_free(owned);
+        if (release)
+            release(ctx);
         return PyErr_NoMemory();
     }
     blk->buf = owned;
+    blk->release = release;
+    blk->ctx = ctx;
     int64_t es = (int64_t)it_dtype_size(v->dtype);
     for (int d = 0; d < v->ndim; d++) {
         blk->shape[d] = v->shape[d];
@@ -144,10 +153,15 @@ PyObject *export_buffer(module_state *st, it_buffer *buf, int ndim, const int64_
     v.ndim = ndim; /* the same elements, contiguous, under the caller's shape */
     memcpy(v.shape, shape, sizeof(int64_t) * (size_t)ndim);
     it_contiguous_strides(it_dtype_size(buf->dtype), ndim, shape, v.strides);
-    return export_view(st, &v, buf);
+    return export_view(st, &v, buf, NULL, NULL);
 }
 
-PyObject *wrap_view(module_state *st, const it_view *v) { return export_view(st, v, NULL); }
+PyObject *wrap_view(module_state *st, const it_view *v) { return export_view(st, v, NULL, NULL, NULL); }
+
+PyObject *export_kept(module_state *st, const it_view *v, void (*release)(void *), void *ctx)
+{
+    return export_view(st, v, NULL, release, ctx);
+}
 
 void release_hold(dl_hold *hold)
 {

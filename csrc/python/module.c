@@ -211,6 +211,7 @@ static PyObject *mod_configure(PyObject *module, PyObject *args, PyObject *kw)
         {"InfiniteTensorError", &st->InfiniteTensorError}, {"ValidationError", &st->ValidationError},
         {"TileAccessError", &st->TileAccessError}, {"ShapeMismatchError", &st->ShapeMismatchError},
         {"DeviceMismatchError", &st->DeviceMismatchError}, {"DtypeMismatchError", &st->DtypeMismatchError},
+        {"CorruptBlobError", &st->CorruptBlobError},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         PyObject *e = PyDict_GetItemString(errors, names[i].name);
@@ -544,7 +545,7 @@ static int module_exec(PyObject *module)
         Py_DECREF(st->Cache_type);
         return -1;
     }
-    if (tensor_type_init(module, st) < 0 || store_init(module, st) < 0)
+    if (tensor_type_init(module, st) < 0 || store_init(module, st) < 0 || blob_init(module, st) < 0)
         return -1;
     if (PyModule_AddIntConstant(module, "DLPACK_MAJOR", IT_DLPACK_MAJOR) < 0 ||
         PyModule_AddIntConstant(module, "MAX_DIMS", IT_MAX_DIMS) < 0 ||
@@ -595,6 +596,8 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->ShapeMismatchError);
     Py_VISIT(st->DeviceMismatchError);
     Py_VISIT(st->DtypeMismatchError);
+    Py_VISIT(st->CorruptBlobError);
+    Py_VISIT(st->Blob_type);
     Py_VISIT(st->progress_hook);
     Py_VISIT(st->read_hook);
     Py_VISIT(st->read_wanted);
@@ -622,6 +625,8 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->ShapeMismatchError);
     Py_CLEAR(st->DeviceMismatchError);
     Py_CLEAR(st->DtypeMismatchError);
+    Py_CLEAR(st->CorruptBlobError);
+    Py_CLEAR(st->Blob_type);
     Py_CLEAR(st->progress_hook);
     Py_CLEAR(st->read_hook);
     Py_CLEAR(st->read_wanted);
