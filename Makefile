@@ -7,6 +7,8 @@
 #   make bench-isolated  only the second: each workload in its own process
 #   make bench-upstream  workload 12 against upstream infinite-tensor 0.3.0
 #                and 0.4.0 (pure Python), in scratch venvs under .bench/
+#   make bench-blob  infinite_tensor.blob.TensorBlob (issue 18) against
+#                memcpy, the raw disk and tensorblob 0.3.0 (in .bench/tensorblob)
 #   make ctest   C unit tests only (CMocka)
 #   make sanitize  the C unit tests under AddressSanitizer and UBSan, then
 #                  a stress selection of the Python tests on an ASan+UBSan
@@ -52,7 +54,7 @@ CORE_LIB := $(BUILD)/libitcore.a
 CORE_LIB_O1 := $(BUILD)/o1/libitcore.a
 CORE_LIB_SAN := $(BUILD)/sanitize/fuzz-replay/libitcore.a
 
-.PHONY: FORCE demo test ctest pytest dist wheel dist-test bench bench-isolated bench-upstream build sysdeps venv clean sanitize csanitize pysanitize valgrind
+.PHONY: FORCE demo test ctest pytest dist wheel dist-test bench bench-isolated bench-upstream bench-blob build sysdeps venv clean sanitize csanitize pysanitize valgrind
 
 demo: build
 	$(VPY) examples/demo.py
@@ -81,7 +83,7 @@ wheel: dist
 dist-test: wheel
 	bash tests/dist_test.sh $(DIST) $(WHEELHOUSE) $(PYTHON) $(TORCH_PIN)
 
-bench: build
+bench: build bench-blob
 	$(VPY) bench/run.py
 	$(VPY) bench/run.py --isolated
 
@@ -106,6 +108,27 @@ bench-upstream: build $(addsuffix /.stamp,$(BENCH_UPSTREAM))
 	  "$$($(VPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")"
 	$(@D)/bin/python -m pip install -q --disable-pip-version-check --no-deps infinite-tensor==$*.0
 	$(@D)/bin/python -I -c "import infinite_tensor as it, torch; print('upstream', it.__version__, it.__file__, 'torch', torch.__version__)"
+	@touch $@
+
+# tensorblob 0.3.0 (PyPI, issue 18's reference for infinite_tensor.blob) in
+# .bench/tensorblob: a venv like the upstream ones (its .pth adds .venv's
+# site-packages: torch, numpy and cloudpickle come from there), tensorblob
+# and its other dependencies installed pinned and without dependencies (so
+# that no second torch arrives).
+BENCH_TENSORBLOB := .bench/tensorblob
+TENSORBLOB_DEPS := tensorblob==0.3.0 tensordict==0.15.3 just-config-mixin==0.1.1 orjson==3.13.0 pyvers==0.2.2
+
+bench-blob: build $(BENCH_TENSORBLOB)/.stamp
+	INFINITE_TENSOR_BENCH_TENSORBLOB="$(abspath $(BENCH_TENSORBLOB)/bin/python)" $(VPY) bench/blob_bench.py
+
+$(BENCH_TENSORBLOB)/.stamp: $(VENV)/.deps-stamp
+	@mkdir -p .bench && printf '*\n' > .bench/.gitignore
+	rm -rf $(@D)
+	$(VPY) -m venv $(@D)
+	$(@D)/bin/python -c "import sys, sysconfig; open(sysconfig.get_paths()['purelib'] + '/project-venv.pth', 'w').write(sys.argv[1] + '\n')" \
+	  "$$($(VPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")"
+	$(@D)/bin/python -m pip install -q --disable-pip-version-check --no-deps $(TENSORBLOB_DEPS)
+	$(@D)/bin/python -I -c "import tensorblob, tensordict, torch; print('tensorblob', tensorblob.__file__, 'tensordict', tensordict.__version__, 'torch', torch.__version__, torch.__file__)"
 	@touch $@
 
 build: $(EXT_STAMP)
@@ -190,7 +213,7 @@ PYSAN_TESTS ?= test_pipeline.py test_store.py test_store_protocol.py test_hdf5_s
   test_hdf5_crash.py test_two_processes.py test_threads.py test_races.py test_concurrency.py test_random.py \
   test_interrupts.py test_limits.py test_store_safety.py test_user_errors.py test_buffer_pool.py \
   test_regions.py test_batch_sizes.py test_progress.py test_compat04.py test_mean.py test_canonical.py \
-  test_world.py
+  test_world.py test_blob.py test_blob_compat.py test_blob_crash.py
 # killed 20-150 ms after it is ready, a child must have created a file: under
 # ASan on a loaded machine the first child was twice killed inside its first
 # creation (a timing, not a memory check; `make test` runs it)

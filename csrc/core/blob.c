@@ -508,8 +508,14 @@ void it_blob_close(it_blob *b)
             if (b->durability == IT_BLOB_FULL)
                 (void)fdatasync(b->fd);
         }
-        /* closing the descriptor drops our OFD locks, unless a forked child
-         * or parent still holds the same open file (then they stay theirs) */
+        /* The writer's lock ends here, in the process that took it: a live
+         * view maps the file, and a mapping holds the open file (and so its
+         * OFD locks) after the descriptor closes.  The reader's byte stays
+         * held while views live, so no other close trims rows under them.
+         * Closing the descriptor drops the rest of our locks, unless a
+         * forked child or parent still holds the same open file. */
+        if (mine && b->writable)
+            (void)ofd_lock(b->fd, F_UNLCK, 0);
         close(b->fd);
     }
     it_blob_map_unref(b->map);
@@ -604,6 +610,25 @@ static int ensure_capacity(it_blob *b, int64_t end)
     return map_to(b, NULL, b->file_bytes);
 }
 
+/* pwrite all n bytes (a signal or a short write goes on where it stopped). */
+static int pwrite_all(int fd, const char *p, size_t n, int64_t at)
+{
+    while (n) {
+        ssize_t k = pwrite(fd, p, IT_MIN(n, (size_t)1 << 30), (off_t)at);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            if (k == 0)
+                errno = EIO;
+            return -1;
+        }
+        p += k;
+        n -= (size_t)k;
+        at += k;
+    }
+    return 0;
+}
+
 static int commit(it_blob *b, int64_t length)
 {
     unsigned char s[SLOT_BYTES + 8];
@@ -663,13 +688,17 @@ int it_blob_write(it_blob *b, int64_t at, const it_view *src, int64_t *new_len)
     if (in->row_bytes) {
         int64_t dst_strides[IT_MAX_DIMS];
         it_contiguous_strides(it_dtype_size(in->dtype), src->ndim, src->shape, dst_strides);
-        char *dst = b->map->base + IT_BLOB_DATA_OFFSET + at * in->row_bytes;
-        /* one thread: parallel faults on the file's pages contend (slower) */
-        if (memcmp(dst_strides, src->strides, sizeof(int64_t) * (size_t)src->ndim) == 0)
-            memcpy(dst, src->data, (size_t)(n * in->row_bytes));
-        else
+        int64_t off = IT_BLOB_DATA_OFFSET + at * in->row_bytes;
+        char *dst = b->map->base + off;
+        /* contiguous rows go in with pwrite: the page cache the mapping
+         * shares, without faulting each fresh page of the mapping in */
+        if (memcmp(dst_strides, src->strides, sizeof(int64_t) * (size_t)src->ndim) == 0) {
+            if (pwrite_all(b->fd, src->data, (size_t)(n * in->row_bytes), off) != 0)
+                return io_error("writing", NULL);
+        } else {
             it_copy_nd(it_dtype_size(in->dtype), src->ndim, src->shape, dst, dst_strides, src->data,
                        src->strides);
+        }
     }
     maybe_crash(2);
     if (b->durability == IT_BLOB_FULL && (rc = sync_rows(b, at, at + n)) != 0)

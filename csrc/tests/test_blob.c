@@ -183,9 +183,14 @@ static void test_one_writer_many_readers(void **state)
     it_blob_close(r);
     assert_true(rows[49999 * ROW + 4] == 49999004.0f);
     it_blob_map_unref(ref);
+    /* a view of the writer's mapping held past its close does not keep the
+     * writer's lock (the mapping keeps the open file, so close unlocks) */
+    rows = (const float *)it_blob_rows(w, &ref);
     it_blob_close(w);
-    /* the writer is gone: another may open */
     assert_int_equal(it_blob_open(path, 1, IT_BLOB_PROCESS, &w2), IT_OK);
+    assert_int_equal(put_rows(w2, 0, 7, 1, &len), IT_OK);
+    assert_true(rows[4] == 7004.0f); /* the old view sees the new writer's row */
+    it_blob_map_unref(ref);
     it_blob_close(w2);
 }
 
