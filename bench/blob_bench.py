@@ -376,19 +376,15 @@ def measure_impl(opts, TensorBlob, data, workdir, items, gathers, extra_writes=N
             return seconds
         guarded(res, "iterate", lambda: timed(iterate, opts.repeat))
 
-        def item():
-            t0 = time.perf_counter()
-            for i in items:
-                blob[i]
-            return time.perf_counter() - t0
-        guarded(res, "item", lambda: timed(item, opts.repeat))
-
-        def gather():
-            t0 = time.perf_counter()
-            for idx in gathers:
-                blob[idx]
-            return time.perf_counter() - t0
-        guarded(res, "gather", lambda: timed(gather, opts.repeat))
+        def index_each(keys):
+            def run():
+                t0 = time.perf_counter()
+                for key in keys:
+                    blob[key]
+                return time.perf_counter() - t0
+            return run
+        guarded(res, "item", lambda: timed(index_each(items), opts.repeat))
+        guarded(res, "gather", lambda: timed(index_each(gathers), opts.repeat))
 
         if ours and hasattr(blob, "__getitems__"):
             lists = [idx.tolist() for idx in gathers]
@@ -488,200 +484,6 @@ def fs_facts(path):
     return f"{best[2]} on {best[0]} (mounted at {best[1]})" if best else "filesystem unknown"
 
 
-def source_version(it):
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=ROOT).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True, cwd=ROOT).returncode
-    except OSError:
-        commit, dirty = "", 0
-    if commit and dirty == 1:
-        commit += " + local changes"
-    return f"infinite_tensor {it.__version__}" + (f" (commit {commit})" if commit else "")
-
-
-# what each row measures: (key, label, kind) where kind is "bw" (bytes of the
-# whole blob per run), "row" (per row of the blob), "item" (per random read),
-# "gather" (per gather)
-ROWS = [
-    ("write_batched", "write, {batch}-row batches", "bw"),
-    ("write_whole", "write, one write()", "bw"),
-    ("write_batched_full", "write, {batch}-row batches, durability='full'", "bw"),
-    ("write_whole_full", "write, one write(), durability='full'", "bw"),
-    ("read", "read() whole blob", "bw"),
-    ("getitem_all", "blob[:]", "bw"),
-    ("read_batched", "read({batch}) to the end", "bw"),
-    ("iterate", "for row in blob", "row"),
-    ("item", "random blob[i]", "item"),
-    ("gather", "random blob[idx], {gather_size} indices", "gather"),
-    ("getitems", "random __getitems__(list of {gather_size})", "gather"),
-    ("view_sum", "view().sum() (zero-copy)", "bw"),
-]
-# the disk reference of each bandwidth row (None: no ratio to the disk)
-DISK_REF = {"write_batched": "disk_write_batched", "write_whole": "disk_write",
-            "write_batched_full": "disk_write_fsync", "write_whole_full": "disk_write_fsync",
-            "read": "disk_read", "getitem_all": "disk_read", "read_batched": "disk_read"}
-# rows whose bandwidth targets the issue sets
-BW_TARGETS = ["write_batched", "write_whole", "read", "getitem_all", "read_batched"]
-
-
-class Report:
-    def __init__(self, opts, ref, ours, tb):
-        self.opts, self.ref, self.ours, self.tb = opts, ref, ours, tb
-        self.nbytes = opts.rows * opts.cols * 4
-        self.per = {"bw": 1, "row": opts.rows, "item": opts.items, "gather": opts.gathers}
-
-    def label(self, key, text):
-        return text.format(batch=self.opts.batch, gather_size=self.opts.gather_size)
-
-    def value(self, timing, kind, which="best"):
-        """GB/s for "bw", microseconds per operation otherwise."""
-        seconds = timing[which]
-        return gbps(self.nbytes, seconds) if kind == "bw" else seconds / self.per[kind] * 1e6
-
-    def cell(self, timing, kind):
-        if timing is None:
-            return "n/a"
-        if "error" in timing:
-            return "ERROR: " + timing["error"][:80]
-        unit = " GB/s" if kind == "bw" else " us"
-        digits = 2 if kind == "bw" else (2 if self.value(timing, kind) < 100 else 0)
-        return (f"{self.value(timing, kind):.{digits}f}{unit} "
-                f"[{self.value(timing, kind, 'median'):.{digits}f}]")
-
-    @staticmethod
-    def ok(timing):
-        return isinstance(timing, dict) and "best" in timing
-
-    def ratio(self, ref_key, mine, which="best"):
-        """The reference's time over ours (above 1: ours is faster), or None."""
-        ref = self.ref.get(ref_key)
-        if not (self.ok(ref) and self.ok(mine)):
-            return None
-        return ref[which] / mine[which]
-
-    def ratio_text(self, ref_key, mine):
-        r = self.ratio(ref_key, mine)
-        return "n/a" if r is None else f"{r:.2f}x"
-
-    def references_table(self):
-        o, ref = self.opts, self.ref
-        lines = ["| reference (this process) | best [median] | faults/run |", "|---|---|---|"]
-        bw = [("memcpy", "memcpy: torch copy_ into a preallocated tensor"),
-              ("memcpy_new", "memcpy into a new tensor (torch.empty + copy_)"),
-              ("memcpy_batched", f"memcpy per {o.batch}-row batch, each into a new tensor"),
-              ("disk_write", "disk write: os.write, one call, new file, page cache"),
-              ("disk_write_batched", f"disk write: os.write per {o.batch}-row batch"),
-              ("disk_write_fsync", "disk write: os.write, one call, then fsync"),
-              ("disk_read", "disk read: readinto a preallocated buffer (page cache)")]
-        for key, text in bw:
-            if key in ref:
-                lines.append(f"| {text} | {self.cell(ref[key], 'bw')} | {self.faults(ref[key])} |")
-        for key, text, kind in (("memory_item", "in memory: data[i].clone(), random i", "item"),
-                                ("memory_gather", f"in memory: data[idx], {o.gather_size} random indices", "gather"),
-                                ("memory_sum", "in memory: data.sum()", "bw")):
-            if key in ref:
-                lines.append(f"| {text} | {self.cell(ref[key], kind)} | {self.faults(ref[key])} |")
-        return lines
-
-    def faults(self, timing):
-        return f"{timing['faults']:,.0f}" if self.ok(timing) and "faults" in timing else "-"
-
-    def main_table(self):
-        tb_name = "tensorblob " + (self.tb.get("facts", {}).get("version", "0.3.0") if self.tb else "0.3.0")
-        lines = [f"| measurement | ours best [median] | {tb_name} best [median] | ours vs tensorblob "
-                 "| ours / memcpy | ours / disk | faults/run: ours, tensorblob |", "|---|---|---|---|---|---|---|"]
-        tb_results = self.tb.get("results", {}) if self.tb else {}
-        for key, text, kind in ROWS:
-            mine = self.ours.get(key)
-            theirs = tb_results.get(key)
-            if mine is None and theirs is None:
-                continue
-            if self.tb is None or "error" in (self.tb or {}):
-                tb_cell = "not run"
-            else:
-                tb_cell = self.cell(theirs, kind)
-            speed = ""
-            if self.ok(mine) and self.ok(theirs):
-                x = theirs["best"] / mine["best"]
-                speed = f"{x:.2f}x " + ("faster" if x >= 1 else "slower")
-            vs_mem = vs_disk = ""
-            if kind == "bw" and self.ok(mine):
-                if key.startswith(("write", "read", "getitem")):
-                    vs_mem = self.ratio_text("memcpy", mine)
-                    if key == "read_batched":
-                        vs_mem += f" (batched: {self.ratio_text('memcpy_batched', mine)})"
-                    elif key.startswith(("read", "getitem")):
-                        vs_mem += f" (new: {self.ratio_text('memcpy_new', mine)})"
-                elif key == "view_sum":
-                    vs_mem = self.ratio_text("memory_sum", mine) + " (data.sum())"
-                disk = DISK_REF.get(key)
-                if disk in self.ref:
-                    vs_disk = self.ratio_text(disk, mine)
-            elif kind == "item" and self.ok(mine):
-                vs_mem = self.ratio_text("memory_item", mine) + " (data[i].clone())"
-            elif kind == "gather" and self.ok(mine):
-                vs_mem = self.ratio_text("memory_gather", mine) + " (data[idx])"
-            faults = ", ".join(self.faults(t) for t in (mine, theirs))
-            lines.append(f"| {self.label(key, text)} | {self.cell(mine, kind)} | {tb_cell} | {speed} "
-                         f"| {vs_mem} | {vs_disk} | {faults} |")
-        return lines
-
-    def targets(self):
-        """[(verdict, text)] for the issue's targets."""
-        out = []
-
-        def judge(passed_best, passed_median, text):
-            verdict = "PASS" if passed_best else "MISS"
-            if passed_median != passed_best:
-                text += f"; the median run would {'PASS' if passed_median else 'MISS'}"
-            out.append((verdict, text))
-
-        for key in BW_TARGETS:
-            mine = self.ours.get(key)
-            label = self.label(key, dict((k, t) for k, t, _ in ROWS)[key])
-            if not self.ok(mine):
-                out.append(("MISS", f"{label}: {mine['error'] if mine else 'not measured'}"))
-                continue
-            refs = [("memcpy", "memcpy")]
-            if key == "read_batched":
-                refs.append(("memcpy_batched", f"memcpy per {self.opts.batch}-row batch"))
-            for ref_key, ref_name in refs + [(DISK_REF[key], "the disk")]:
-                best, med = self.ratio(ref_key, mine), self.ratio(ref_key, mine, "median")
-                if best is None:
-                    out.append(("MISS", f"{label} against {ref_name}: the reference failed"))
-                    continue
-                judge(best >= BANDWIDTH_TARGET, med >= BANDWIDTH_TARGET,
-                      f"{label}: {best:.2f}x {ref_name} ({self.value(mine, 'bw'):.2f} vs "
-                      f"{self.value(self.ref[ref_key], 'bw'):.2f} GB/s; target >= {BANDWIDTH_TARGET}x)")
-        mine = self.ours.get("item")
-        if self.ok(mine):
-            best, med = self.value(mine, "item"), self.value(mine, "item", "median")
-            judge(best < ITEM_TARGET_US, med < ITEM_TARGET_US,
-                  f"random blob[i]: {best:.2f} us per read (target < {ITEM_TARGET_US:g} us)")
-            theirs = (self.tb or {}).get("results", {}).get("item")
-            if self.ok(theirs):
-                tb_best, tb_med = self.value(theirs, "item"), self.value(theirs, "item", "median")
-                judge(best < tb_best, med < tb_med,
-                      f"random blob[i]: {tb_best / best:.2f}x tensorblob's speed ({best:.2f} vs {tb_best:.2f} us; "
-                      "target: faster)")
-            else:
-                out.append(("MISS", "random blob[i] faster than tensorblob's: tensorblob not measured"))
-        else:
-            out.append(("MISS", f"random blob[i]: {mine['error'] if mine else 'not measured'}"))
-        return out
-
-    def checks(self):
-        lines = []
-        for name, res in (("ours", self.ours), ("tensorblob", (self.tb or {}).get("results", {}))):
-            bad = [k for k, v in res.get("checks", {}).items() if not v]
-            if bad:
-                lines.append(f"WARNING: {name}: DIFFERS from the data written: {', '.join(bad)}")
-        if not self.ref.get("disk_read_matches", True):
-            lines.append("WARNING: the disk read reference read back other bytes")
-        return lines
-
-
 def main_ours(opts):
     torch.set_num_threads(1)
     sys.path.insert(0, HERE)
@@ -696,7 +498,7 @@ def main_ours(opts):
         data = make_data(opts)
         items, gathers = make_indices(opts)
         nbytes = data.numel() * data.element_size()
-        print(f"{source_version(it)}; {m.machine_facts()}")
+        print(f"{m.source_version(it)}; {m.machine_facts()}")
         print(f"blob: {opts.rows:,} x {opts.cols} float32 ({nbytes / 2**20:.1f} MiB); batches of {opts.batch} rows; "
               f"{opts.items:,} random blob[i], {opts.gathers:,} gathers of {opts.gather_size}")
         print(f"files in {workdir}: {fs_facts(workdir)}")

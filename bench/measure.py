@@ -10,6 +10,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import time
 
 import torch
@@ -294,6 +295,21 @@ def pool_bytes():
 
 
 # -- machine ------------------------------------------------------------------
+
+def source_version(it):
+    """infinite_tensor's version (of the module `it`) and the git commit of
+    the tree, marked when the tree has local changes (read-only git)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=here).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True, cwd=here).returncode
+    except OSError:
+        commit, dirty = "", 0
+    if commit and dirty == 1:
+        commit += " + local changes"
+    return f"infinite_tensor {it.__version__}" + (f" (commit {commit})" if commit else "")
+
 
 def machine_facts():
     """One line: cpu model, cores, RAM, python, torch, date, load average

@@ -70,21 +70,6 @@ def parse_args():
     return opts
 
 
-def source_version():
-    """infinite_tensor's version and the git commit of the tree, marked when
-    the tree has local changes (read-only git commands)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=here).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True, cwd=here).returncode
-    except OSError:
-        commit, dirty = "", 0
-    if commit and dirty == 1:
-        commit += " + local changes"
-    return f"infinite_tensor {it.__version__}" + (f" (commit {commit})" if commit else "")
-
-
 def print_summary(facts, results):
     """The markdown table of every row, under one line of machine facts."""
     print("\n## Summary\n")
@@ -140,7 +125,7 @@ def main():
     opts = parse_args()
     repeat = 3 if opts.quick else 7
     torch.set_num_threads(1)
-    facts = f"{source_version()}; {m.machine_facts()}"
+    facts = f"{m.source_version(it)}; {m.machine_facts()}"
     if opts.isolated:
         facts += "; each workload in its own process (--isolated)"
     if not opts.json:

@@ -387,12 +387,9 @@ static int blob_load(it_blob *b, const char *path)
     return map_to(b, path, b->file_bytes);
 }
 
-int it_blob_open(const char *path, int writable, int durability, it_blob **out)
+/* The blob of an open file: locks, header, mapping; closes fd on failure. */
+static int blob_of_fd(int fd, const char *path, int writable, int durability, it_blob **out)
 {
-    *out = NULL;
-    int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-    if (fd < 0)
-        return io_error("opening", path);
     it_blob *b = NULL;
     int rc = blob_new(fd, writable, durability, &b);
     if (rc) {
@@ -408,6 +405,15 @@ int it_blob_open(const char *path, int writable, int durability, it_blob **out)
     }
     *out = b;
     return IT_OK;
+}
+
+int it_blob_open(const char *path, int writable, int durability, it_blob **out)
+{
+    *out = NULL;
+    int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0)
+        return io_error("opening", path);
+    return blob_of_fd(fd, path, writable, durability, out);
 }
 
 static int fsync_dir_of(const char *path)
@@ -474,21 +480,7 @@ int it_blob_create(const char *path, const it_blob_info *info, int durability, i
         close(fd);
         return rc;
     }
-    it_blob *b = NULL;
-    rc = blob_new(fd, 1, durability, &b);
-    if (rc) {
-        close(fd);
-        return rc;
-    }
-    rc = blob_load(b, path);
-    if (rc) {
-        int e = last_errno;
-        it_blob_close(b);
-        last_errno = e;
-        return rc;
-    }
-    *out = b;
-    return IT_OK;
+    return blob_of_fd(fd, path, 1, durability, out);
 }
 
 void it_blob_close(it_blob *b)
@@ -610,25 +602,6 @@ static int ensure_capacity(it_blob *b, int64_t end)
     return map_to(b, NULL, b->file_bytes);
 }
 
-/* pwrite all n bytes (a signal or a short write goes on where it stopped). */
-static int pwrite_all(int fd, const char *p, size_t n, int64_t at)
-{
-    while (n) {
-        ssize_t k = pwrite(fd, p, IT_MIN(n, (size_t)1 << 30), (off_t)at);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            if (k == 0)
-                errno = EIO;
-            return -1;
-        }
-        p += k;
-        n -= (size_t)k;
-        at += k;
-    }
-    return 0;
-}
-
 static int commit(it_blob *b, int64_t length)
 {
     unsigned char s[SLOT_BYTES + 8];
@@ -693,7 +666,7 @@ int it_blob_write(it_blob *b, int64_t at, const it_view *src, int64_t *new_len)
         /* contiguous rows go in with pwrite: the page cache the mapping
          * shares, without faulting each fresh page of the mapping in */
         if (memcmp(dst_strides, src->strides, sizeof(int64_t) * (size_t)src->ndim) == 0) {
-            if (pwrite_all(b->fd, src->data, (size_t)(n * in->row_bytes), off) != 0)
+            if (it_pwrite_all(b->fd, src->data, (size_t)(n * in->row_bytes), off) != 0)
                 return io_error("writing", NULL);
         } else {
             it_copy_nd(it_dtype_size(in->dtype), src->ndim, src->shape, dst, dst_strides, src->data,

@@ -1,6 +1,6 @@
 /*
- * common.c - the thread-local error slot, the allocator hook, and the
- * monotonic clock of the tensors' counters.
+ * common.c - the thread-local error slot, the allocator hook, the
+ * monotonic clock of the tensors' counters, and a whole-buffer pwrite.
  *
  * Errors: one message buffer per thread.  it_error_set formats into it and
  * returns the code, so a detecting site reads `return it_error_set(...)`.
@@ -10,15 +10,17 @@
  * blocks to prove nothing leaks.  The counters are atomics because it_free
  * runs from DLPack deleters on whatever thread torch releases a tensor.
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, pwrite */
 
 #include "it_common.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 static _Thread_local char err_msg[512];
 static _Thread_local int err_code;
@@ -120,4 +122,23 @@ int64_t it__now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int it_pwrite_all(int fd, const void *buf, size_t n, int64_t off)
+{
+    const char *p = buf;
+    while (n) {
+        ssize_t k = pwrite(fd, p, n, (off_t)off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            if (k == 0)
+                errno = EIO;
+            return -1;
+        }
+        p += k;
+        n -= (size_t)k;
+        off += k;
+    }
+    return 0;
 }

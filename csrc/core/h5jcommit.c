@@ -42,7 +42,7 @@ typedef struct jwriter {
 
 static int jw_flush(jwriter *w)
 {
-    if (w->used && it__h5j_write_all(w->fd, w->buf, w->used, w->off) < 0)
+    if (w->used && it_pwrite_all(w->fd, w->buf, w->used, w->off) < 0)
         return -1;
     w->off += w->used;
     w->used = 0;
@@ -195,7 +195,7 @@ static int apply_records(jfile *f, const jrec *recs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         haddr_t at = recs[i].page->index * (haddr_t)PAGE + recs[i].lo;
-        if (it__h5j_write_all(f->fd, recs[i].page->data + recs[i].lo, recs[i].hi - recs[i].lo, at) < 0) {
+        if (it_pwrite_all(f->fd, recs[i].page->data + recs[i].lo, recs[i].hi - recs[i].lo, at) < 0) {
             JERR(H5E_WRITEERROR, "%s: write at %llu failed: %s", f->path,
                  (unsigned long long)at, strerror(errno));
             return -1;

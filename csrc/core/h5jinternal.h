@@ -176,7 +176,6 @@ typedef struct jfile {
 /* h5jpages.c */
 void it__h5j_ov_clear(overlay *ov);
 jpage **it__h5j_ov_sorted(const overlay *ov);
-int it__h5j_write_all(int fd, const void *buf, size_t n, haddr_t off);
 int it__h5j_read_all(int fd, void *buf, size_t n, haddr_t off);
 int it__h5j_read_disk(jfile *f, haddr_t addr, size_t size, unsigned char *buf);
 int it__h5j_sync_fd(int fd, const char *what);

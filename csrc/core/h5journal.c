@@ -367,7 +367,7 @@ static herr_t j_read_real(H5FD_t *file, H5FD_mem_t type, hid_t dxpl, haddr_t add
 
 static int disk_write(jfile *f, haddr_t addr, size_t size, const unsigned char *buf)
 {
-    if (it__h5j_write_all(f->fd, buf, size, addr) < 0) {
+    if (it_pwrite_all(f->fd, buf, size, addr) < 0) {
         JERR(H5E_WRITEERROR, "%s: write of %zu bytes at %llu failed: %s", f->path, size,
              (unsigned long long)addr, strerror(errno));
         return -1;

@@ -169,26 +169,6 @@ jpage **it__h5j_ov_sorted(const overlay *ov)
 /* ------------------------------------------------------------------ */
 /* raw I/O                                                              */
 
-/* pwrite all of it; 0 or -1 with errno. */
-int it__h5j_write_all(int fd, const void *buf, size_t n, haddr_t off)
-{
-    const unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t w = pwrite(fd, p, n, (off_t)off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (w == 0)
-                errno = EIO;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-        off += (haddr_t)w;
-    }
-    return 0;
-}
-
 /* pread up to n bytes; zeros past the end of the file.  0 or -1. */
 int it__h5j_read_all(int fd, void *buf, size_t n, haddr_t off)
 {

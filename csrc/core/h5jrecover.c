@@ -122,7 +122,7 @@ static int replay(jfile *f, jreader *r, const jhead *h, unsigned char *data)
     for (uint64_t i = 0; i < h->nrec; i++) {
         haddr_t addr;
         uint32_t len;
-        if (!next_record(r, &addr, &len, data) || it__h5j_write_all(f->fd, data, len, addr) < 0)
+        if (!next_record(r, &addr, &len, data) || it_pwrite_all(f->fd, data, len, addr) < 0)
             return -1;
     }
     if (ftruncate(f->fd, (off_t)h->size) < 0)

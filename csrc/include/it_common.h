@@ -112,4 +112,8 @@ void it_set_lock_hooks(const it_lock_hooks *hooks);
 #ifdef __cplusplus
 }
 #endif
+/* pwrite all n bytes at off, going on after a signal or a short write:
+ * 0, or -1 with errno (EIO for a write that makes no progress). */
+int it_pwrite_all(int fd, const void *buf, size_t n, int64_t off);
+
 #endif
