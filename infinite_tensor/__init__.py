@@ -36,6 +36,9 @@ from .buffers import buffer_pool_bytes, get_buffer_pool_limit, set_buffer_pool_l
 from .progress import get_progress, set_progress  # noqa: F401  (likewise)
 from .tilestore import HDF5TileStore, MemoryTileStore
 from .utils import sl
+from . import _sizing
+
+_sizing.install()  # the memory check before large reads (INFINITE_TENSOR_MEMORY_CHECK=0: off)
 
 try:  # written by setuptools-scm when the package is built (the git tag, or .devN after it)
     from ._version import __version__

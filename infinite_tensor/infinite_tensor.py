@@ -19,7 +19,7 @@ from typing import Any, Literal, overload
 
 import torch
 
-from . import _bridge, _core, _display, _mean, progress as _progress
+from . import _bridge, _core, _display, _mean, _sizing, progress as _progress
 from .errors import (
     DeviceMismatchError,
     DtypeMismatchError,
@@ -122,8 +122,10 @@ def _normalize_device(device: torch.device | str | int) -> torch.device:
 
 def _check_batch_size(batch_size):
     """The allowed sizes (sorted) when batch_size is a list or tuple of them,
-    else None; ValidationError unless it is None or positive ints."""
+    else None; ValidationError unless it is None, "auto" or positive ints."""
     shown = _bridge.short_repr(batch_size)
+    if isinstance(batch_size, str) and batch_size == "auto":
+        return None
     if isinstance(batch_size, (list, tuple)):
         sizes = list(batch_size)
         if not sizes or len(set(sizes)) != len(sizes) or any(not _is_int(b) or not 1 <= b < 2**63 for b in sizes):
@@ -132,7 +134,7 @@ def _check_batch_size(batch_size):
         return sorted(sizes)
     if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
         raise ValidationError(f"batch_size must be None or a positive int, got {shown} (or a list of the "
-                              f"allowed batch sizes)")
+                              f"allowed batch sizes, or 'auto')")
     if batch_size is not None and batch_size >= 2**63:  # the core takes any int64 >= 1
         raise ValidationError(f"batch_size must be below 2**63, got {shown}")
     return None
@@ -221,7 +223,10 @@ class InfiniteTensor:
             and returns as many tensors, or one stacked along a new first
             dim); or a list or tuple of distinct positive ints, the allowed
             batch sizes (a short batch is padded to the smallest allowed size
-            by repeating its last window, and the padding's outputs dropped).
+            by repeating its last window, and the padding's outputs dropped);
+            or ``"auto"``: the largest batch whose outputs and args take at
+            most a quarter of the memory available on the tensor's device
+            (at most 4096 windows; found again when the tensor moves).
         blend: ``blend(existing, incoming) -> combined``, how overlapping
             windows combine instead of the sum (``torch.maximum`` and
             ``torch.minimum`` run as built-in kernels); or ``"mean"``, the
@@ -252,7 +257,7 @@ class InfiniteTensor:
                  args: Sequence[InfiniteTensor] | None = None, args_windows: Sequence[TensorWindow] | None = None,
                  dtype: torch.dtype = DEFAULT_DTYPE, device: torch.device | str | int = DEFAULT_DEVICE,
                  tile_store: TileStore | None = None, tensor_id: Any | None = None,
-                 batch_size: int | Sequence[int] | None = None,
+                 batch_size: int | Sequence[int] | Literal["auto"] | None = None,
                  blend: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | Literal["mean"] | None = None,
                  blend_init: float | int | None = None, progress: bool | None = None,
                  weight: str | torch.Tensor | None = None) -> None:
@@ -385,9 +390,9 @@ class InfiniteTensor:
         return self._output_window
 
     @property
-    def batch_size(self) -> int | Sequence[int] | None:
-        """None, the largest batch f receives, or the list of allowed batch
-        sizes, as given."""
+    def batch_size(self) -> int | Sequence[int] | Literal["auto"] | None:
+        """None, the largest batch f receives, the list of allowed batch
+        sizes, or "auto", as given."""
         return self._batch_size
 
     @property
@@ -481,6 +486,8 @@ class InfiniteTensor:
         """(f as the node calls it, blend, the core's batch size: 0 unbatched).
         With allowed batch sizes, f is wrapped to pad each batch."""
         blend = None if self._is_mean() else self._blend  # the core weighs and divides itself
+        if self._batch_size == "auto":
+            return self._fn, blend, _sizing.auto_batch_size(self)
         if self._batch_sizes is None:
             return self._fn, blend, self._batch_size or 0
         return _padding_f(self._fn, self._batch_sizes), blend, self._batch_sizes[-1]
@@ -577,6 +584,27 @@ class InfiniteTensor:
             return node[key]
         return self._with_access(node.__getitem__, key)  # stores with hooks of their own
 
+    def plan(self, key: Any) -> _sizing.ReadPlan:
+        """What ``self[key]`` would take, computing nothing: the windows f
+        would compute and its calls, in this tensor and every tensor
+        upstream, and the memory the read surely adds (the check that runs
+        before large reads uses the same numbers).
+
+        Args:
+            key: A region or a list of regions, as for ``t[key]``.
+
+        Returns:
+            A ReadPlan: ``windows``, ``f_calls``, ``result_bytes``,
+            ``tiles``, ``tile_bytes``, ``needed_bytes``,
+            ``available_bytes``, ``fits``, and ``tensors`` (one TensorPlan
+            per tensor of the pipeline); ``print(plan)`` shows them.
+
+        Raises:
+            IndexError, ValueError, TypeError: A bad region, as ``t[key]``.
+            TileAccessError: The tensor was removed from its store.
+        """
+        return _sizing.plan(self, key)
+
     def iter_regions(self, regions: Iterable[Any], progress: bool | None = None) -> Iterator[list[torch.Tensor]]:
         """Read ``regions`` (any iterable, a lazy generator included) as their
         windows are computed, yielding lists of tensors.
@@ -639,7 +667,7 @@ class InfiniteTensor:
             yield out
 
     def _iter_regions(self, node, regions, bar):
-        batch = self._batch_sizes[-1] if self._batch_sizes else self._batch_size
+        batch = self._callbacks()[2] or None
         waiting = _deque()  # (region, the batch it needs: -1 for none)
         pending, pending_set = [], set()
         batch_no = 0  # the batch `pending` fills; the ones before it are computed
@@ -1096,6 +1124,8 @@ class InfiniteTensor:
         except BaseException:
             self._device, self._dtype = old_device, old_dtype
             raise
+        if self._batch_size == "auto":  # sized for the new device's memory
+            self._live_node().set_callbacks(*self._callbacks())
         return self
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:

@@ -460,6 +460,65 @@ void it_tensor_clear(it_tensor *t)
 
 void it_tensor_trim(it_tensor *t, int64_t byte_limit) { it__cache_trim_owner(t->cache, t, &t->bytes, byte_limit); }
 
+/* a + b for a, b >= 0, saturating */
+static int64_t capped_add(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
+
+void it_tensor_read_estimate(const it_tensor *t, const it_box *boxes, int64_t n, it_read_estimate *out)
+{
+    const it_tensor_spec *s = &t->spec;
+    int64_t es = (int64_t)it_dtype_size(s->dtype), windows = 0;
+    memset(out, 0, sizeof *out);
+    for (int64_t i = 0; i < n; i++) {
+        const it_box *b = &boxes[i];
+        /* the windows meeting the box bound the batch f can get */
+        int64_t lo[IT_MAX_DIMS], count[IT_MAX_DIMS], total;
+        if (it_window_domain(&s->window, s->shape, b->start, b->stop, lo, count, &total) != IT_OK)
+            total = INT64_MAX; /* past counting (an error left for the read to report) */
+        it_error_clear();
+        windows = capped_add(windows, total);
+        int64_t elems = 1, tiles = 1, tile_elems = 1, empty = 0;
+        for (int d = 0; d < s->ndim; d++) {
+            int64_t len = b->stop[d] > b->start[d] ? b->stop[d] - b->start[d] : 0;
+            int64_t samples = len ? (len - 1) / b->step[d] + 1 : 0;
+            empty |= samples == 0;
+            elems = capped_mul(elems, samples, INT64_MAX);
+            if (s->shape[d] != IT_DIM_INFINITE) { /* a tile holds the whole dim */
+                tile_elems = capped_mul(tile_elems, s->shape[d], INT64_MAX);
+                continue;
+            }
+            int64_t T = t->tshape[d];
+            tile_elems = capped_mul(tile_elems, T, INT64_MAX);
+            if (!samples)
+                continue;
+            /* samples further apart than a tile each have their own tile;
+             * closer ones leave none between the first and the last out */
+            int64_t last = b->start[d] + (samples - 1) * b->step[d];
+            int64_t span = it_floordiv(last, T) - it_floordiv(b->start[d], T) + 1;
+            tiles = capped_mul(tiles, b->step[d] > T ? samples : span, INT64_MAX);
+        }
+        out->result_bytes = capped_add(out->result_bytes, capped_mul(elems, es, INT64_MAX));
+        if (!empty && tiles > out->tiles) {
+            out->tiles = tiles;
+            out->tile_bytes = capped_mul(tiles, capped_mul(tile_elems, es, INT64_MAX), INT64_MAX);
+        }
+    }
+    int64_t batch = IT_MIN(IT_MAX(s->batch_size, 1), windows), per = t->window_bytes;
+    for (int a = 0; a < s->nargs; a++) {
+        const it_window *w = &s->arg_windows[a];
+        int64_t e = (int64_t)it_dtype_size(s->args[a]->spec.dtype);
+        for (int d = 0; d < w->ndim; d++)
+            e = capped_mul(e, w->size[d], INT64_MAX);
+        per = capped_add(per, e);
+    }
+    out->batch_bytes = capped_mul(batch, per, INT64_MAX);
+    out->cached_bytes = t->bytes;
+    out->needed = out->result_bytes;
+    if (out->tile_bytes > out->cached_bytes) {
+        out->needed = capped_add(out->needed, out->tile_bytes - out->cached_bytes);
+        out->needed = capped_add(out->needed, out->batch_bytes);
+    }
+}
+
 int64_t it_tensor_bytes(const it_tensor *t) { return t->bytes; }
 int64_t it_tensor_tiles(const it_tensor *t) { return t->ntiles; }
 

@@ -159,6 +159,23 @@ int it_tensor_compute_windows(it_tensor *t, const int64_t *windows, int64_t n);
  * compute them: *windows holds *n tuples (free it with it_free). */
 int it_tensor_missing_windows(it_tensor *t, const it_box *box, int64_t **windows, int64_t *n);
 
+/* What a read of n boxes takes in memory, from geometry alone (nothing is
+ * planned, loaded or computed), saturating at INT64_MAX:
+ *   result_bytes  the buffers the read returns, all boxes together;
+ *   tiles, tile_bytes  the tiles holding the largest box, which the read
+ *                 pins (finite dims whole);
+ *   cached_bytes  t's tiles in memory now;
+ *   batch_bytes   one batch of f: batch_size windows (at most as many as
+ *                 meet the boxes) of output plus each arg's window;
+ *   needed        result + the tiles beyond cached_bytes + one batch when
+ *                 any tile is beyond them: what the read surely adds, when
+ *                 the cached tiles are those it needs (a lower bound for
+ *                 this tensor; what upstream tensors add is not counted). */
+typedef struct it_read_estimate {
+    int64_t result_bytes, tiles, tile_bytes, cached_bytes, batch_bytes, needed;
+} it_read_estimate;
+void it_tensor_read_estimate(const it_tensor *t, const it_box *boxes, int64_t n, it_read_estimate *out);
+
 /* Drop every cached tile of t (pinned ones are dropped when unpinned),
  * without writing dirty ones to a backend (flush first to keep them).  A
  * read of t (or of a tensor downstream of it) in progress then fails with

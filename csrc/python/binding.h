@@ -57,6 +57,12 @@ typedef struct module_state {
     PyObject *progress_hook;
     PyObject *read_hook;
     PyObject *read_wanted;
+    /* infinite_tensor/_sizing.py's probe (NULL: none): probe(device) -> the
+     * bytes available there (an int, or None when unknown), asked before a
+     * read whose estimate (it_tensor_read_estimate) needs probe_min_bytes
+     * or more; a read needing more than is available raises MemoryError */
+    PyObject *memory_probe;
+    int64_t probe_min_bytes;
 } module_state;
 
 #define PROGRESS_MIN 32

@@ -499,7 +499,27 @@ static PyObject *mod_set_hooks(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* set_memory_probe(probe, min_bytes): binding.h's memory_probe (None: none). */
+static PyObject *mod_set_memory_probe(PyObject *module, PyObject *args)
+{
+    module_state *st = PyModule_GetState(module);
+    PyObject *probe;
+    long long min_bytes;
+    if (!PyArg_ParseTuple(args, "OL", &probe, &min_bytes))
+        return NULL;
+    if (probe != Py_None && !PyCallable_Check(probe)) {
+        PyErr_SetString(PyExc_TypeError, "set_memory_probe takes a callable or None");
+        return NULL;
+    }
+    Py_XSETREF(st->memory_probe, probe == Py_None ? NULL : Py_NewRef(probe));
+    st->probe_min_bytes = min_bytes < 0 ? 0 : (int64_t)min_bytes;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_memory_probe", mod_set_memory_probe, METH_VARARGS,
+     "set_memory_probe(probe, min_bytes): probe(device) -> available bytes (or None), asked before a read "
+     "estimated to need min_bytes or more (None: no check)."},
     {"set_hooks", mod_set_hooks, METH_VARARGS,
      "set_hooks(progress, read, read_wanted): progress(id, done, total) as a large plan advances; "
      "read(id, stats) after a read that computed windows, when read_wanted() (None: no hook)."},
@@ -601,6 +621,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->progress_hook);
     Py_VISIT(st->read_hook);
     Py_VISIT(st->read_wanted);
+    Py_VISIT(st->memory_probe);
     return 0;
 }
 
@@ -630,6 +651,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->progress_hook);
     Py_CLEAR(st->read_hook);
     Py_CLEAR(st->read_wanted);
+    Py_CLEAR(st->memory_probe);
     device_clear();
     return 0;
 }

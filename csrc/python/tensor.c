@@ -1081,6 +1081,108 @@ static PyObject *export_read(module_state *st, const it_tensor_spec *spec, it_bu
     return export_buffer(st, buf, n, shape);
 }
 
+/* The device a tensor's reads live on, as torch names it; NULL for a kind
+ * the probe is not asked about. */
+static PyObject *device_name(const it_tensor_spec *spec)
+{
+    if (spec->device_type == kDLCPU)
+        return PyUnicode_FromString("cpu");
+    if (spec->device_type == kDLCUDA)
+        return PyUnicode_FromFormat("cuda:%d", spec->device_id);
+    return NULL;
+}
+
+/* "1.5 GiB" for a byte count. */
+static void size_text(char *buf, size_t n, int64_t bytes)
+{
+    static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    double v = (double)bytes;
+    int i = 0;
+    while (v >= 1024.0 && i < 6) {
+        v /= 1024.0;
+        i++;
+    }
+    PyOS_snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", v, units[i]);
+}
+
+/* MemoryError (and -1) when a read of the boxes needs more memory than the
+ * module's probe says is available; 0 otherwise, also when there is no
+ * probe, the read is small, or the probe does not know. */
+static int check_memory(module_state *st, TensorObject *self, const it_box *boxes, int64_t n)
+{
+    if (!st->memory_probe)
+        return 0;
+    it_read_estimate e;
+    it_tensor_read_estimate(self->t, boxes, n, &e);
+    if (e.needed < st->probe_min_bytes || e.result_bytes == INT64_MAX)
+        return 0; /* small; or past counting, which the core refuses with its own message */
+    const it_tensor_spec *spec = it_tensor_get_spec(self->t);
+    PyObject *dev = device_name(spec);
+    if (!dev)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *got = PyObject_CallOneArg(st->memory_probe, dev);
+    if (!got) {
+        Py_DECREF(dev);
+        return -1;
+    }
+    long long avail = got == Py_None ? -1 : PyLong_AsLongLong(got);
+    Py_DECREF(got);
+    if (avail == -1 && PyErr_Occurred()) {
+        Py_DECREF(dev);
+        return -1;
+    }
+    if (avail < 0 || e.needed <= avail) {
+        Py_DECREF(dev);
+        return 0;
+    }
+    int64_t tiles = e.tile_bytes > e.cached_bytes ? e.tile_bytes - e.cached_bytes : 0;
+    char need[32], have[32], msg[512]; /* PyErr_Format has no %.1f */
+    size_text(need, sizeof need, e.needed);
+    size_text(have, sizeof have, avail);
+    const char *name = PyUnicode_AsUTF8(dev);
+    PyOS_snprintf(msg, sizeof msg,
+                  "this read needs at least %s (%lld bytes: %lld for the result, %lld for new tiles, "
+                  "%lld for a batch of f) but %s (%lld bytes) are available on %s; read it in parts "
+                  "(iter_regions), or see t.plan(region)",
+                  need, (long long)e.needed, (long long)e.result_bytes, (long long)tiles,
+                  (long long)(tiles ? e.batch_bytes : 0), have, avail, name ? name : "?");
+    PyErr_Clear(); /* PyUnicode_AsUTF8 cannot fail on an ASCII name; be sure */
+    PyErr_SetString(PyExc_MemoryError, msg);
+    Py_DECREF(dev);
+    return -1;
+}
+
+/* read_estimate(key or list of keys) -> it_tensor_read_estimate's numbers as a dict. */
+static PyObject *Tensor_read_estimate(TensorObject *self, PyObject *key)
+{
+    const it_tensor_spec *spec = it_tensor_get_spec(self->t);
+    PyObject *keys = PyList_Check(key) ? PySequence_Fast(key, "a list of regions") : PyTuple_Pack(1, key);
+    if (!keys)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(keys);
+    it_box *boxes = PyMem_Calloc((size_t)n + 1, sizeof *boxes);
+    PyObject *out = NULL;
+    if (!boxes) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t squeeze;
+        if (parse_index(PySequence_Fast_GET_ITEM(keys, i), spec->ndim, spec->shape, &boxes[i], &squeeze) < 0)
+            goto done;
+    }
+    it_read_estimate e;
+    it_tensor_read_estimate(self->t, boxes, n, &e);
+    out = Py_BuildValue("{sLsLsLsLsLsL}", "result_bytes", (long long)e.result_bytes, "tiles",
+                        (long long)e.tiles, "tile_bytes", (long long)e.tile_bytes, "cached_bytes",
+                        (long long)e.cached_bytes, "batch_bytes", (long long)e.batch_bytes, "needed",
+                        (long long)e.needed);
+done:
+    PyMem_Free(boxes);
+    Py_DECREF(keys);
+    return out;
+}
+
 /* Read a key; flags as for it_tensor_read. */
 static PyObject *tensor_read(TensorObject *self, PyObject *key, int flags)
 {
@@ -1090,6 +1192,8 @@ static PyObject *tensor_read(TensorObject *self, PyObject *key, int flags)
     uint32_t squeeze;
     it_buffer *buf = NULL;
     if (parse_index(key, spec->ndim, spec->shape, &box, &squeeze) < 0)
+        return NULL;
+    if (!(flags & IT_READ_NO_COMPUTE) && check_memory(st, self, &box, 1) < 0)
         return NULL;
     read_args a = {&box, 1, flags, &buf};
     int rc = run_reading(self, call_read, &a);
@@ -1134,6 +1238,8 @@ static PyObject *tensor_read_list(TensorObject *self, PyObject *list, int flags)
             goto done;
         }
     }
+    if (!(flags & IT_READ_NO_COMPUTE) && check_memory(st, self, boxes, n) < 0)
+        goto done;
     read_args a = {boxes, n, flags, bufs};
     int rc = run_reading(self, call_read, &a);
     if (rc) {
@@ -1498,6 +1604,8 @@ static PyMethodDef Tensor_methods[] = {
     {"reset_stats", (PyCFunction)Tensor_reset_stats, METH_NOARGS, "Zero the tensor's counters."},
     {"compute_windows", (PyCFunction)Tensor_compute_windows, METH_O,
      "Compute the listed windows that are not done yet, in that order, in batches."},
+    {"read_estimate", (PyCFunction)Tensor_read_estimate, METH_O,
+     "The memory a read of the key (or list of keys) takes, from geometry alone, as a dict."},
     {"missing_windows", (PyCFunction)Tensor_missing_windows, METH_O,
      "The windows a read of the key would compute now, in order (computes nothing)."},
     {"contribute", (PyCFunction)(void (*)(void))Tensor_contribute, METH_FASTCALL,

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .. import _bridge, _core
+from .. import _bridge, _core, _sizing
 from .._display import html_table, size_text as _mib
 from ..errors import TileAccessError, ValidationError
 from . import TileStore
@@ -55,6 +55,11 @@ class EngineStore(TileStore):
     _owner: int | None = None
 
     def _init_engine(self, byte_limit, weight_limit=None):
+        """Make the core cache.  byte_limit may be "auto" or a fraction of
+        the available memory (_sizing): kept as given, resolved here, and
+        resolved again where a pickled store is unpickled."""
+        self._cache_bytes_spec = byte_limit
+        byte_limit = _sizing.cache_bytes(byte_limit)
         self._cache = _core.Cache(check_limit("cache_size_bytes", byte_limit),
                                   check_limit("cache_size_windows", weight_limit))
         self._tensor_store = {}  # id -> Entry
@@ -70,8 +75,11 @@ class EngineStore(TileStore):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         byte_limit, weight_limit = state.pop("_engine_limits")
+        spec = state.get("_cache_bytes_spec")
         self.__dict__.update(state)
-        self._init_engine(None if byte_limit < 0 else byte_limit, None if weight_limit < 0 else weight_limit)
+        if isinstance(spec, (str, float)):  # "auto" or a fraction: of this process's memory
+            byte_limit = spec
+        self._init_engine(None if byte_limit == -1 else byte_limit, None if weight_limit < 0 else weight_limit)
         tile_limit = state.get("_tile_limit")
         if tile_limit is not None:
             self._cache.set_tile_limit(check_limit("cache_size_tiles", tile_limit))

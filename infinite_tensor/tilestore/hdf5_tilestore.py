@@ -187,7 +187,9 @@ class HDF5TileStore(PersistentTileStore):
         tile_size: The tile's extent along every infinite dim (an int,
             default 512), or one entry per infinite dim (a tuple); each > 0.
         cache_size_bytes: The most bytes the tile cache keeps in memory (an
-            int >= 0, default 100 MiB), or None for no limit.
+            int >= 0, default 100 MiB), or None for no limit; or ``"auto"``
+            (a quarter of the host memory available when the store is
+            opened) or a fraction of it such as ``0.5``.
         cache_size_tiles: The most tiles the cache keeps (an int >= 0), or
             None (default) for no limit.
         **kwargs: Only the deprecated ``tile_cache_size=`` (sets
@@ -210,7 +212,7 @@ class HDF5TileStore(PersistentTileStore):
 
     def __init__(self, filepath: str | os.PathLike[str], mode: str = "a", compression: str | int | None = "gzip",
                  compression_opts: int | None = 4, tile_size: int | tuple[int, ...] = DEFAULT_TILE_SIZE,
-                 cache_size_bytes: int | None = DEFAULT_CACHE_SIZE_BYTES, cache_size_tiles: int | None = None,
+                 cache_size_bytes: int | float | str | None = DEFAULT_CACHE_SIZE_BYTES, cache_size_tiles: int | None = None,
                  **kwargs: Any) -> None:
         if not _core.HAVE_HDF5:
             raise ImportError(

@@ -28,8 +28,11 @@ class MemoryTileStore(EngineStore):
 
     Args:
         cache_size_bytes: The most bytes the cache keeps, an int >= 0, or
-            None (default) for no limit.  Host memory and GPU memory are
-            bounded separately.  0 empties the cache after each read.
+            None (default) for no limit; or ``"auto"`` (a quarter of the
+            host memory available when the store is made) or a fraction of
+            it such as ``0.5``.  Host memory and GPU memory are bounded
+            separately (by the same number).  0 empties the cache after
+            each read.
         cache_size_windows: The most windows' worth of data the cache keeps
             (a tile weighs ceil(tile bytes / window bytes)), an int >= 0, or
             None (default) for no limit.
@@ -38,9 +41,11 @@ class MemoryTileStore(EngineStore):
         ValidationError: A limit that is not None or an int >= 0.
     """
 
-    def __init__(self, cache_size_bytes: int | None = None, cache_size_windows: int | None = None) -> None:
+    def __init__(self, cache_size_bytes: int | float | str | None = None,
+                 cache_size_windows: int | None = None) -> None:
         self._init_engine(cache_size_bytes, cache_size_windows)
-        self._limits = [cache_size_bytes, cache_size_windows]
+        limit = self._cache.info()["byte_limit"]
+        self._limits = [None if limit < 0 else limit, cache_size_windows]
 
     # -- limits (0.3 kept them as attributes; the 0.2 shim assigns them) -----
     def _apply_limits(self):
@@ -54,8 +59,13 @@ class MemoryTileStore(EngineStore):
     @_cache_size_bytes.setter
     def _cache_size_bytes(self, value):
         check_limit("cache_size_bytes", value)
-        self._limits[0] = value
+        self._limits[0] = self._cache_bytes_spec = value
         self._apply_limits()
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        limit = self._cache.info()["byte_limit"]  # "auto" resolved again, here
+        self._limits[0] = None if limit < 0 else limit
 
     @property
     def _cache_size_windows(self):

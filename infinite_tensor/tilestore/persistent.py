@@ -74,7 +74,9 @@ class PersistentTileStore(EngineStore):
             one entry per infinite dim (a tuple); each > 0.  Kept as the
             attribute ``tile_size`` and read when a tensor registers.
         cache_size_bytes: The most bytes the tile cache keeps in memory (an
-            int >= 0, default 100 MiB), or None for no limit.
+            int >= 0, default 100 MiB), or None for no limit; or ``"auto"``
+            (a quarter of the host memory available when the store is
+            opened) or a fraction of it such as ``0.5``.
         cache_size_tiles: The most tiles the cache keeps (an int >= 0), or
             None (default) for no limit.
         **kwargs: Only the deprecated ``tile_cache_size=`` (sets
@@ -86,7 +88,7 @@ class PersistentTileStore(EngineStore):
     """
 
     def __init__(self, tile_size: int | tuple[int, ...] = DEFAULT_TILE_SIZE,
-                 cache_size_bytes: int | None = DEFAULT_CACHE_SIZE_BYTES, cache_size_tiles: int | None = None,
+                 cache_size_bytes: int | float | str | None = DEFAULT_CACHE_SIZE_BYTES, cache_size_tiles: int | None = None,
                  **kwargs: Any) -> None:
         if "tile_cache_size" in kwargs:
             warnings.warn("tile_cache_size is deprecated; use cache_size_tiles", DeprecationWarning,
@@ -109,6 +111,7 @@ class PersistentTileStore(EngineStore):
     @_cache_size_bytes.setter
     def _cache_size_bytes(self, value):
         self._cache.set_limits(check_limit("cache_size_bytes", value), -1)
+        self._cache_bytes_spec = value
 
     @property
     def _cache_size_tiles(self):
