@@ -9,6 +9,9 @@
 #                and 0.4.0 (pure Python), in scratch venvs under .bench/
 #   make bench-blob  infinite_tensor.blob.TensorBlob (issue 18) against
 #                memcpy, the raw disk and tensorblob 0.3.0 (in .bench/tensorblob)
+#   make bench-nn  infinite_tensor.stream against the whole-input network and
+#                torch-streamer 0.0.2 (in .bench/torch-streamer), and
+#                infinite_tensor.nn.apply against the network's own time (issue 20)
 #   make ctest   C unit tests only (CMocka)
 #   make sanitize  the C unit tests under AddressSanitizer and UBSan, then
 #                  a stress selection of the Python tests on an ASan+UBSan
@@ -54,7 +57,7 @@ CORE_LIB := $(BUILD)/libitcore.a
 CORE_LIB_O1 := $(BUILD)/o1/libitcore.a
 CORE_LIB_SAN := $(BUILD)/sanitize/fuzz-replay/libitcore.a
 
-.PHONY: FORCE demo test ctest pytest dist wheel dist-test bench bench-isolated bench-upstream bench-blob build sysdeps venv clean sanitize csanitize pysanitize valgrind
+.PHONY: FORCE demo test ctest pytest dist wheel dist-test bench bench-isolated bench-upstream bench-blob bench-nn build sysdeps venv clean sanitize csanitize pysanitize valgrind
 
 demo: build
 	$(VPY) examples/demo.py
@@ -83,7 +86,7 @@ wheel: dist
 dist-test: wheel
 	bash tests/dist_test.sh $(DIST) $(WHEELHOUSE) $(PYTHON) $(TORCH_PIN)
 
-bench: build bench-blob
+bench: build bench-blob bench-nn
 	$(VPY) bench/run.py
 	$(VPY) bench/run.py --isolated
 
@@ -100,15 +103,22 @@ bench-upstream: build $(addsuffix /.stamp,$(BENCH_UPSTREAM))
 	INFINITE_TENSOR_BENCH_UPSTREAM="$$(echo $(abspath $(addsuffix /bin/python,$(BENCH_UPSTREAM))) | tr ' ' ',')" \
 	  $(VPY) bench/run.py --only 12
 
+# A scratch venv in $(@D) for a reference package: (1) what to pip install
+# (without dependencies, so no second torch arrives), (2) an import check.
+define SCRATCH_VENV
+@mkdir -p .bench && printf '*\n' > .bench/.gitignore
+rm -rf $(@D)
+$(VPY) -m venv $(@D)
+$(@D)/bin/python -c "import sys, sysconfig; open(sysconfig.get_paths()['purelib'] + '/project-venv.pth', 'w').write(sys.argv[1] + '\n')" \
+  "$$($(VPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")"
+$(@D)/bin/python -m pip install -q --disable-pip-version-check --no-deps $(1)
+$(@D)/bin/python -I -c "$(2)"
+@touch $@
+endef
+UPSTREAM_CHECK := import infinite_tensor as it, torch; print('upstream', it.__version__, it.__file__, 'torch', torch.__version__)
+
 .bench/upstream-%/.stamp: $(VENV)/.deps-stamp
-	@mkdir -p .bench && printf '*\n' > .bench/.gitignore
-	rm -rf $(@D)
-	$(VPY) -m venv $(@D)
-	$(@D)/bin/python -c "import sys, sysconfig; open(sysconfig.get_paths()['purelib'] + '/project-venv.pth', 'w').write(sys.argv[1] + '\n')" \
-	  "$$($(VPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")"
-	$(@D)/bin/python -m pip install -q --disable-pip-version-check --no-deps infinite-tensor==$*.0
-	$(@D)/bin/python -I -c "import infinite_tensor as it, torch; print('upstream', it.__version__, it.__file__, 'torch', torch.__version__)"
-	@touch $@
+	$(call SCRATCH_VENV,infinite-tensor==$*.0,$(UPSTREAM_CHECK))
 
 # tensorblob 0.3.0 (PyPI, issue 18's reference for infinite_tensor.blob) in
 # .bench/tensorblob: a venv like the upstream ones (its .pth adds .venv's
@@ -121,15 +131,22 @@ TENSORBLOB_DEPS := tensorblob==0.3.0 tensordict==0.15.3 just-config-mixin==0.1.1
 bench-blob: build $(BENCH_TENSORBLOB)/.stamp
 	INFINITE_TENSOR_BENCH_TENSORBLOB="$(abspath $(BENCH_TENSORBLOB)/bin/python)" $(VPY) bench/blob_bench.py
 
+TENSORBLOB_CHECK := import tensorblob, tensordict, torch; print('tensorblob', tensorblob.__file__, 'tensordict', tensordict.__version__, 'torch', torch.__version__, torch.__file__)
+
 $(BENCH_TENSORBLOB)/.stamp: $(VENV)/.deps-stamp
-	@mkdir -p .bench && printf '*\n' > .bench/.gitignore
-	rm -rf $(@D)
-	$(VPY) -m venv $(@D)
-	$(@D)/bin/python -c "import sys, sysconfig; open(sysconfig.get_paths()['purelib'] + '/project-venv.pth', 'w').write(sys.argv[1] + '\n')" \
-	  "$$($(VPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")"
-	$(@D)/bin/python -m pip install -q --disable-pip-version-check --no-deps $(TENSORBLOB_DEPS)
-	$(@D)/bin/python -I -c "import tensorblob, tensordict, torch; print('tensorblob', tensorblob.__file__, 'tensordict', tensordict.__version__, 'torch', torch.__version__, torch.__file__)"
-	@touch $@
+	$(call SCRATCH_VENV,$(TENSORBLOB_DEPS),$(TENSORBLOB_CHECK))
+
+# torch-streamer 0.0.2 (PyPI; issue 20's reference for infinite_tensor.stream)
+# in .bench/torch-streamer, made like .bench/tensorblob (torch from .venv)
+BENCH_STREAMER := .bench/torch-streamer
+
+bench-nn: build $(BENCH_STREAMER)/.stamp
+	INFINITE_TENSOR_BENCH_TORCHSTREAMER="$(abspath $(BENCH_STREAMER)/bin/python)" $(VPY) bench/nn_bench.py
+
+STREAMER_CHECK := import torchstreamer, torch; print('torch-streamer', torchstreamer.__file__, 'torch', torch.__version__, torch.__file__)
+
+$(BENCH_STREAMER)/.stamp: $(VENV)/.deps-stamp
+	$(call SCRATCH_VENV,torch-streamer==0.0.2,$(STREAMER_CHECK))
 
 build: $(EXT_STAMP)
 
@@ -213,7 +230,7 @@ PYSAN_TESTS ?= test_pipeline.py test_store.py test_store_protocol.py test_hdf5_s
   test_hdf5_crash.py test_two_processes.py test_threads.py test_races.py test_concurrency.py test_random.py \
   test_interrupts.py test_limits.py test_store_safety.py test_user_errors.py test_buffer_pool.py \
   test_regions.py test_batch_sizes.py test_progress.py test_compat04.py test_mean.py test_canonical.py \
-  test_world.py test_blob.py test_blob_compat.py test_blob_crash.py
+  test_world.py test_blob.py test_blob_compat.py test_blob_crash.py test_sizing.py
 # killed 20-150 ms after it is ready, a child must have created a file: under
 # ASan on a loaded machine the first child was twice killed inside its first
 # creation (a timing, not a memory check; `make test` runs it)

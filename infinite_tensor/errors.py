@@ -13,6 +13,7 @@ __all__ = [
     "DeviceMismatchError",
     "DtypeMismatchError",
     "CorruptBlobError",
+    "NotWindowableError",
 ]
 
 
@@ -50,3 +51,11 @@ class CorruptBlobError(InfiniteTensorError, OSError, ValueError):
     newer format version.  An OSError, as h5py and zarr raise for a file they
     cannot read, and a ValueError, as tensorblob raises for a damaged status
     file."""
+
+
+class NotWindowableError(InfiniteTensorError, ValueError):
+    """A module mixes values along a streamed or infinite dim in a way no
+    registered rule reproduces piece by piece (global pooling, attention,
+    a Linear over that dim, train-mode normalisation, or an unknown module
+    with such parts).  infinite_tensor.stream and infinite_tensor.nn raise
+    it, naming the module and how to register a rule for it."""

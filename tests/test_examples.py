@@ -35,7 +35,7 @@ def read_png(path):
         elif kind == b"IDAT":
             idat += body
         pos += 12 + n
-    h, w = size
+    w, h = size  # IHDR: width, then height
     raw = zlib.decompress(idat)
     rows = [raw[y * (3 * w + 1) + 1:(y + 1) * (3 * w + 1)] for y in range(h)]
     return torch.tensor(list(b"".join(rows)), dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1)
@@ -137,7 +137,7 @@ def _refuse(*args):
 
 
 @pytest.mark.parametrize("name", ["demo", "blur", "blending", "legacy_api", "persistent", "custom_backend", "seamless",
-                                  "crops_dataset"])
+                                  "crops_dataset", "exact_network"])
 def test_examples_have_docstrings(name):
     assert load(name).__doc__.strip()
 
@@ -197,3 +197,14 @@ def test_custom_backend_example():
             if y0 >= 0 and x0 >= 0 and y0 + 16 <= 96 and x0 + 16 <= 96:
                 ref[y0:y0 + 16, x0:x0 + 16] += float(i - j)
     assert torch.equal(first, ref[16:80, 16:80])
+
+
+def test_exact_network_has_no_seams(tmp_path):
+    ex = load("exact_network")
+    out = tmp_path / "seams.png"
+    errors, picture = ex.main(["--size", "128", "--out", str(out)])
+    assert errors["exact"] < 1e-12  # every pixel: the network on the whole image
+    assert errors["tiles"] > 1e-2  # tiles padded at their own edges: seams
+    assert errors["exact"] < errors["blended"] < errors["tiles"]  # blending hides seams, it does not remove them
+    assert torch.equal(read_png(out), picture)
+    assert picture.shape == (3, 256, 3 * 128 + 8)
