@@ -363,8 +363,19 @@ _NOT_WINDOWABLE = {
 }
 
 
+def _check_ndim(module: Any, ndim: int) -> None:
+    """torch's Conv2d, MaxPool3d, BatchNorm1d, ... take that many spatial dims."""
+    name = type(module).__name__
+    if type(module).__module__.startswith("torch.nn") and name[-2:] in ("1d", "2d", "3d"):
+        k = int(name[-2])
+        if k != ndim:
+            raise ValidationError(f"{name} works over {k} spatial dim{'s' if k > 1 else ''}, but the input "
+                                  f"has {ndim}: x must be (C, {', '.join(['None'] * k)})")
+
+
 def rule_for(module: Any, ndim: int) -> WindowRule:
     """The WindowRule of a module (the most specific registered type)."""
+    _check_ndim(module, ndim)
     for cls in type(module).__mro__:
         if cls in _RULES:
             return _RULES[cls](module, ndim)
@@ -456,7 +467,9 @@ def apply(net: tnn.Module, x: InfiniteTensor, *, tile: Any = "auto", batch_size:
         NotWindowableError: A module with no window (global pooling,
             attention, a Linear over space, train-mode BatchNorm, unknown
             modules: register a rule).
-        ValidationError: x is not ``(C, None, ...)``, or a bad tile.
+        ValidationError: x is not ``(C, None, ...)``, a layer for another
+            number of spatial dims (a Conv1d over a 2-D input), or a bad
+            tile.
     """
     if not isinstance(x, InfiniteTensor):
         raise ValidationError(f"apply takes an InfiniteTensor, got {type(x).__name__}")

@@ -214,6 +214,10 @@ def test_registered_rules():
 
 
 def test_bad_inputs():
+    with pytest.raises(ValidationError, match=r"Conv1d works over 1 spatial dim, but the input has 2"):
+        inn.apply(tnn.Sequential(tnn.Conv1d(3, 3, 3)), _noise(3, 2))
+    with pytest.raises(ValidationError, match=r"MaxPool3d works over 3 spatial dims"):
+        inn.apply(tnn.MaxPool3d(2), _noise(3, 2))
     net = tnn.Conv2d(3, 3, 3)
     with pytest.raises(ValidationError, match=r"\(C, None, \.\.\., None\)"):
         inn.apply(net, it.InfiniteTensor((None, None), lambda c: torch.zeros(4, 4), it.TensorWindow((4, 4))))
