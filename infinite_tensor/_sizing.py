@@ -28,7 +28,6 @@ calls it would take in every tensor of the pipeline, computing nothing.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -90,20 +89,12 @@ def cache_bytes(value: Any, name: str = "cache_size_bytes") -> int | None:
     return None if free is None else int(free * fraction)
 
 
-def _window_bytes(window: Any, dtype: Any) -> int:
-    return math.prod(window.size) * _dtype_size(dtype)
-
-
-def _dtype_size(dtype: Any) -> int:
-    import torch
-    return torch.empty((), dtype=dtype).element_size()
-
-
 def batch_bytes_per_window(tensor: Any) -> int:
     """What one window adds to a batch: its output and each arg's window."""
-    per = _window_bytes(tensor.output_window, tensor.dtype)
+    from .memory import estimate_bytes
+    per = estimate_bytes(tensor.output_window.size, tensor.dtype)
     for arg, window in zip(tensor.args, tensor.args_windows):
-        per += _window_bytes(window, arg.dtype)
+        per += estimate_bytes(window.size, arg.dtype)
     return per
 
 
@@ -176,11 +167,6 @@ class ReadPlan:
         return "\n".join(lines)
 
 
-def _f_calls(tensor: Any, windows: int) -> int:
-    batch = tensor._callbacks()[2]
-    return windows if batch <= 1 else -(-windows // batch)
-
-
 def _upstream_order(tensor: Any) -> list[Any]:
     """tensor and every tensor upstream of it, each after all its readers."""
     seen, post = set(), []
@@ -212,10 +198,9 @@ def plan(tensor: Any, key: Any) -> ReadPlan:
                     missing.append(w)
         for arg, window in zip(t.args, t.args_windows):
             demands.setdefault(id(arg), []).extend(window.get_bounds(w) for w in missing)
-        per = batch_bytes_per_window(t)
-        batch = t._callbacks()[2]
-        parts.append(TensorPlan(tensor_id=t.uuid, windows=len(missing), f_calls=_f_calls(t, len(missing)),
-                                batch_bytes=per * max(batch, 1), cached_bytes=t._live_node().nbytes))
+        batch = max(t._callbacks()[2], 1)  # the core's batch (0: unbatched, one window a call)
+        parts.append(TensorPlan(tensor_id=t.uuid, windows=len(missing), f_calls=-(-len(missing) // batch),
+                                batch_bytes=batch_bytes_per_window(t) * batch, cached_bytes=t._live_node().nbytes))
     device = str(tensor.device)
     return ReadPlan(result_bytes=est["result_bytes"], tiles=est["tiles"], tile_bytes=est["tile_bytes"],
                     needed_bytes=est["needed"], available_bytes=available(tensor.device), device=device,

@@ -472,9 +472,10 @@ void it_tensor_read_estimate(const it_tensor *t, const it_box *boxes, int64_t n,
         const it_box *b = &boxes[i];
         /* the windows meeting the box bound the batch f can get */
         int64_t lo[IT_MAX_DIMS], count[IT_MAX_DIMS], total;
-        if (it_window_domain(&s->window, s->shape, b->start, b->stop, lo, count, &total) != IT_OK)
+        if (it_window_domain(&s->window, s->shape, b->start, b->stop, lo, count, &total) != IT_OK) {
             total = INT64_MAX; /* past counting (an error left for the read to report) */
-        it_error_clear();
+            it_error_clear();
+        }
         windows = capped_add(windows, total);
         int64_t elems = 1, tiles = 1, tile_elems = 1, empty = 0;
         for (int d = 0; d < s->ndim; d++) {

@@ -1152,6 +1152,32 @@ static int check_memory(module_state *st, TensorObject *self, const it_box *boxe
     return -1;
 }
 
+/* Parse the n regions of a list (keys: a PySequence_Fast) into boxes and
+ * squeeze masks; -1 with the exception naming the region that failed. */
+static int parse_regions(const it_tensor_spec *spec, PyObject *keys, it_box *boxes, uint32_t *squeeze)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(keys);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PySequence_Fast_GET_ITEM(keys, i);
+        if (PyList_Check(key)) {
+            PyErr_Format(PyExc_TypeError, "region %zd of a list of regions is itself a list; give each "
+                         "region as a tuple, e.g. sl[0:8, 0:8]", i);
+            return -1;
+        }
+        if (parse_index(key, spec->ndim, spec->shape, &boxes[i], &squeeze[i]) < 0) {
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb);
+            PyErr_NormalizeException(&et, &ev, &tb);
+            PyErr_Format(et, "region %zd of the list: %S", i, ev);
+            Py_XDECREF(et);
+            Py_XDECREF(ev);
+            Py_XDECREF(tb);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* read_estimate(key or list of keys) -> it_tensor_read_estimate's numbers as a dict. */
 static PyObject *Tensor_read_estimate(TensorObject *self, PyObject *key)
 {
@@ -1161,16 +1187,15 @@ static PyObject *Tensor_read_estimate(TensorObject *self, PyObject *key)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(keys);
     it_box *boxes = PyMem_Calloc((size_t)n + 1, sizeof *boxes);
+    uint32_t *squeeze = PyMem_Calloc((size_t)n + 1, sizeof *squeeze);
     PyObject *out = NULL;
-    if (!boxes) {
+    if (!boxes || !squeeze) {
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint32_t squeeze;
-        if (parse_index(PySequence_Fast_GET_ITEM(keys, i), spec->ndim, spec->shape, &boxes[i], &squeeze) < 0)
-            goto done;
-    }
+    if ((PyList_Check(key) ? parse_regions(spec, keys, boxes, squeeze)
+                           : parse_index(key, spec->ndim, spec->shape, &boxes[0], &squeeze[0])) < 0)
+        goto done;
     it_read_estimate e;
     it_tensor_read_estimate(self->t, boxes, n, &e);
     out = Py_BuildValue("{sLsLsLsLsLsL}", "result_bytes", (long long)e.result_bytes, "tiles",
@@ -1179,6 +1204,7 @@ static PyObject *Tensor_read_estimate(TensorObject *self, PyObject *key)
                         (long long)e.needed);
 done:
     PyMem_Free(boxes);
+    PyMem_Free(squeeze);
     Py_DECREF(keys);
     return out;
 }
@@ -1220,24 +1246,8 @@ static PyObject *tensor_read_list(TensorObject *self, PyObject *list, int flags)
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *key = PySequence_Fast_GET_ITEM(keys, i);
-        if (PyList_Check(key)) {
-            PyErr_Format(PyExc_TypeError, "region %zd of a list of regions is itself a list; give each "
-                         "region as a tuple, e.g. sl[0:8, 0:8]", i);
-            goto done;
-        }
-        if (parse_index(key, spec->ndim, spec->shape, &boxes[i], &squeeze[i]) < 0) {
-            PyObject *et, *ev, *tb;
-            PyErr_Fetch(&et, &ev, &tb);
-            PyErr_NormalizeException(&et, &ev, &tb);
-            PyErr_Format(et, "region %zd of the list: %S", i, ev);
-            Py_XDECREF(et);
-            Py_XDECREF(ev);
-            Py_XDECREF(tb);
-            goto done;
-        }
-    }
+    if (parse_regions(spec, keys, boxes, squeeze) < 0)
+        goto done;
     if (!(flags & IT_READ_NO_COMPUTE) && check_memory(st, self, boxes, n) < 0)
         goto done;
     read_args a = {boxes, n, flags, bufs};
